@@ -1,0 +1,74 @@
+"""Dead-letter reason codes and the headers that describe why a record was dead-lettered.
+
+A dead letter keeps the request's value, key and headers untouched and appends headers under
+``__streaminfer.errors.`` (the convention Kafka Connect uses with ``__connect.errors.``), so a
+replay tool can strip our headers and send the original record again.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Iterable, Mapping
+
+HEADER_PREFIX = "__streaminfer.errors."
+
+
+class Reason(str, Enum):
+    """Why a record could not become a prediction. Values are stable wire strings."""
+
+    INVALID_JSON = "invalid_json"
+    SCHEMA_VIOLATION = "schema_violation"
+    WRONG_SHAPE_OR_DTYPE = "wrong_shape_or_dtype"
+    UNKNOWN_MODEL = "unknown_model"
+    INFERENCE_ERROR = "inference_error"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+
+
+_INT_FIELDS = ("partition", "offset")
+
+
+def error_headers(
+    *,
+    reason: Reason,
+    message: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    model: str | None = None,
+    request_id: str | None = None,
+) -> list[tuple[str, bytes]]:
+    """The headers appended to a dead letter, in a fixed order."""
+    fields: dict[str, object] = {
+        "reason": reason.value,
+        "message": message,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+    }
+    if model is not None:
+        fields["model"] = model
+    if request_id is not None:
+        fields["request_id"] = request_id
+    return [(HEADER_PREFIX + name, str(value).encode()) for name, value in fields.items()]
+
+
+def read_error_headers(headers: Iterable[tuple[str, bytes]]) -> dict[str, object]:
+    """Read our error headers back into one object (the shape ``deadletter.schema.json`` fixes)."""
+    out: dict[str, object] = {}
+    for name, value in headers:
+        if not name.startswith(HEADER_PREFIX):
+            continue
+        field = name[len(HEADER_PREFIX) :]
+        text = value.decode("utf-8", errors="replace")
+        out[field] = int(text) if field in _INT_FIELDS else text
+    return out
+
+
+def original_headers(headers: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The request's own headers, without ours: what a replay sends again."""
+    return [(k, v) for k, v in headers if not k.startswith(HEADER_PREFIX)]
+
+
+def headers_dict(headers: Iterable[tuple[str, bytes]]) -> Mapping[str, bytes]:
+    """Last value wins, as Kafka clients usually read a header by name."""
+    return {k: v for k, v in headers}

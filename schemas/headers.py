@@ -1,0 +1,56 @@
+"""Kafka header names on requests and predictions.
+
+Headers let a router or a tracing system read the routing facts without parsing the body.
+Trace context follows W3C Trace Context (``traceparent`` / ``tracestate``) and is copied from a
+request onto its prediction or dead letter unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+REQUEST_ID = "request-id"
+MODEL_NAME = "model-name"
+MODEL_VERSION = "model-version"
+DEADLINE_MS = "deadline-ms"
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+#: On predictions: the request record's timestamp, so consumers can measure end-to-end latency.
+REQUEST_TIMESTAMP_MS = "request-timestamp-ms"
+
+TRACE_HEADERS = (TRACEPARENT, TRACESTATE)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHeaders:
+    """The routing facts a request's headers carry; every field is optional on the wire."""
+
+    request_id: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    deadline_ms: int | None = None
+    trace: tuple[tuple[str, bytes], ...] = ()
+
+
+def parse_request_headers(headers: Iterable[tuple[str, bytes]]) -> RequestHeaders:
+    """Read the routing headers; a malformed deadline raises ``ValueError`` for the caller to map."""
+    values: dict[str, bytes] = {}
+    trace: list[tuple[str, bytes]] = []
+    for name, value in headers:
+        if name in TRACE_HEADERS:
+            trace.append((name, value))
+        else:
+            values[name] = value
+    deadline = values.get(DEADLINE_MS)
+    return RequestHeaders(
+        request_id=_text(values.get(REQUEST_ID)),
+        model_name=_text(values.get(MODEL_NAME)),
+        model_version=_text(values.get(MODEL_VERSION)),
+        deadline_ms=int(deadline) if deadline else None,
+        trace=tuple(trace),
+    )
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("utf-8") if value else None

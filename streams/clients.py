@@ -1,0 +1,83 @@
+"""Kafka clients configured from settings, topic creation, and a reachability check."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from streams.errors import BrokerUnreachable
+from streams.settings import KafkaSettings, TopicSettings
+
+
+def make_producer(kafka: KafkaSettings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap,
+        client_id=f"{kafka.client_id}-producer",
+        acks="all",
+        linger_ms=kafka.linger_ms,
+        max_batch_size=256 * 1024,
+        compression_type=kafka.compression,
+        request_timeout_ms=kafka.request_timeout_ms,
+    )
+
+
+def make_consumer(kafka: KafkaSettings, *topics: str, group_id: str | None = None) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=kafka.bootstrap,
+        client_id=f"{kafka.client_id}-consumer",
+        group_id=group_id if group_id is not None else kafka.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=kafka.session_timeout_ms,
+        heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+        rebalance_timeout_ms=kafka.rebalance_timeout_ms,
+        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+        request_timeout_ms=kafka.request_timeout_ms,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+
+
+async def start_client(client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdminClient, bootstrap: str) -> None:
+    """Start a client, turning aiokafka's connection errors into one that says what to do."""
+    try:
+        await client.start()
+    except KafkaConnectionError as exc:
+        raise BrokerUnreachable(bootstrap) from exc
+    except KafkaError as exc:
+        raise BrokerUnreachable(bootstrap, type(exc).__name__) from exc
+
+
+async def check_reachable(bootstrap: str, timeout_s: float = 10.0) -> None:
+    """Fail fast with ``BrokerUnreachable`` instead of retrying for a minute inside a client."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(start_client(admin, bootstrap), timeout_s)
+    except asyncio.TimeoutError as exc:
+        raise BrokerUnreachable(bootstrap, f"no answer within {timeout_s:.0f} s") from exc
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> None:
+    """Create the pipeline's topics if missing (brokers that auto-create pick their own counts)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, request_timeout_ms=kafka.request_timeout_ms)
+    await start_client(admin, kafka.bootstrap)
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [topics.requests, topics.predictions, topics.deadletter]
+        missing = [
+            NewTopic(name, num_partitions=topics.partitions, replication_factor=topics.replication_factor)
+            for name in wanted
+            if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()

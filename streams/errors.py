@@ -1,0 +1,34 @@
+"""Errors of the Kafka side.
+
+::
+
+    StreamInferError
+    ├── RequestError
+    │   └── DeadlineExceeded        the request's deadline passed before it could run
+    ├── BrokerUnreachable           no Kafka answered at the bootstrap address
+    └── DeliveryFailed              the broker did not acknowledge a prediction or dead letter;
+                                    the pipeline stops without committing, so nothing is lost
+"""
+
+from __future__ import annotations
+
+from schemas.deadletter import Reason
+from schemas.errors import RequestError, StreamInferError
+
+
+class DeadlineExceeded(RequestError):
+    reason = Reason.DEADLINE_EXCEEDED
+
+
+class BrokerUnreachable(StreamInferError):
+    def __init__(self, bootstrap: str, detail: str = "") -> None:
+        self.bootstrap = bootstrap
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"cannot reach Kafka at {bootstrap}{extra}: start one with `streaminfer broker` "
+            "or pass --bootstrap HOST:PORT"
+        )
+
+
+class DeliveryFailed(StreamInferError):
+    pass

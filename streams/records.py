@@ -1,0 +1,95 @@
+"""Outgoing records: a prediction or a dead letter, each remembering the request it answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from schemas import headers as h
+from schemas.codec import Prediction, encode
+from schemas.deadletter import Reason, error_headers
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(slots=True)
+class Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    source: TopicPartition
+    source_offset: int
+    #: Set on dead letters only, for metrics and tests.
+    reason: Reason | None = None
+    model: str | None = None
+    version: str | None = None
+    request_timestamp_ms: int = 0
+
+
+def source_of(record: ConsumerRecord) -> TopicPartition:
+    return TopicPartition(record.topic, record.partition)
+
+
+def fallback_request_id(record: ConsumerRecord) -> str:
+    """Deterministic, so a redelivered request keeps the id its first attempt had."""
+    return f"{record.topic}-{record.partition}-{record.offset}"
+
+
+def prediction_record(
+    topic: str,
+    record: ConsumerRecord,
+    prediction: Prediction,
+    trace: tuple[tuple[str, bytes], ...],
+) -> Outgoing:
+    headers: Headers = [
+        (h.REQUEST_ID, prediction.id.encode()),
+        (h.MODEL_NAME, prediction.model_name.encode()),
+        (h.MODEL_VERSION, prediction.model_version.encode()),
+        (h.REQUEST_TIMESTAMP_MS, str(record.timestamp).encode()),
+        *trace,
+    ]
+    return Outgoing(
+        topic=topic,
+        key=record.key,
+        value=encode(prediction),
+        headers=headers,
+        source=source_of(record),
+        source_offset=record.offset,
+        model=prediction.model_name,
+        version=prediction.model_version,
+        request_timestamp_ms=record.timestamp,
+    )
+
+
+def dead_letter_record(
+    topic: str,
+    record: ConsumerRecord,
+    reason: Reason,
+    message: str,
+    *,
+    model: str | None = None,
+    request_id: str | None = None,
+) -> Outgoing:
+    """The original value, key and headers, plus our error headers; never re-encoded."""
+    headers = list(record.headers) + error_headers(
+        reason=reason,
+        message=message,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        model=model,
+        request_id=request_id,
+    )
+    return Outgoing(
+        topic=topic,
+        key=record.key,
+        value=record.value,
+        headers=headers,
+        source=source_of(record),
+        source_offset=record.offset,
+        reason=reason,
+        model=model,
+    )

@@ -1,0 +1,53 @@
+"""Settings of the Kafka clients, the topics, and the consume → infer → produce loop."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class TopicSettings(BaseModel):
+    requests: str = "inference.requests"
+    predictions: str = "inference.predictions"
+    deadletter: str = "inference.deadletter"
+
+    partitions: int = Field(4, ge=1)
+    """Partitions for topics the pipeline creates; consumption scales with the requests topic's."""
+
+    replication_factor: int = Field(1, ge=1)
+
+
+class KafkaSettings(BaseModel):
+    bootstrap: str = "127.0.0.1:9092"
+    group_id: str = "streaminfer"
+    client_id: str = "streaminfer"
+
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    """A group join waits up to half of it on some brokers; keep it short for quick restarts."""
+
+    heartbeat_interval_ms: int = Field(1_000, ge=100)
+    rebalance_timeout_ms: int = Field(10_000, ge=1000)
+
+    fetch_max_wait_ms: int = Field(10, ge=0)
+    """Small on purpose: the embedded broker does not wake a waiting fetch when data arrives."""
+
+    linger_ms: int = Field(2, ge=0)
+    """Producer batching delay: a few ms avoids piles of single-record batches in the log."""
+
+    request_timeout_ms: int = Field(30_000, ge=1000)
+    compression: str | None = Field(None, pattern="^(gzip|snappy|lz4|zstd)$")
+
+
+class PipelineSettings(BaseModel):
+    default_model: str = "breast-cancer"
+    """Model for requests without a ``model-name`` header."""
+
+    max_batch_size: int = Field(256, ge=1)
+    """Most records taken from Kafka in one go; they are grouped by model into inference batches."""
+
+    max_inflight_batches: int = Field(4, ge=1)
+    """Batches between fetch and commit at once; fetching waits while this many are in flight."""
+
+    poll_timeout_ms: int = Field(50, ge=1)
+
+    commit_interval_ms: int = Field(200, ge=0)
+    """Offsets are committed at most this often (and always on rebalance and shutdown)."""

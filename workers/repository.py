@@ -1,0 +1,123 @@
+"""A versioned model repository on disk: ``<root>/<name>/<version>/model.onnx`` plus metadata.
+
+Layout of one version::
+
+    model.onnx          the model
+    metadata.json       signature (inputs/outputs in OIP terms), feature names, provenance
+    reference.parquet   a sample of the training data: the reference for drift detection
+    holdout.parquet     held-out rows with labels, for accuracy checks of variants (optional)
+
+The newest version is the highest by semantic-version order, so ``1.10.0`` beats ``1.9.0``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from schemas.signature import Signature
+from workers.errors import ModelFileMissing, UnknownModel
+
+MODEL_FILE = "model.onnx"
+METADATA_FILE = "metadata.json"
+REFERENCE_FILE = "reference.parquet"
+HOLDOUT_FILE = "holdout.parquet"
+
+_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$")
+
+
+class ModelMetadata(msgspec.Struct, omit_defaults=True):
+    name: str
+    version: str
+    signature: Signature
+    feature_names: list[str] = []
+    class_names: list[str] = []
+    framework: str = ""
+    description: str = ""
+    metrics: dict[str, float] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """One version on disk; cheap to pass to Ray actors (paths and metadata only)."""
+
+    metadata: ModelMetadata
+    directory: Path
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def version(self) -> str:
+        return self.metadata.version
+
+    @property
+    def model_path(self) -> Path:
+        return self.directory / MODEL_FILE
+
+    @property
+    def reference_path(self) -> Path:
+        return self.directory / REFERENCE_FILE
+
+    @property
+    def holdout_path(self) -> Path:
+        return self.directory / HOLDOUT_FILE
+
+
+def version_key(version: str) -> tuple[int, int, int, str]:
+    """Sort key that orders semantic versions numerically; non-semver names sort first."""
+    match = _SEMVER.match(version)
+    if not match:
+        return (-1, -1, -1, version)
+    major, minor, patch = (int(g) for g in match.groups())
+    return (major, minor, patch, version)
+
+
+class ModelRepository:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def model_names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
+
+    def versions(self, name: str) -> list[str]:
+        """Versions of ``name`` that have metadata, oldest first."""
+        model_dir = self.root / name
+        if not model_dir.is_dir():
+            return []
+        found = [p.name for p in model_dir.iterdir() if (p / METADATA_FILE).is_file()]
+        return sorted(found, key=version_key)
+
+    def resolve(self, name: str, version: str | None = None) -> ModelVersion:
+        """The named version, or the newest one; raises ``UnknownModel`` with what is there."""
+        versions = self.versions(name)
+        if not versions:
+            raise UnknownModel(name, version, self.model_names())
+        chosen = version or versions[-1]
+        if chosen not in versions:
+            raise UnknownModel(name, version, [f"{name}/{v}" for v in versions])
+        return self.load(name, chosen)
+
+    def load(self, name: str, version: str) -> ModelVersion:
+        directory = self.root / name / version
+        metadata_path = directory / METADATA_FILE
+        if not metadata_path.is_file():
+            raise ModelFileMissing(metadata_path, "write the model with `streaminfer models build-demo` or add its metadata.json")
+        metadata = msgspec.json.decode(metadata_path.read_bytes(), type=ModelMetadata)
+        entry = ModelVersion(metadata=metadata, directory=directory)
+        if not entry.model_path.is_file():
+            raise ModelFileMissing(entry.model_path, "rebuild it with `streaminfer models build-demo --force`")
+        return entry
+
+    def save_metadata(self, metadata: ModelMetadata) -> Path:
+        directory = self.root / metadata.name / metadata.version
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / METADATA_FILE
+        path.write_bytes(msgspec.json.format(msgspec.json.encode(metadata)))
+        return path

@@ -1,0 +1,53 @@
+"""Settings of the worker pool and of the ONNX Runtime sessions inside it.
+
+Plain pydantic models: the composition root reads them from the environment and passes them in.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class RuntimeSettings(BaseModel):
+    intra_op_threads: int = Field(1, ge=1)
+    """Threads one ONNX Runtime session uses inside an operator. One per actor keeps actors from
+    fighting over cores; raise it only with fewer actors than cores."""
+
+    inter_op_threads: int = Field(1, ge=1)
+    """Threads for running independent operators in parallel (tree ensembles do not benefit)."""
+
+    device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
+    """``auto`` uses CUDA only when a CUDA session can really be created, else the CPU."""
+
+
+class PoolSettings(BaseModel):
+    size: int = Field(2, ge=1)
+    """Actors per model. Each holds one session and runs one batch at a time."""
+
+    actor_num_cpus: float = Field(0.5, ge=0)
+    """CPUs Ray reserves per actor; fractional so a 2-core laptop fits a pool of 2 and the driver."""
+
+    actor_num_gpus: float = Field(0, ge=0)
+    """GPUs Ray reserves per actor; set above 0 on a cluster with GPUs so actors land there."""
+
+    retry_timeout_s: float = Field(60.0, gt=0)
+    """How long a batch waits for a dead actor to come back before it fails as ``inference_error``."""
+
+    namespace: str = "streaminfer"
+    """Ray namespace the named actors live in (the dashboard filters by it)."""
+
+
+class RaySettings(BaseModel):
+    address: str | None = None
+    """Ray cluster to join (``ray://host:10001`` or ``auto``); None starts a local Ray."""
+
+    num_cpus: int | None = None
+    """CPUs a local Ray may use; None lets Ray count them."""
+
+    dashboard_host: str = "127.0.0.1"
+    """Interface of a local Ray's dashboard. Loopback only: authentication is disabled there."""
+
+    dashboard_port: int = 8265
+
+    temp_dir: str | None = None
+    """Where a local Ray keeps its sockets and logs (keep the path short: socket paths are limited)."""
