@@ -1,0 +1,278 @@
+"""The `streaminfer` command line. Each command builds settings, then hands off to one module."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+
+from schemas.errors import StreamInferError
+from streaminfer.settings import AppSettings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming inference on Kafka with Ray and ONNX Runtime.")
+models_app = typer.Typer(no_args_is_help=True, help="The model repository.")
+app.add_typer(models_app, name="models")
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+BootstrapOpt = typer.Option(None, "--bootstrap", "-b", help="Kafka bootstrap HOST:PORT (default: settings).")
+RepoOpt = typer.Option(None, "--model-repo", help="Model repository root (default: ./models).")
+
+
+def friendly_errors(command: F) -> F:
+    """Our errors become one line on stderr and exit code 2; Ctrl-C exits 130 without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except StreamInferError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load_settings(
+    bootstrap: str | None = None,
+    model_repo: Path | None = None,
+    **nested: dict[str, Any],
+) -> AppSettings:
+    """Environment first, then the flags given on the command line (flags win)."""
+    settings = AppSettings()
+    update: dict[str, Any] = {}
+    if model_repo is not None:
+        update["model_repository"] = model_repo
+    if bootstrap is not None:
+        nested.setdefault("kafka", {})["bootstrap"] = bootstrap
+    for section, values in nested.items():
+        values = {k: v for k, v in values.items() if v is not None}
+        if values:
+            update[section] = getattr(settings, section).model_copy(update=values)
+    return settings.model_copy(update=update)
+
+
+@app.command()
+@friendly_errors
+def broker(
+    port: int = typer.Option(9092, help="Loopback port to listen on."),
+    host: str = typer.Option("127.0.0.1", help="Interface (keep it loopback: no authentication)."),
+) -> None:
+    """Start the embedded Kafka-protocol broker (Tansu, in memory) until interrupted."""
+    from streaminfer.broker import EmbeddedBroker
+
+    embedded = EmbeddedBroker(port=port, host=host).start()
+    console.print(f"embedded broker listening; bootstrap: [bold]{embedded.bootstrap}[/bold]  (Ctrl-C to stop)")
+    try:
+        embedded.wait()
+    finally:
+        embedded.stop()
+
+
+@app.command()
+@friendly_errors
+def run(
+    bootstrap: Optional[str] = BootstrapOpt,
+    model_repo: Optional[Path] = RepoOpt,
+    model: list[str] = typer.Option([], "--model", "-m", help="Model to serve (repeat for several); first is the default."),
+    pool_size: Optional[int] = typer.Option(None, help="Actors per model."),
+    ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster instead of starting one."),
+    metrics_port: Optional[int] = typer.Option(None, help="Prometheus endpoint port (0: any free port)."),
+    group_id: Optional[str] = typer.Option(None, help="Kafka consumer group."),
+) -> None:
+    """Run the pipeline against any Kafka until interrupted."""
+    settings = load_settings(
+        bootstrap, model_repo,
+        kafka={"group_id": group_id}, pool={"size": pool_size}, ray={"address": ray_address},
+        metrics={"port": metrics_port},
+    )
+    if model:
+        settings = settings.model_copy(
+            update={"models": model[1:], "pipeline": settings.pipeline.model_copy(update={"default_model": model[0]})}
+        )
+    asyncio.run(_run_until_signal(settings))
+
+
+async def _run_until_signal(settings: AppSettings) -> None:
+    from streaminfer.app import start_app, start_ray
+    from workers.repository import ModelRepository
+
+    for name in settings.served_model_names():
+        ModelRepository(settings.model_repository).resolve(name)  # fail before starting Ray
+    dashboard = start_ray(settings.ray)
+    running = await start_app(settings)
+    console.print(f"ray dashboard: {dashboard}")
+    console.print(f"metrics:       {running.metrics_url}")
+    console.print(f"serving {', '.join(settings.served_model_names())} with actors "
+                  f"{', '.join(str(a['label']) for a in running.actors)}")
+    console.print(f"consuming {settings.topics.requests} on {settings.kafka.bootstrap} (Ctrl-C to stop)")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(running.pipeline.wait())
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter.done():
+            waiter.result()
+    finally:
+        stopper.cancel()
+        await running.stop()
+
+
+@app.command()
+@friendly_errors
+def produce(
+    bootstrap: Optional[str] = BootstrapOpt,
+    file: Optional[Path] = typer.Option(None, "--file", "-f", exists=True, dir_okay=False, help="JSON-lines file, one OIP request per line."),
+    count: Optional[int] = typer.Option(None, "--count", "-n", min=1, help="Send N requests from the demo dataset."),
+    model: str = typer.Option("breast-cancer", help="Value of the model-name header."),
+    topic: Optional[str] = typer.Option(None, help="Requests topic (default: settings)."),
+) -> None:
+    """Send requests from a file or from the demo dataset, with a progress bar."""
+    if (file is None) == (count is None):
+        raise typer.BadParameter("give exactly one of --file or --count")
+    from streaminfer.demo_model import INPUT_NAME, demo_data
+    from streaminfer.loadgen import demo_payloads, file_payloads
+
+    settings = load_settings(bootstrap)
+    payloads = file_payloads(file, model) if file else demo_payloads(demo_data().x_test, count or 0, model, INPUT_NAME)
+    sent = asyncio.run(_produce(settings, topic or settings.topics.requests, payloads))
+    console.print(f"sent {sent} requests to {topic or settings.topics.requests} on {settings.kafka.bootstrap}")
+
+
+async def _produce(settings: AppSettings, topic: str, payloads: list) -> int:
+    from streaminfer.loadgen import send_all
+    from streams.clients import check_reachable, make_producer, start_client
+
+    await check_reachable(settings.kafka.bootstrap)
+    producer = make_producer(settings.kafka)
+    await start_client(producer, settings.kafka.bootstrap)
+    try:
+        with Progress(console=console) as progress:
+            task = progress.add_task("producing", total=len(payloads))
+            return await send_all(producer, topic, payloads, lambda n: progress.advance(task, n))
+    finally:
+        await producer.stop()
+
+
+@app.command()
+@friendly_errors
+def tail(
+    bootstrap: Optional[str] = BootstrapOpt,
+    dead_letters: bool = typer.Option(False, "--dead-letters", help="Follow the dead-letter topic instead."),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest record."),
+    limit: Optional[int] = typer.Option(None, help="Stop after this many records."),
+) -> None:
+    """Print predictions (or dead letters) as they arrive."""
+    settings = load_settings(bootstrap)
+    asyncio.run(_tail(settings, dead_letters, from_beginning, limit))
+
+
+async def _tail(settings: AppSettings, dead_letters: bool, from_beginning: bool, limit: int | None) -> None:
+    import json
+
+    from schemas.deadletter import read_error_headers
+    from streams.clients import check_reachable, start_client
+    from aiokafka import AIOKafkaConsumer
+
+    await check_reachable(settings.kafka.bootstrap)
+    topic = settings.topics.deadletter if dead_letters else settings.topics.predictions
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=settings.kafka.bootstrap, group_id=None,
+        auto_offset_reset="earliest" if from_beginning else "latest", fetch_max_wait_ms=50,
+    )
+    await start_client(consumer, settings.kafka.bootstrap)
+    shown = 0
+    try:
+        async for record in consumer:
+            if dead_letters:
+                meta = read_error_headers(record.headers)
+                print(json.dumps({**meta, "value": (record.value or b"").decode("utf-8", "replace")}), flush=True)
+            else:
+                print((record.value or b"").decode(), flush=True)
+            shown += 1
+            if limit is not None and shown >= limit:
+                return
+    finally:
+        await consumer.stop()
+
+
+@app.command()
+@friendly_errors
+def demo(
+    requests: int = typer.Option(2000, "--requests", "-n", min=1, help="Requests to send."),
+    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", "-b", help="Use this Kafka instead of the embedded broker."),
+    model_repo: Optional[Path] = RepoOpt,
+    pool_size: Optional[int] = typer.Option(None, help="Actors per model."),
+    timeout: float = typer.Option(300, help="Give up after this many seconds."),
+) -> None:
+    """Start a broker, Ray and the pipeline, send N requests, and show predictions flowing."""
+    from streaminfer.broker import EmbeddedBroker
+    from streaminfer.demo import run_demo
+
+    settings = load_settings(bootstrap, model_repo, pool={"size": pool_size}, metrics={"port": 0})
+    embedded = None
+    if bootstrap is None:
+        embedded = EmbeddedBroker().start()
+        settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap": embedded.bootstrap})})
+        console.print(f"broker      embedded Tansu at {embedded.bootstrap}")
+    try:
+        result = asyncio.run(run_demo(settings, requests, console, timeout))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    console.print()
+    console.print(result.summary(), highlight=False, soft_wrap=True)
+    if not result.complete:
+        err_console.print(f"error: only {result.board.answered} of {requests} requests were answered within {timeout:.0f} s")
+        raise typer.Exit(1)
+
+
+@models_app.command("build-demo")
+@friendly_errors
+def build_demo(
+    model_repo: Optional[Path] = RepoOpt,
+    force: bool = typer.Option(False, help="Rebuild even if the version exists."),
+) -> None:
+    """Train the breast_cancer demo classifier and write it to the repository."""
+    from streaminfer.demo_model import build_demo_model
+    from workers.repository import ModelRepository
+
+    settings = load_settings(model_repo=model_repo)
+    entry = build_demo_model(ModelRepository(settings.model_repository), force=force)
+    console.print(f"wrote {entry.name}/{entry.version} to {entry.directory} (holdout accuracy {entry.metadata.metrics.get('holdout_accuracy', float('nan')):.3f})")
+
+
+@models_app.command("list")
+@friendly_errors
+def list_models(model_repo: Optional[Path] = RepoOpt) -> None:
+    """Models and versions in the repository."""
+    from workers.repository import ModelRepository
+
+    repository = ModelRepository(load_settings(model_repo=model_repo).model_repository)
+    names = repository.model_names()
+    if not names:
+        console.print(f"no models in {repository.root}: run `streaminfer models build-demo`")
+    for name in names:
+        console.print(f"{name}: {', '.join(repository.versions(name))}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
