@@ -52,7 +52,8 @@ async def _first_committed_value(bootstrap: str, topic: str) -> bytes | None:
         record = await asyncio.wait_for(consumer.getone(), timeout=30)
     finally:
         await consumer.stop()
-    return record.value
+    value: bytes | None = record.value
+    return value
 
 
 def _process_exists(pid: int) -> bool:
@@ -87,7 +88,7 @@ def test_a_broker_that_cannot_start_reports_the_tail_of_its_log(tmp_path: Path) 
     empty_libs.mkdir()
     broker = ApacheKafkaBroker(tmp_path / "kafka", libs_dir=empty_libs)
 
-    with pytest.raises(BrokerStartError, match="kafka.tools.StorageTool"):
+    with pytest.raises(BrokerStartError, match=r"kafka\.tools\.StorageTool"):
         broker.start()
 
     assert broker.pid is None

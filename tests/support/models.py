@@ -1,0 +1,52 @@
+"""Small ONNX models built in code for tests.
+
+``lookup``: ``score[i] = table[int(input[i, 0])]`` through ONNX ``Gather``. ONNX Runtime raises on
+an index outside the table, so one bad row makes a whole batch fail inside the runtime: the real
+way to get an ``inference_error`` and to check that its batch-mates still get predictions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from workers.repository import METADATA_FILE, MODEL_FILE, ModelMetadata, ModelRepository
+from workers.runtime import ModelRuntime
+from workers.settings import RuntimeSettings
+
+LOOKUP_MODEL = "lookup"
+LOOKUP_TABLE = np.arange(10, dtype=np.float32) * 0.5
+
+
+def lookup_model() -> onnx.ModelProto:
+    table = helper.make_tensor("table", TensorProto.FLOAT, [len(LOOKUP_TABLE)], LOOKUP_TABLE.tolist())
+    starts = helper.make_tensor("starts", TensorProto.INT64, [1], [0])
+    ends = helper.make_tensor("ends", TensorProto.INT64, [1], [1])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    nodes = [
+        helper.make_node("Slice", ["input", "starts", "ends", "axes"], ["first"]),
+        helper.make_node("Squeeze", ["first", "axes"], ["first_flat"]),
+        helper.make_node("Cast", ["first_flat"], ["index"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "index"], ["score"], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "lookup",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])],
+        initializer=[table, starts, ends, axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_lookup_model(repository: ModelRepository, version: str = "1.0.0") -> None:
+    directory = repository.root / LOOKUP_MODEL / version
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MODEL_FILE).write_bytes(lookup_model().SerializeToString())
+    signature = ModelRuntime(directory / MODEL_FILE, RuntimeSettings()).signature
+    repository.save_metadata(ModelMetadata(name=LOOKUP_MODEL, version=version, signature=signature))
+    assert (directory / METADATA_FILE).is_file()
