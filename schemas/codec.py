@@ -18,7 +18,7 @@ from schemas.errors import InvalidJson, SchemaViolation, WrongShapeOrDtype
 from schemas.signature import Signature, TensorSpec
 
 
-class RequestTensor(msgspec.Struct):
+class RequestTensor(msgspec.Struct, omit_defaults=True):
     name: str
     shape: list[int]
     datatype: str
@@ -26,7 +26,7 @@ class RequestTensor(msgspec.Struct):
     parameters: dict[str, Any] | None = None
 
 
-class InferenceRequest(msgspec.Struct):
+class InferenceRequest(msgspec.Struct, omit_defaults=True):
     inputs: list[RequestTensor]
     id: str | None = None
     parameters: dict[str, Any] | None = None
@@ -60,7 +60,15 @@ def decode_request(body: bytes | None) -> InferenceRequest:
     try:
         return _request_decoder.decode(body)
     except msgspec.ValidationError as exc:
+        _raise_if_not_json(body)  # typed decoding can stop at a type error before a syntax error
         raise SchemaViolation(f"not an OIP v2 inference request: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidJson(f"value is not valid JSON: {exc}") from exc
+
+
+def _raise_if_not_json(body: bytes) -> None:
+    try:
+        msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidJson(f"value is not valid JSON: {exc}") from exc
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -26,6 +27,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 BootstrapOpt = typer.Option(None, "--bootstrap", "-b", help="Kafka bootstrap HOST:PORT (default: settings).")
 RepoOpt = typer.Option(None, "--model-repo", help="Model repository root (default: ./models).")
+
+
+@app.callback()
+def configure_logging(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show client library logs.")) -> None:
+    """Client libraries log connection failures that we report ourselves, in one line; keep
+    their logs for --verbose."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 def friendly_errors(command: F) -> F:
@@ -106,8 +116,10 @@ def run(
 
 async def _run_until_signal(settings: AppSettings) -> None:
     from streaminfer.app import start_app, start_ray
+    from streams.clients import check_reachable
     from workers.repository import ModelRepository
 
+    await check_reachable(settings.kafka.bootstrap)
     for name in settings.served_model_names():
         ModelRepository(settings.model_repository).resolve(name)  # fail before starting Ray
     dashboard = start_ray(settings.ray)

@@ -1,0 +1,68 @@
+"""The errors a newcomer meets print one line that says what to do, and exit non-zero."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from streaminfer.broker import free_port
+
+CLI = [sys.executable, "-m", "streaminfer.cli"]
+
+
+def streaminfer(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_run_against_an_unreachable_broker_says_how_to_start_one(model_repo):
+    result = streaminfer("run", "--bootstrap", f"127.0.0.1:{free_port()}", "--model-repo", str(model_repo.root))
+    assert_one_line_error(result, "cannot reach Kafka", "streaminfer broker")
+
+
+def test_run_with_an_unknown_model_names_the_known_ones(tansu, model_repo):
+    result = streaminfer("run", "--bootstrap", tansu.bootstrap, "--model", "no-such-model", "--model-repo", str(model_repo.root))
+    assert_one_line_error(result, "no-such-model", "breast-cancer")
+
+
+def test_run_with_a_missing_model_file_says_how_to_rebuild_it(tansu, tmp_path):
+    version_dir = tmp_path / "breast-cancer" / "1.0.0"
+    version_dir.mkdir(parents=True)
+    (version_dir / "metadata.json").write_text('{"name": "breast-cancer", "version": "1.0.0", "signature": {"inputs": [], "outputs": []}}')
+    result = streaminfer("run", "--bootstrap", tansu.bootstrap, "--model-repo", str(tmp_path))
+    assert_one_line_error(result, "model.onnx is missing", "build-demo")
+
+
+def test_broker_on_a_port_in_use_says_to_pick_another():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = streaminfer("broker", "--port", str(port), timeout=30)
+    assert_one_line_error(result, f"port {port}", "--port")
+
+
+def test_produce_to_an_unreachable_broker_fails_in_one_line():
+    result = streaminfer("produce", "--bootstrap", f"127.0.0.1:{free_port()}", "--count", "3", timeout=60)
+    assert_one_line_error(result, "cannot reach Kafka")
+
+
+def test_demo_answers_every_request_and_prints_a_summary(tmp_path):
+    result = streaminfer("demo", "--requests", "500", "--model-repo", str(tmp_path / "models"), timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert "requests=500 predictions=500 dead_letters=0" in summary
+    assert "p99=" in summary and "throughput=" in summary
+    assert (tmp_path / "models" / "breast-cancer" / "1.0.0" / "model.onnx").is_file()
