@@ -101,6 +101,10 @@ class Pipeline:
             await self._producer.stop()
             self._producer = None
 
+    def assignment(self) -> set[TopicPartition]:
+        """Partitions this pipeline consumes now (the group decides; scales with partitions)."""
+        return set(self._consumer.assignment()) if self._consumer is not None else set()
+
     async def __aenter__(self) -> "Pipeline":
         await self.start()
         return self

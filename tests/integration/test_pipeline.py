@@ -167,3 +167,32 @@ async def test_restarted_pipeline_resumes_from_committed_offsets(kafka_settings,
     ids = collected.ids(collected.predictions)
     assert set(ids) == {f"r-{n}" for n in range(3000)}
     assert max(ids.values()) == 1, "a clean stop commits what it answered, so nothing is answered twice"
+
+
+async def test_two_pipelines_in_one_group_share_the_partitions_and_answer_each_request_once(
+    kafka_settings, topics, model_repo, ray_dashboard
+):
+    rows = demo_data().x_test
+    count = 4000
+    first = app_settings(kafka_settings, topics, model_repo, pool_size=1)
+    second = app_settings(kafka_settings, topics, model_repo, pool_size=1)
+    async with Collector(kafka_settings.bootstrap, topics) as collector:
+        app_a = await started(first)
+        try:
+            await send(kafka_settings.bootstrap, topics.requests, demo_records(rows, count // 2, "s"))
+            await collector.until(lambda c: c.total >= 200)
+            app_b = await started(second)  # joins the group mid-stream: a rebalance under load
+            try:
+                await send(kafka_settings.bootstrap, topics.requests, demo_records(rows, count, "s")[count // 2 :])
+                collected = await collector.until(lambda c: len(c.unique_ids()) >= count)
+                await collector.settle()
+                assigned_b = app_b.pipeline.assignment()
+            finally:
+                await app_b.stop()
+        finally:
+            await app_a.stop()
+
+    ids = collected.ids(collected.predictions)
+    assert set(ids) == {f"s-{n}" for n in range(count)}
+    assert assigned_b, "the second pipeline got partitions of its own"
+    assert max(ids.values()) == 1, "revoked partitions are drained and committed before they move"

@@ -1,0 +1,45 @@
+"""Rows of a batch map back to the requests they came from; deadlines are checked before running."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from schemas.headers import RequestHeaders
+from streams.batch import Decoded, check_deadline, split_predictions, stack_inputs
+from streams.errors import DeadlineExceeded
+
+
+def item(request_id: str, rows: int, deadline_ms: int | None = None) -> Decoded:
+    served = SimpleNamespace(entry=SimpleNamespace(name="m", version="1.0.0"))
+    arrays = {"input": np.full((rows, 2), float(len(request_id)), dtype=np.float32)}
+    return Decoded(record=None, request_id=request_id, headers=RequestHeaders(deadline_ms=deadline_ms),
+                   served=served, arrays=arrays, rows=rows)  # type: ignore[arg-type]
+
+
+def test_requests_with_several_rows_get_back_exactly_their_rows():
+    items = [item("a", 1), item("bb", 3), item("ccc", 2)]
+    stacked = stack_inputs(items)
+    assert stacked["input"].shape == (6, 2)
+    outputs = {"label": np.arange(6, dtype=np.int64)}
+    predictions = split_predictions(items, outputs)
+    assert [p.id for p in predictions] == ["a", "bb", "ccc"]
+    assert [p.outputs[0].data for p in predictions] == [[0], [1, 2, 3], [4, 5]]
+    assert predictions[1].outputs[0].shape == [3]
+
+
+def test_a_model_returning_the_wrong_row_count_is_an_error_not_a_silent_shift():
+    with pytest.raises(ValueError, match="returned 3 rows for a batch of 2"):
+        split_predictions([item("a", 1), item("b", 1)], {"label": np.arange(3)})
+
+
+def test_deadline_in_the_past_raises_deadline_exceeded():
+    with pytest.raises(DeadlineExceeded, match="passed 5 ms"):
+        check_deadline(item("a", 1, deadline_ms=1_000), now_ms=1_005)
+
+
+def test_deadline_in_the_future_or_absent_lets_the_request_run():
+    check_deadline(item("a", 1, deadline_ms=2_000), now_ms=1_000)
+    check_deadline(item("a", 1), now_ms=1_000)

@@ -1,0 +1,142 @@
+"""docker-compose.yml and its Prometheus config, checked as data (no Docker needed).
+
+Why: the compose stack is only exercised on machines with Docker, so a typo in a service
+name, a port or a start-up condition would otherwise go unnoticed until a user runs it.
+"""
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streams.settings import TopicSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+SERVICES = {"kafka", "kafka-init", "ray-head", "pipeline", "prometheus"}
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, dict[str, Any]]:
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())
+    result: dict[str, dict[str, Any]] = compose["services"]
+    return result
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service["command"]
+    return shlex.split(command) if isinstance(command, str) else list(command)
+
+
+def _published(service: dict[str, Any]) -> dict[int, str]:
+    """Host port -> "host_ip:container_port" for ports written as [IP:]HOST:CONTAINER."""
+    published = {}
+    for mapping in service.get("ports", []):
+        *ip, host, container = str(mapping).split(":")
+        published[int(host)] = f"{''.join(ip) or '0.0.0.0'}:{container}"
+    return published
+
+
+def _prometheus_targets(services: dict[str, dict[str, Any]]) -> list[str]:
+    (mount,) = services["prometheus"]["volumes"]
+    source = REPO_ROOT / mount.split(":")[0]
+    config = yaml.safe_load(source.read_text())
+    return [
+        target
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    ]
+
+
+def test_the_stack_has_exactly_the_five_services(services: dict[str, dict[str, Any]]) -> None:
+    assert set(services) == SERVICES
+
+
+def test_every_image_is_pinned_to_a_version(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        image = service["image"]
+        tag = image.rpartition(":")[2] if ":" in image else ""
+        assert tag and tag != "latest", f"{name}: pin {image!r} to a version"
+
+
+def test_the_pipeline_and_the_ray_head_share_one_locally_built_image(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    pipeline, head = services["pipeline"], services["ray-head"]
+    assert pipeline["image"] == head["image"]
+    dockerfile = REPO_ROOT / pipeline["build"]["context"] / pipeline["build"]["dockerfile"]
+    assert dockerfile.is_file()
+    assert "FROM python:3.11-slim" in dockerfile.read_text()
+
+
+def test_kafka_runs_in_kraft_mode_without_zookeeper(services: dict[str, dict[str, Any]]) -> None:
+    environment = services["kafka"]["environment"]
+    assert set(environment["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert not any("ZOOKEEPER" in key for key in environment)
+
+
+def test_kafka_advertises_a_listener_for_containers_and_one_for_the_host(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    advertised = services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    assert "PLAINTEXT://kafka:9092" in advertised
+    assert "HOST://localhost:9092" in advertised
+    assert _published(services["kafka"])[9092] == "127.0.0.1:19092"
+
+
+def test_host_ports_are_published_on_loopback_only(services: dict[str, dict[str, Any]]) -> None:
+    expected = {"kafka": 9092, "ray-head": 8265, "pipeline": 9400, "prometheus": 9090}
+    for name, port in expected.items():
+        assert _published(services[name])[port].startswith("127.0.0.1:"), name
+    assert _published(services["kafka-init"]) == {}
+
+
+def test_pipeline_waits_for_a_healthy_kafka(services: dict[str, dict[str, Any]]) -> None:
+    assert services["pipeline"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert "kafka-broker-api-versions.sh" in " ".join(services["kafka"]["healthcheck"]["test"])
+
+
+def test_pipeline_starts_only_after_its_topics_exist(services: dict[str, dict[str, Any]]) -> None:
+    depends_on = services["pipeline"]["depends_on"]
+    assert depends_on["kafka-init"]["condition"] == "service_completed_successfully"
+    assert depends_on["ray-head"]["condition"] == "service_started"
+    assert services["kafka-init"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_kafka_init_creates_the_topics_the_pipeline_uses(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    script = " ".join(_command(services["kafka-init"]))
+    created = dict(re.findall(r"create (\S+) (\d+)", script))
+    defaults = TopicSettings.model_validate({})  # the defaults the pipeline runs with
+    assert set(created) == {defaults.requests, defaults.predictions, defaults.deadletter}
+    assert created[defaults.requests] == "8"
+
+
+def test_pipeline_reaches_kafka_and_ray_by_service_name(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    command = _command(services["pipeline"])
+    assert command[:2] == ["streaminfer", "run"]
+    assert command[command.index("--bootstrap") + 1] == "kafka:9092"
+    assert command[command.index("--ray-address") + 1] == "ray://ray-head:10001"
+    assert "--ray-client-server-port=10001" in _command(services["ray-head"])
+
+
+def test_prometheus_scrapes_only_services_of_the_stack_on_their_metrics_ports(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    targets = _prometheus_targets(services)
+    assert targets, "prometheus.yml scrapes nothing"
+    for target in targets:
+        host = target.split(":")[0]
+        assert host in services, f"{target}: no service {host!r} in docker-compose.yml"
+    pipeline_command = _command(services["pipeline"])
+    metrics_port = pipeline_command[pipeline_command.index("--metrics-port") + 1]
+    assert f"pipeline:{metrics_port}" in targets
+    assert "--metrics-export-port=8080" in _command(services["ray-head"])
+    assert "ray-head:8080" in targets
