@@ -39,7 +39,7 @@ already_fetched() {
 }
 
 fetch() {
-  command -v mvn >/dev/null || die "Maven (mvn) is not installed; install it (e.g. apt-get install maven) or point STREAMINFER_KAFKA_HOME at a dir whose libs/ already holds the jars"
+  command -v mvn >/dev/null || die "Maven (mvn) is not installed: install it (e.g. apt-get install maven); it fetches the broker jars from Maven Central once"
   rm -rf "$libs" "$marker"
   mkdir -p "$libs"
   # Maven's own output goes to stderr: stdout carries only the libs dir.

@@ -78,12 +78,14 @@ start() {
   # a SIGTERM to this script shuts the broker down cleanly instead of orphaning it.
   # shellcheck disable=SC2086  # KAFKA_HEAP_OPTS is a list of JVM flags
   "${jvm[@]}" ${KAFKA_HEAP_OPTS:--Xmx512m} kafka.Kafka "$data/server.properties" &
-  local pid=$!
-  trap 'kill -TERM "$pid" 2>/dev/null || true' INT TERM
+  local pid=$! stopping=0
+  trap 'stopping=1; kill -TERM "$pid" 2>/dev/null || true' INT TERM
   local rc=0
   wait "$pid" || rc=$?
   # A trapped signal interrupts `wait`; wait again for the broker's real exit.
   if kill -0 "$pid" 2>/dev/null; then wait "$pid" || rc=$?; fi
+  # Stopped on request: the JVM's 143 (killed by SIGTERM) is the expected outcome.
+  if ((stopping)); then return 0; fi
   return "$rc"
 }
 
