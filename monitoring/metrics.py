@@ -55,6 +55,11 @@ class PipelineMetrics:
             "Records read from Kafka and not yet ended as a prediction or dead letter.",
             registry=registry,
         )
+        self.paused = Gauge(
+            "streaminfer_consumer_paused",
+            "1 while the consumer has paused its partitions because every batch slot is taken.",
+            registry=registry,
+        )
         self.actor_retries = Counter(
             "streaminfer_actor_retries_total",
             "Batches retried because a worker actor died or was unreachable.",

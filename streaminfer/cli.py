@@ -96,7 +96,8 @@ def run(
     bootstrap: Optional[str] = BootstrapOpt,
     model_repo: Optional[Path] = RepoOpt,
     model: list[str] = typer.Option([], "--model", "-m", help="Model to serve (repeat for several); first is the default."),
-    pool_size: Optional[int] = typer.Option(None, help="Actors per model."),
+    pool_size: Optional[int] = typer.Option(None, help="Actors per model (with --consumers 0)."),
+    consumers: Optional[int] = typer.Option(None, help="Consuming actors (0: consume here, infer on the worker pool)."),
     ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster instead of starting one."),
     metrics_port: Optional[int] = typer.Option(None, help="Prometheus endpoint port (0: any free port)."),
     group_id: Optional[str] = typer.Option(None, help="Kafka consumer group."),
@@ -105,6 +106,7 @@ def run(
     settings = load_settings(
         bootstrap, model_repo,
         kafka={"group_id": group_id}, pool={"size": pool_size}, ray={"address": ray_address},
+        pipeline={"consumers": consumers},
         metrics={"port": metrics_port},
     )
     if model:
@@ -125,7 +127,7 @@ async def _run_until_signal(settings: AppSettings) -> None:
     dashboard = start_ray(settings.ray)
     running = await start_app(settings)
     console.print(f"ray dashboard: {dashboard}")
-    console.print(f"metrics:       {running.metrics_url}")
+    console.print(f"metrics:       {', '.join(running.metrics_urls) or 'off'}")
     console.print(f"serving {', '.join(settings.served_model_names())} with actors "
                   f"{', '.join(str(a['label']) for a in running.actors)}")
     console.print(f"consuming {settings.topics.requests} on {settings.kafka.bootstrap} (Ctrl-C to stop)")
@@ -133,7 +135,7 @@ async def _run_until_signal(settings: AppSettings) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    waiter = asyncio.create_task(running.pipeline.wait())
+    waiter = asyncio.create_task(running.wait())
     stopper = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -228,14 +230,20 @@ def demo(
     requests: int = typer.Option(2000, "--requests", "-n", min=1, help="Requests to send."),
     bootstrap: Optional[str] = typer.Option(None, "--bootstrap", "-b", help="Use this Kafka instead of the embedded broker."),
     model_repo: Optional[Path] = RepoOpt,
-    pool_size: Optional[int] = typer.Option(None, help="Actors per model."),
+    pool_size: Optional[int] = typer.Option(None, help="Actors per model (with --consumers 0)."),
+    consumers: Optional[int] = typer.Option(None, help="Consuming actors (0: consume here, infer on the worker pool)."),
+    max_batch_size: Optional[int] = typer.Option(None, help="Most rows per inference batch."),
+    max_wait_ms: Optional[float] = typer.Option(None, help="Longest wait for a batch to fill."),
     timeout: float = typer.Option(300, help="Give up after this many seconds."),
 ) -> None:
     """Start a broker, Ray and the pipeline, send N requests, and show predictions flowing."""
     from streaminfer.broker import EmbeddedBroker
     from streaminfer.demo import run_demo
 
-    settings = load_settings(bootstrap, model_repo, pool={"size": pool_size}, metrics={"port": 0})
+    settings = load_settings(
+        bootstrap, model_repo, pool={"size": pool_size}, metrics={"port": 0},
+        pipeline={"consumers": consumers, "max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms},
+    )
     embedded = None
     if bootstrap is None:
         embedded = EmbeddedBroker().start()

@@ -26,6 +26,9 @@ class DemoResult:
     requests: int
     board: Scoreboard
     seconds: float
+    batch_sizes: list[int]
+    max_batch_size: int
+    max_wait_ms: float
 
     @property
     def complete(self) -> bool:
@@ -33,12 +36,15 @@ class DemoResult:
 
     def summary(self) -> str:
         rate = self.board.answered / self.seconds if self.seconds > 0 else 0.0
+        mean_batch = sum(self.batch_sizes) / len(self.batch_sizes) if self.batch_sizes else 0.0
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.board.reasons.items()))
         return (
             f"requests={self.requests} predictions={self.board.predictions} "
             f"dead_letters={self.board.dead_letters}{f' ({reasons})' if reasons else ''} "
             f"duplicates={self.board.duplicates} throughput={rate:,.0f}/s "
-            f"p50={self.board.percentile_ms(50):.1f}ms p99={self.board.percentile_ms(99):.1f}ms"
+            f"p50={self.board.percentile_ms(50):.1f}ms p99={self.board.percentile_ms(99):.1f}ms "
+            f"batch(mean={mean_batch:.1f} max={max(self.batch_sizes, default=0)} "
+            f"limit={self.max_batch_size} wait={self.max_wait_ms:g}ms)"
         )
 
 
@@ -47,22 +53,22 @@ async def run_demo(settings: AppSettings, requests: int, console: Console, timeo
     entry = build_demo_model(repository)
     console.print(f"model       {entry.name}/{entry.version} at {entry.directory}")
     dashboard = start_ray(settings.ray, log_to_driver=False)
-    console.print(f"ray         dashboard {dashboard}  (actors: {', '.join(a for a in _names(settings))})")
     app = await start_app(settings)
     providers = sorted({p for a in app.actors for p in a["providers"]})  # type: ignore[union-attr]
+    labels = ", ".join(str(a["label"]) for a in app.actors)
+    console.print(f"ray         dashboard {dashboard}  (actors: {labels})")
     console.print(f"workers     {len(app.actors)} actors on {', '.join(providers)}")
-    console.print(f"metrics     {app.metrics_url}")
+    console.print(f"metrics     {', '.join(app.metrics_urls) or 'off'}")
     try:
-        return await _drive(settings, requests, console, timeout_s)
+        board, seconds = await _drive(settings, requests, console, timeout_s)
+        batch_sizes = [size for d in await app.describe() for size in d["batch_sizes"]]  # type: ignore[union-attr]
     finally:
         await app.stop()
+    p = settings.pipeline
+    return DemoResult(requests, board, seconds, batch_sizes, p.max_batch_size, p.max_wait_ms)
 
 
-def _names(settings: AppSettings) -> list[str]:
-    return [f"{m}-{i}" for m in settings.served_model_names() for i in range(settings.pool.size)]
-
-
-async def _drive(settings: AppSettings, requests: int, console: Console, timeout_s: float) -> DemoResult:
+async def _drive(settings: AppSettings, requests: int, console: Console, timeout_s: float) -> tuple[Scoreboard, float]:
     run_id = uuid.uuid4().hex[:8]
     payloads = demo_payloads(demo_data().x_test, requests, settings.pipeline.default_model, INPUT_NAME, run_id)
     board = Scoreboard(run_prefix=f"{run_id}-")
@@ -93,7 +99,7 @@ async def _drive(settings: AppSettings, requests: int, console: Console, timeout
     finally:
         await watcher.stop()
         await producer.stop()
-    return DemoResult(requests, board, elapsed)
+    return board, elapsed
 
 
 def _view(progress: Progress, board: Scoreboard) -> Group:

@@ -6,7 +6,6 @@ a bad record gets, how rows map back to requests) are tested without services.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +14,6 @@ from aiokafka.structs import ConsumerRecord
 from schemas.codec import Prediction, decode_request, prediction_outputs, request_tensors
 from schemas.errors import SchemaViolation
 from schemas.headers import RequestHeaders, parse_request_headers
-from streams.errors import DeadlineExceeded
 from streams.records import fallback_request_id
 from workers.served import ServedModel, ServedModels
 
@@ -43,15 +41,6 @@ def decode_record(record: ConsumerRecord, models: ServedModels) -> Decoded:
     arrays, rows = request_tensors(request, served.entry.metadata.signature)
     request_id = request.id or headers.request_id or fallback_request_id(record)
     return Decoded(record, request_id, headers, served, arrays, rows)
-
-
-def check_deadline(item: Decoded, now_ms: int | None = None) -> None:
-    deadline = item.headers.deadline_ms
-    if deadline is None:
-        return
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    if now_ms >= deadline:
-        raise DeadlineExceeded(f"deadline {deadline} passed {now_ms - deadline} ms before inference")
 
 
 def stack_inputs(items: list[Decoded]) -> dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 
 from streams.errors import DeliveryFailed
 from streams.offsets import OffsetTracker
+from streams.producer import BatchSender
 from streams.records import Outgoing
 
 
@@ -31,18 +32,14 @@ class AtLeastOnceDelivery:
     """Every offset is committed only after its prediction or dead letter is acknowledged."""
 
     def __init__(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, tracker: OffsetTracker) -> None:
-        self._producer = producer
+        self._sender = BatchSender(producer)
         self._consumer = consumer
         self._tracker = tracker
         self._commit_lock = asyncio.Lock()
 
     async def deliver(self, batch: Sequence[Outgoing]) -> None:
         try:
-            acks = [
-                await self._producer.send(out.topic, value=out.value, key=out.key, headers=out.headers)
-                for out in batch
-            ]
-            await asyncio.gather(*acks)
+            await asyncio.gather(*await self._sender.send(batch))
         except KafkaError as exc:
             raise DeliveryFailed(f"broker did not acknowledge {len(batch)} records: {exc!r}") from exc
         for out in batch:

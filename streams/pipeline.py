@@ -1,16 +1,18 @@
-"""The consume → decode → infer → produce → commit loop.
+"""The consume → decode → batch → infer → produce → commit loop.
 
 Guarantees, in order of importance:
 
 1. Nothing accepted is lost: a record's offset is committed only after it has ended as a
    prediction or a dead letter that the broker acknowledged (see ``streams.offsets``).
 2. A bad record never takes good ones down: decoding errors are per record, and a batch that
-   ONNX Runtime rejects is split in halves until the failing request is isolated.
-3. Memory is bounded: at most ``max_inflight_batches`` batches sit between fetch and commit;
-   the fetch loop waits for a free slot.
+   ONNX Runtime rejects is split until the failing request is isolated (``workers.batching``).
+3. Memory is bounded: at most ``max_inflight_batches`` fetched batches sit between fetch and
+   acknowledgement; while all are in flight the consumer pauses its partitions.
+4. Stages overlap: while one batch runs on the model, the next is fetched and decoded and the
+   previous one is produced and committed.
 
-If the broker refuses to acknowledge what we produce, the pipeline stops without committing, so
-a restart re-reads those records (at-least-once; duplicates are possible, losses are not).
+If the broker refuses to acknowledge what we produce, or a bug surfaces, the pipeline stops
+without committing, so a restart re-reads those records (at-least-once: no loss, maybe repeats).
 """
 
 from __future__ import annotations
@@ -24,17 +26,22 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord
 
 from monitoring.metrics import PREDICTED, PipelineMetrics
+from schemas.codec import Prediction
 from schemas.errors import RequestError, StreamInferError
-from streams.batch import Decoded, check_deadline, decode_record, split_predictions, stack_inputs
+from streams.batch import Decoded, decode_record, split_predictions, stack_inputs
 from streams.clients import make_consumer, make_producer, start_client
 from streams.delivery import AtLeastOnceDelivery, Delivery
+from streams.errors import DeadlineExceeded
 from streams.offsets import OffsetTracker
 from streams.records import Outgoing, dead_letter_record, prediction_record
 from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
-from workers.errors import InferenceFailed, WorkersUnavailable
+from workers.batching import DynamicBatcher
+from workers.errors import InferenceFailed
 from workers.served import ServedModel, ServedModels
 
 log = logging.getLogger(__name__)
+
+ModelBatcher = DynamicBatcher[Decoded, Prediction]
 
 
 class Pipeline:
@@ -45,13 +52,17 @@ class Pipeline:
         settings: PipelineSettings,
         models: ServedModels,
         metrics: PipelineMetrics,
+        concurrent_batches: int = 1,
     ) -> None:
+        """``concurrent_batches``: inference batches per model at once (the pool's worker count)."""
         self._kafka = kafka
         self._topics = topics
         self._settings = settings
         self._models = models
         self._metrics = metrics
+        self._concurrent_batches = concurrent_batches
         self._tracker = OffsetTracker()
+        self._batchers: dict[str, ModelBatcher] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._delivery: Delivery | None = None
@@ -61,12 +72,18 @@ class Pipeline:
         self._stopping = asyncio.Event()
         self._failure: BaseException | None = None
         self._started = False
+        self.pauses = 0
+
+    # lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
         if self._started:
             return
         self._started = True
         self._slots = asyncio.Semaphore(self._settings.max_inflight_batches)
+        for served in self._models.all():
+            self._batchers[served.entry.name] = self._make_batcher(served)
+            self._batchers[served.entry.name].start()
         self._producer = make_producer(self._kafka)
         self._consumer = make_consumer(self._kafka)
         await start_client(self._producer, self._kafka.bootstrap)
@@ -92,6 +109,8 @@ class Pipeline:
                 await asyncio.gather(task, return_exceptions=True)
         self._tasks = []
         await self._drain()
+        for batcher in self._batchers.values():
+            await batcher.stop()
         if self._failure is None and self._delivery is not None:
             await self._delivery.commit()
         if self._consumer is not None:
@@ -101,9 +120,18 @@ class Pipeline:
             await self._producer.stop()
             self._producer = None
 
+    @property
+    def failure(self) -> BaseException | None:
+        """The error that stopped the pipeline, if one did."""
+        return self._failure
+
     def assignment(self) -> set[TopicPartition]:
         """Partitions this pipeline consumes now (the group decides; scales with partitions)."""
         return set(self._consumer.assignment()) if self._consumer is not None else set()
+
+    def batch_sizes(self) -> list[int]:
+        """Recent inference batch sizes, all models together."""
+        return [size for b in self._batchers.values() for size in b.batch_sizes]
 
     async def __aenter__(self) -> "Pipeline":
         await self.start()
@@ -125,22 +153,45 @@ class Pipeline:
             log.error("pipeline stopping: %r", self._failure)
         self._stopping.set()
 
+    # loops -----------------------------------------------------------------------------------
+
     async def _consume_loop(self) -> None:
-        assert self._consumer is not None and self._slots is not None
+        assert self._consumer is not None
         while not self._stopping.is_set():
+            await self._acquire_slot()
             fetched = await self._consumer.getmany(
-                timeout_ms=self._settings.poll_timeout_ms, max_records=self._settings.max_batch_size
+                timeout_ms=self._settings.poll_timeout_ms, max_records=self._settings.fetch_max_records
             )
             records = [record for batch in fetched.values() for record in batch]
             if not records:
+                self._release_slot()
                 continue
             for record in records:
                 self._tracker.track(TopicPartition(record.topic, record.partition), record.offset)
-            await self._slots.acquire()
             task = asyncio.create_task(self._handle(records))
             self._inflight.add(task)
             self._watch(task)
             self._metrics.inflight_batches.set(len(self._inflight))
+
+    async def _acquire_slot(self) -> None:
+        """Wait for room; while waiting, pause fetching so the backlog stays in Kafka."""
+        assert self._slots is not None and self._consumer is not None
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return
+        paused = self._consumer.assignment()
+        self._consumer.pause(*paused)
+        self.pauses += 1
+        self._metrics.paused.set(1)
+        try:
+            await self._slots.acquire()
+        finally:
+            self._consumer.resume(*(tp for tp in self._consumer.assignment()))
+            self._metrics.paused.set(0)
+
+    def _release_slot(self) -> None:
+        assert self._slots is not None
+        self._slots.release()
 
     async def _commit_loop(self) -> None:
         assert self._delivery is not None
@@ -155,70 +206,63 @@ class Pipeline:
         if self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
+    # one fetched batch -----------------------------------------------------------------------
+
     async def _handle(self, records: list[ConsumerRecord]) -> None:
-        assert self._delivery is not None and self._slots is not None
+        assert self._delivery is not None
         try:
             outgoing: list[Outgoing] = []
-            groups: dict[int, list[Decoded]] = {}
+            groups: dict[str, list[Decoded]] = {}
             for record in records:
                 try:
                     item = decode_record(record, self._models)
                 except RequestError as exc:
                     outgoing.append(self._dead_letter(record, exc))
                     continue
-                groups.setdefault(id(item.served), []).append(item)
-            for produced in await asyncio.gather(*(self._run_group(items) for items in groups.values())):
-                outgoing.extend(produced)
+                groups.setdefault(item.served.entry.name, []).append(item)
+            results = await asyncio.gather(*(self._batchers[name].submit(items) for name, items in groups.items()))
+            for items, outcomes in zip(groups.values(), results):
+                outgoing.extend(self._answer(item, outcome) for item, outcome in zip(items, outcomes))
             await self._delivery.deliver(outgoing)
             self._count(outgoing)
         finally:
-            self._slots.release()
+            self._release_slot()
             self._metrics.inflight_batches.set(len(self._inflight) - 1)
 
-    async def _run_group(self, items: list[Decoded]) -> list[Outgoing]:
-        """Expire late requests, then run the rest as one batch on their model's pool."""
-        live: list[Decoded] = []
-        outgoing: list[Outgoing] = []
-        now_ms = int(time.time() * 1000)
-        for item in items:
-            try:
-                check_deadline(item, now_ms)
-            except RequestError as exc:
-                outgoing.append(self._dead_letter(item.record, exc, item))
-            else:
-                live.append(item)
-        if live:
-            outgoing.extend(await self._infer(live[0].served, live))
-        return outgoing
+    def _answer(self, item: Decoded, outcome: Prediction | BaseException) -> Outgoing:
+        if isinstance(outcome, BaseException):
+            if getattr(outcome, "reason", None) is None:
+                raise outcome  # not a request's fault (a bug): stop without committing
+            return self._dead_letter(item.record, outcome, item)  # type: ignore[arg-type]
+        return prediction_record(self._topics.predictions, item.record, outcome, item.headers.trace)
 
-    async def _infer(self, served: ServedModel, items: list[Decoded]) -> list[Outgoing]:
-        """One batch through the pool; on an ONNX Runtime error, bisect to isolate the bad rows."""
-        started = time.perf_counter()
-        try:
-            outputs = await served.pool.infer(stack_inputs(items))
-        except InferenceFailed as exc:
-            if len(items) == 1:
-                return [self._dead_letter(items[0].record, exc, items[0])]
-            mid = len(items) // 2
-            left, right = await asyncio.gather(self._infer(served, items[:mid]), self._infer(served, items[mid:]))
-            return left + right
-        except WorkersUnavailable as exc:
-            return [self._dead_letter(item.record, exc, item) for item in items]
+    def _make_batcher(self, served: ServedModel) -> ModelBatcher:
         model = served.entry.name
-        self._metrics.inference_seconds.labels(model).observe(time.perf_counter() - started)
-        self._metrics.batch_size.labels(model).observe(len(items))
-        predictions = split_predictions(items, outputs)
-        return [
-            prediction_record(self._topics.predictions, item.record, prediction, item.headers.trace)
-            for item, prediction in zip(items, predictions)
-        ]
+
+        async def run(items: list[Decoded]) -> list[Prediction]:
+            started = time.perf_counter()
+            outputs = await served.pool.infer(stack_inputs(items))
+            self._metrics.inference_seconds.labels(model).observe(time.perf_counter() - started)
+            self._metrics.batch_size.labels(model).observe(len(items))
+            return split_predictions(items, outputs)
+
+        return DynamicBatcher(
+            run,
+            max_batch_size=self._settings.max_batch_size,
+            max_wait_ms=self._settings.max_wait_ms,
+            max_concurrent=self._concurrent_batches,
+            rows_of=lambda item: item.rows,
+            deadline_of=_deadline_s,
+            expired=_expired,
+            split_on=(InferenceFailed,),
+            deadline_margin_ms=self._settings.deadline_margin_ms,
+        )
 
     def _dead_letter(self, record: ConsumerRecord, exc: StreamInferError, item: Decoded | None = None) -> Outgoing:
-        reason = getattr(exc, "reason")
         return dead_letter_record(
             self._topics.deadletter,
             record,
-            reason,
+            getattr(exc, "reason"),
             str(exc),
             model=item.served.entry.name if item else None,
             request_id=item.request_id if item else None,
@@ -232,6 +276,16 @@ class Pipeline:
             if out.reason is None:
                 latency_s = max(0.0, now_ms - out.request_timestamp_ms) / 1000
                 self._metrics.end_to_end_seconds.labels(out.model).observe(latency_s)
+
+
+def _deadline_s(item: Decoded) -> float | None:
+    deadline_ms = item.headers.deadline_ms
+    return deadline_ms / 1000 if deadline_ms is not None else None
+
+
+def _expired(item: Decoded) -> DeadlineExceeded:
+    late_ms = int(time.time() * 1000) - (item.headers.deadline_ms or 0)
+    return DeadlineExceeded(f"deadline {item.headers.deadline_ms} passed {late_ms} ms before the request could run")
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):

@@ -41,11 +41,27 @@ class PipelineSettings(BaseModel):
     default_model: str = "breast-cancer"
     """Model for requests without a ``model-name`` header."""
 
+    consumers: int = Field(2, ge=0)
+    """Consuming Ray actors, each with its own Kafka consumer in the group and its own ONNX Runtime
+    sessions (no process hop per batch). Size it to the cores you give the pipeline, at most the
+    requests topic's partitions. 0 consumes in the driver and runs inference on the Ray worker
+    pool instead (``pool.*``): the choice for GPUs on other nodes or many models."""
+
     max_batch_size: int = Field(256, ge=1)
-    """Most records taken from Kafka in one go; they are grouped by model into inference batches."""
+    """Most rows in one inference batch."""
+
+    max_wait_ms: float = Field(1.0, ge=0)
+    """Longest a request waits for others to fill its batch when the model is idle."""
+
+    deadline_margin_ms: float = Field(2.0, ge=0)
+    """A batch leaves this long before the earliest deadline in it, so it can still make it."""
+
+    fetch_max_records: int = Field(1024, ge=1)
+    """Most records taken from Kafka in one go (across partitions)."""
 
     max_inflight_batches: int = Field(4, ge=1)
-    """Batches between fetch and commit at once; fetching waits while this many are in flight."""
+    """Fetched batches between fetch and acknowledgement at once. When all are in flight the
+    consumer pauses its partitions, so the backlog waits in Kafka, not in memory."""
 
     poll_timeout_ms: int = Field(50, ge=1)
 

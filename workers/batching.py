@@ -112,6 +112,26 @@ class DynamicBatcher(Generic[T, R]):
             raise BatcherClosed("batcher is not running")
         if not items:
             return []
+        futures = [self._enqueue(chunk) for chunk in self._chunks(items)]
+        self._wakeup.set()
+        if len(futures) == 1:
+            return await futures[0]  # type: ignore[return-value]
+        return [r for part in await asyncio.gather(*futures) for r in part]  # type: ignore[misc]
+
+    def _chunks(self, items: list[T]) -> list[list[T]]:
+        """Split a submission so no unit exceeds ``max_batch_size`` rows (one item may, alone)."""
+        chunks: list[list[T]] = [[]]
+        rows = 0
+        for item in items:
+            item_rows = self._rows_of(item)
+            if chunks[-1] and rows + item_rows > self.max_batch_size:
+                chunks.append([])
+                rows = 0
+            chunks[-1].append(item)
+            rows += item_rows
+        return chunks
+
+    def _enqueue(self, items: list[T]) -> asyncio.Future[list[object]]:
         deadlines = [d for d in map(self._deadline_of, items) if d is not None]
         unit: _Unit[T] = _Unit(
             items=items,
@@ -122,8 +142,7 @@ class DynamicBatcher(Generic[T, R]):
         )
         self._queue.append(unit)
         self._queued_rows += unit.rows
-        self._wakeup.set()
-        return await unit.future  # type: ignore[return-value]
+        return unit.future
 
     @property
     def queued_rows(self) -> int:

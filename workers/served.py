@@ -1,36 +1,56 @@
-"""The models one pipeline serves: a worker pool per model, looked up by request headers."""
+"""The models one pipeline serves: an inference pool per model, looked up by request headers."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
 
 from workers.errors import UnknownModel
-from workers.pool import WorkerPool
 from workers.repository import ModelRepository, ModelVersion
-from workers.settings import PoolSettings, RuntimeSettings
+
+
+class InferencePool(Protocol):
+    """What the pipeline needs of a pool: Ray actors (``WorkerPool``) or in-process (``LocalPool``)."""
+
+    @property
+    def names(self) -> list[str]: ...
+
+    async def start(self) -> list[dict[str, object]]: ...
+
+    async def describe(self) -> list[dict[str, object]]: ...
+
+    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    async def stop(self) -> None: ...
+
+
+PoolFactory = Callable[[ModelVersion], InferencePool]
 
 
 @dataclass(frozen=True, slots=True)
 class ServedModel:
     entry: ModelVersion
-    pool: WorkerPool
+    pool: InferencePool
 
 
 class ServedModels:
     """Resolves ``(model-name, model-version)`` headers to a running pool, or ``UnknownModel``."""
 
-    def __init__(self, repository: ModelRepository, default_model: str) -> None:
+    def __init__(self, repository: ModelRepository, default_model: str, make_pool: PoolFactory) -> None:
         self.repository = repository
         self.default_model = default_model
+        self._make_pool = make_pool
         self._served: dict[str, ServedModel] = {}
 
-    async def serve(self, name: str, pool: PoolSettings, runtime: RuntimeSettings) -> ServedModel:
+    async def serve(self, name: str) -> ServedModel:
         """Start a pool for the newest version of ``name`` (raises ``UnknownModel`` if absent)."""
         if name in self._served:
             return self._served[name]
         entry = self.repository.resolve(name)
-        served = ServedModel(entry=entry, pool=WorkerPool(entry, pool, runtime))
+        served = ServedModel(entry=entry, pool=self._make_pool(entry))
         await served.pool.start()
         self._served[name] = served
         return served

@@ -7,6 +7,7 @@ import json
 import time
 
 import numpy as np
+import pytest
 import ray
 
 from schemas import headers as h
@@ -123,10 +124,12 @@ async def test_mixed_stream_sends_each_bad_record_to_dead_letters_with_its_reaso
     assert predicted == {rid for rid, reason in expected.items() if reason is None}
 
 
-async def test_killed_worker_actor_mid_stream_loses_no_request(kafka_settings, topics, model_repo, ray_dashboard):
+@pytest.mark.parametrize("consumers", [0, 2], ids=["worker-pool-actor", "consumer-actor"])
+async def test_killed_actor_mid_stream_loses_no_request(consumers, kafka_settings, topics, model_repo, ray_dashboard):
+    """Kill a pool actor (driver shape) or a consuming actor (default shape) while requests flow."""
     rows = demo_data().x_test
     count = 5000
-    settings = app_settings(kafka_settings, topics, model_repo)
+    settings = app_settings(kafka_settings, topics, model_repo, consumers=consumers)
     app = await started(settings)
     victim = ray.get_actor(f"{DEMO_MODEL}-0", namespace=settings.pool.namespace)
     try:
@@ -144,7 +147,7 @@ async def test_killed_worker_actor_mid_stream_loses_no_request(kafka_settings, t
     assert set(ids) == {f"k-{n}" for n in range(count)}
     assert collected.dead_letters == []
     duplicates = sum(n - 1 for n in ids.values())
-    print(f"duplicates after killing an actor: {duplicates}")
+    print(f"duplicates after killing a {'consumer' if consumers else 'worker pool'} actor: {duplicates}")
 
 
 async def test_restarted_pipeline_resumes_from_committed_offsets(kafka_settings, topics, model_repo, ray_dashboard):
@@ -174,8 +177,8 @@ async def test_two_pipelines_in_one_group_share_the_partitions_and_answer_each_r
 ):
     rows = demo_data().x_test
     count = 4000
-    first = app_settings(kafka_settings, topics, model_repo, pool_size=1)
-    second = app_settings(kafka_settings, topics, model_repo, pool_size=1)
+    first = app_settings(kafka_settings, topics, model_repo, pool_size=1, consumers=0)
+    second = app_settings(kafka_settings, topics, model_repo, pool_size=1, consumers=0)
     async with Collector(kafka_settings.bootstrap, topics) as collector:
         app_a = await started(first)
         try:

@@ -29,14 +29,17 @@ def app_settings(
     *,
     models: tuple[str, ...] = (),
     pool_size: int = 2,
+    consumers: int = 2,
     pipeline: PipelineSettings | None = None,
 ) -> AppSettings:
+    """``consumers=2`` is the default shape (consuming actors); 0 is driver + worker pool."""
+    pipeline = (pipeline or PipelineSettings()).model_copy(update={"consumers": consumers})
     return AppSettings(
         model_repository=repository.root,
         models=list(models),
         kafka=kafka,
         topics=topics,
-        pipeline=pipeline or PipelineSettings(),
+        pipeline=pipeline,
         pool=PoolSettings(size=pool_size, namespace=f"test-{uuid.uuid4().hex[:8]}", retry_timeout_s=60),
         metrics={"port": None},
     )

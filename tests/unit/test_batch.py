@@ -1,4 +1,4 @@
-"""Rows of a batch map back to the requests they came from; deadlines are checked before running."""
+"""Rows of a batch map back to the requests they came from."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from schemas.headers import RequestHeaders
-from streams.batch import Decoded, check_deadline, split_predictions, stack_inputs
-from streams.errors import DeadlineExceeded
+from streams.batch import Decoded, split_predictions, stack_inputs
 
 
 def item(request_id: str, rows: int, deadline_ms: int | None = None) -> Decoded:
@@ -33,13 +32,3 @@ def test_requests_with_several_rows_get_back_exactly_their_rows():
 def test_a_model_returning_the_wrong_row_count_is_an_error_not_a_silent_shift():
     with pytest.raises(ValueError, match="returned 3 rows for a batch of 2"):
         split_predictions([item("a", 1), item("b", 1)], {"label": np.arange(3)})
-
-
-def test_deadline_in_the_past_raises_deadline_exceeded():
-    with pytest.raises(DeadlineExceeded, match="passed 5 ms"):
-        check_deadline(item("a", 1, deadline_ms=1_000), now_ms=1_005)
-
-
-def test_deadline_in_the_future_or_absent_lets_the_request_run():
-    check_deadline(item("a", 1, deadline_ms=2_000), now_ms=1_000)
-    check_deadline(item("a", 1), now_ms=1_000)

@@ -148,3 +148,14 @@ async def test_stop_runs_what_is_still_queued():
     await asyncio.sleep(0.01)
     await asyncio.wait_for(b.stop(), GUARD_S)
     assert await pending == ["A", "B"]
+
+
+async def test_a_submission_larger_than_the_batch_limit_is_split_into_full_batches():
+    run = Recorder()
+    b = batcher(run, max_batch_size=4, max_wait_ms=0)
+    b.start()
+    items = [f"i{n}" for n in range(10)]
+    results = await asyncio.wait_for(b.submit(items), GUARD_S)
+    await b.stop()
+    assert results == [item.upper() for item in items]
+    assert [len(batch) for batch in run.batches] == [4, 4, 2]

@@ -1,0 +1,99 @@
+"""A consuming Ray actor: one member of the consumer group with its own sessions.
+
+Each actor runs a whole pipeline (its own Kafka consumer and producer, a dynamic batcher and
+in-process ONNX Runtime sessions), so no call crosses a process boundary on the hot path and the
+actors use the cores in parallel. The group spreads the partitions over them.
+
+If an actor dies, Ray restarts it (``__init__`` again) and the supervisor's next
+``ensure_started`` call rejoins the group; records it had not committed are read again by
+whichever member owns their partition then. Nothing is lost; some answers may repeat.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from monitoring.metrics import PipelineMetrics
+from streams.pipeline import Pipeline
+from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
+from workers.local import LocalPool
+from workers.repository import ModelRepository
+from workers.served import ServedModels
+from workers.settings import RuntimeSettings
+
+
+class ConsumerActor:
+    def __init__(
+        self,
+        index: int,
+        label: str,
+        repository_root: str,
+        model_names: list[str],
+        kafka: KafkaSettings,
+        topics: TopicSettings,
+        pipeline: PipelineSettings,
+        runtime: RuntimeSettings,
+        metrics_host: str | None,
+    ) -> None:
+        self.index = index
+        self.label = label
+        self._repository = ModelRepository(Path(repository_root))
+        self._model_names = model_names
+        self._kafka, self._topics, self._pipeline_settings = kafka, topics, pipeline
+        self._runtime = runtime
+        self._metrics_host = metrics_host
+        self._models: ServedModels | None = None
+        self._pipeline: Pipeline | None = None
+        self._metrics_url: str | None = None
+        self._metrics_server: object | None = None
+
+    async def ensure_started(self) -> dict[str, object]:
+        """Idempotent: starts the pipeline the first time and after Ray restarted this actor."""
+        if self._pipeline is None:
+            models = ServedModels(
+                self._repository,
+                self._model_names[0],
+                lambda entry: LocalPool(entry, self._runtime, label=f"{self.label}/{entry.name}"),
+            )
+            for name in self._model_names:
+                await models.serve(name)
+            registry = CollectorRegistry()
+            if self._metrics_host is not None:
+                self._metrics_server, _ = start_http_server(0, addr=self._metrics_host, registry=registry)
+                self._metrics_url = f"http://{self._metrics_host}:{self._metrics_server.server_port}/metrics"  # type: ignore[attr-defined]
+            pipeline = Pipeline(self._kafka, self._topics, self._pipeline_settings, models, PipelineMetrics(registry))
+            await pipeline.start()
+            self._models, self._pipeline = models, pipeline
+        return await self.describe()
+
+    async def describe(self) -> dict[str, object]:
+        providers = []
+        if self._models is not None:
+            for served in self._models.all():
+                providers.extend(p for d in await served.pool.describe() for p in d["providers"])  # type: ignore[union-attr]
+        pipeline = self._pipeline
+        return {
+            "label": self.label,
+            "pid": os.getpid(),
+            "providers": sorted(set(providers)),
+            "metrics_url": self._metrics_url,
+            "partitions": sorted(tp.partition for tp in pipeline.assignment()) if pipeline else [],
+            "batch_sizes": pipeline.batch_sizes() if pipeline else [],
+            "pauses": pipeline.pauses if pipeline else 0,
+            "failed": repr(pipeline.failure) if pipeline and pipeline.failure else None,
+        }
+
+    async def stop(self) -> None:
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            await pipeline.stop()
+        models, self._models = self._models, None
+        if models is not None:
+            await models.stop()
+        server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            server.shutdown()  # type: ignore[attr-defined]
+            server.server_close()  # type: ignore[attr-defined]

@@ -1,0 +1,53 @@
+"""Sending many records at once: one record batch per partition instead of one call per record.
+
+aiokafka's ``send()`` costs about 10 µs of Python per record (a coroutine, a future, size checks);
+appending to a ``BatchBuilder`` and sending the builder costs a fraction of that, and this is the
+hottest loop of the pipeline. Keys are mapped to partitions with the same murmur2 partitioner the
+Java client uses, so a key lands where any other Kafka client would put it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
+
+from streams.records import Outgoing
+
+
+class BatchSender:
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
+        self._round_robin = itertools.count()
+
+    async def send(self, records: Sequence[Outgoing]) -> list[asyncio.Future[object]]:
+        """Enqueue every record; returns the futures that resolve when the broker acknowledges."""
+        builders: dict[tuple[str, int], BatchBuilder] = {}
+        futures: list[asyncio.Future[object]] = []
+        for out in records:
+            slot = (out.topic, await self._partition_for(out.topic, out.key))
+            builder = builders.get(slot)
+            if builder is None:
+                builder = builders[slot] = self._producer.create_batch()
+            if builder.append(timestamp=None, key=out.key, value=out.value, headers=out.headers) is None:
+                futures.append(await self._producer.send_batch(builder, slot[0], partition=slot[1]))
+                builder = builders[slot] = self._producer.create_batch()
+                if builder.append(timestamp=None, key=out.key, value=out.value, headers=out.headers) is None:
+                    raise ValueError(f"a record for {out.topic} is larger than the producer's max_batch_size")
+        for (topic, partition), builder in builders.items():
+            futures.append(await self._producer.send_batch(builder, topic, partition=partition))
+        return futures
+
+    async def _partition_for(self, topic: str, key: bytes | None) -> int:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
+        if key is None:
+            return partitions[next(self._round_robin) % len(partitions)]
+        return self._partitioner(key, partitions, partitions)
