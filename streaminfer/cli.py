@@ -261,6 +261,23 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command()
+@friendly_errors
+def bench(
+    out: Path = typer.Option(Path("tests/benchmarks/results"), help="Where the JSON, markdown and PNGs go."),
+    runs: int = typer.Option(3, min=1, help="Runs per system; figures are medians."),
+    scale: float = typer.Option(1.0, min=0.01, help="Scale the message counts (0.1 for a quick look)."),
+    latency_seconds: float = typer.Option(5.0, min=1, help="Length of each fixed-rate load step."),
+    peer: bool = typer.Option(True, help="Include Seldon MLServer in Kafka mode (installs it in its own venv)."),
+) -> None:
+    """Benchmark streaminfer against ONNX Runtime alone, a bare passthrough, hand-rolled consumers
+    and MLServer, side by side on one broker."""
+    from streaminfer.bench.main import main as run_bench
+
+    for path in run_bench(out, runs, scale, latency_seconds, peer, console):
+        console.print(f"wrote {path}")
+
+
 @models_app.command("build-demo")
 @friendly_errors
 def build_demo(

@@ -1,0 +1,1 @@
+"""The benchmark: streaminfer against its limits, baselines and peers, side by side."""

@@ -1,0 +1,71 @@
+"""`streaminfer bench`: build the systems, run them one after another, write the report."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import platform
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from streaminfer.bench import report
+from streaminfer.bench.runner import BenchConfig, median_result, ort_alone, run_system
+from streaminfer.bench.systems import System, baseline, mlserver, streaminfer
+from streaminfer.broker import EmbeddedBroker
+from streaminfer.demo_model import build_demo_model, demo_data
+from workers.repository import ModelRepository
+
+
+def build_systems(repository: Path, model_path: Path, scale: float, peer_home: Path, with_peer: bool) -> list[System]:
+    def n(count: int) -> int:
+        return max(200, int(count * scale))
+
+    systems = [
+        baseline("passthrough", "limit", n(300_000), model_path),
+        baseline("naive", "baseline", n(8_000), model_path),
+        baseline("microbatch", "baseline", n(150_000), model_path),
+        streaminfer("streaminfer (defaults)", n(300_000), repository, None),
+        streaminfer("streaminfer 1 worker", n(200_000), repository, 1),
+        streaminfer("streaminfer 2 workers", n(300_000), repository, 2),
+    ]
+    for system in systems:
+        if system.name == "passthrough":
+            system.name = report.LIMIT_B
+    if with_peer:
+        systems.append(mlserver(n(3_000), peer_home, model_path))
+    return systems
+
+
+async def run_bench(out_dir: Path, runs: int, scale: float, latency_seconds: float, with_peer: bool, console: Console) -> list[Path]:
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"streaminfer-bench-{os.getpid()}"
+    work.mkdir(parents=True, exist_ok=True)
+    repository = ModelRepository(work / "models")
+    entry = build_demo_model(repository)
+    rows = demo_data().x_test
+    peer_home = Path.home() / ".cache" / "streaminfer" / "mlserver-1.7.1"
+    systems = build_systems(repository.root, entry.model_path, scale, peer_home, with_peer)
+    results: dict[str, dict] = {report.LIMIT_A: median_result([ort_alone(entry.model_path, rows) for _ in range(runs)])}
+    with EmbeddedBroker(log_path=work / "tansu.log") as broker:
+        config = BenchConfig(broker.bootstrap, work, rows, entry.model_path, runs=runs, latency_seconds=latency_seconds)
+        columns = (TextColumn("{task.description:<40}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
+        with Progress(*columns, console=console) as progress:
+            for system in systems:
+                per_run = [await run_system(system, config, run, progress) for run in range(1, runs + 1)]
+                results[system.name] = median_result(per_run)
+    meta = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "broker": "embedded Tansu (memory)",
+        "model": f"{entry.name}/{entry.version} (GradientBoosting, ONNX), ~{len(rows[0])} FP32 features per request",
+        "runs": runs,
+        "command": f"streaminfer bench --runs {runs} --scale {scale} --latency-seconds {latency_seconds}"
+        + ("" if with_peer else " --no-peer"),
+    }
+    return report.write(meta, results, out_dir)
+
+
+def main(out_dir: Path, runs: int, scale: float, latency_seconds: float, with_peer: bool, console: Console) -> list[Path]:
+    return asyncio.run(run_bench(out_dir, runs, scale, latency_seconds, with_peer, console))
