@@ -54,6 +54,9 @@ def start_ray(settings: RaySettings, log_to_driver: bool = True) -> str | None:
         return _dashboard_url()
     if settings.dashboard_host in LOOPBACK_HOSTS:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Ray renices its workers to 15 by default: right for batch jobs, wrong for a latency-bound
+    # consumer that shares cores with the broker and its producers.
+    os.environ.setdefault("RAY_worker_niceness", str(settings.worker_niceness))
     context = ray.init(
         num_cpus=settings.num_cpus,
         include_dashboard=True,

@@ -269,12 +269,13 @@ def bench(
     scale: float = typer.Option(1.0, min=0.01, help="Scale the message counts (0.1 for a quick look)."),
     latency_seconds: float = typer.Option(5.0, min=1, help="Length of each fixed-rate load step."),
     peer: bool = typer.Option(True, help="Include Seldon MLServer in Kafka mode (installs it in its own venv)."),
+    only: Optional[str] = typer.Option(None, help="Run only systems whose name contains this."),
 ) -> None:
     """Benchmark streaminfer against ONNX Runtime alone, a bare passthrough, hand-rolled consumers
     and MLServer, side by side on one broker."""
     from streaminfer.bench.main import main as run_bench
 
-    for path in run_bench(out, runs, scale, latency_seconds, peer, console):
+    for path in run_bench(out, runs, scale, latency_seconds, peer, console, only):
         console.print(f"wrote {path}")
 
 

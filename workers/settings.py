@@ -49,5 +49,9 @@ class RaySettings(BaseModel):
 
     dashboard_port: int = 8265
 
+    worker_niceness: int = Field(0, ge=0, le=19)
+    """Nice value of a local Ray's worker processes (Ray's own default is 15, which lets anything
+    else on the machine delay inference)."""
+
     temp_dir: str | None = None
     """Where a local Ray keeps its sockets and logs (keep the path short: socket paths are limited)."""

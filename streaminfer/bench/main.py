@@ -20,6 +20,7 @@ from workers.repository import ModelRepository
 
 
 def build_systems(repository: Path, model_path: Path, scale: float, peer_home: Path, with_peer: bool) -> list[System]:
+    """Message counts are sized for several seconds of work at each system's speed here."""
     def n(count: int) -> int:
         return max(200, int(count * scale))
 
@@ -39,7 +40,7 @@ def build_systems(repository: Path, model_path: Path, scale: float, peer_home: P
     return systems
 
 
-async def run_bench(out_dir: Path, runs: int, scale: float, latency_seconds: float, with_peer: bool, console: Console) -> list[Path]:
+async def run_bench(out_dir: Path, runs: int, scale: float, latency_seconds: float, with_peer: bool, console: Console, only: str | None = None) -> list[Path]:
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"streaminfer-bench-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
     repository = ModelRepository(work / "models")
@@ -47,6 +48,8 @@ async def run_bench(out_dir: Path, runs: int, scale: float, latency_seconds: flo
     rows = demo_data().x_test
     peer_home = Path.home() / ".cache" / "streaminfer" / "mlserver-1.7.1"
     systems = build_systems(repository.root, entry.model_path, scale, peer_home, with_peer)
+    if only:
+        systems = [s for s in systems if only.lower() in s.name.lower()]
     results: dict[str, dict] = {report.LIMIT_A: median_result([ort_alone(entry.model_path, rows) for _ in range(runs)])}
     with EmbeddedBroker(log_path=work / "tansu.log") as broker:
         config = BenchConfig(broker.bootstrap, work, rows, entry.model_path, runs=runs, latency_seconds=latency_seconds)
@@ -67,5 +70,5 @@ async def run_bench(out_dir: Path, runs: int, scale: float, latency_seconds: flo
     return report.write(meta, results, out_dir)
 
 
-def main(out_dir: Path, runs: int, scale: float, latency_seconds: float, with_peer: bool, console: Console) -> list[Path]:
-    return asyncio.run(run_bench(out_dir, runs, scale, latency_seconds, with_peer, console))
+def main(out_dir: Path, runs: int, scale: float, latency_seconds: float, with_peer: bool, console: Console, only: str | None = None) -> list[Path]:
+    return asyncio.run(run_bench(out_dir, runs, scale, latency_seconds, with_peer, console, only))

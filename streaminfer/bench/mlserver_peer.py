@@ -4,7 +4,9 @@ MLServer's pins conflict with ours, so it lives in its own virtual environment u
 (``ensure_installed``, once; a marker file records success) and runs as a subprocess
 (``start`` / ``stop``). This module runs in the main venv and imports nothing from mlserver; the
 runtime MLServer loads is ``streaminfer.bench.mlserver_runtime.OnnxModel``, imported only inside
-MLServer's processes, with the repository root on their PYTHONPATH.
+MLServer's processes from a copy of that one file staged in the run folder (``pythonpath/``), so
+MLServer's PYTHONPATH holds nothing else of ours: not the repository, and never the main venv's
+site-packages, whose pins would shadow MLServer's.
 
 What MLServer's Kafka mode does, read from its source (``mlserver/kafka``) and checked here:
 
@@ -12,8 +14,9 @@ What MLServer's Kafka mode does, read from its source (``mlserver/kafka``) and c
   never commits, and drops what it has not answered when stopped.
 - It routes by the ``mlserver-model`` header (``request_headers()``); a record without it fails
   and is only logged.
-- The Kafka key, when present, replaces the body's ``id``; the answer carries that id both as its
-  key and in its body. ``answer_key`` reads the body's ``id``.
+- The Kafka key, when present, replaces the body's ``id`` (with neither, MLServer makes up a
+  uuid); the answer carries that id both as its key and in its body, plus CloudEvents headers
+  (``Ce-Id``, ``Ce-Requestid``). ``answer_key`` reads the body's ``id``.
 - A failed request is logged and dropped: no answer, no dead letter.
 
 Readiness: HTTP ``/v2/health/ready`` and ``/v2/models/<name>/ready`` say the model is loaded, but
@@ -31,6 +34,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,7 +57,7 @@ REQUIREMENTS = (f"mlserver=={MLSERVER_VERSION}", "uvloop<0.22", "onnxruntime", "
 RUNTIME = "streaminfer.bench.mlserver_runtime.OnnxModel"
 MODEL_HEADER = "mlserver-model"
 WARMUP_PREFIX = "mlserver-peer-warmup-"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+RUNTIME_SOURCE = Path(__file__).with_name("mlserver_runtime.py")
 _NETWORK_MARKERS = (
     "NewConnectionError", "Failed to establish a new connection", "Temporary failure in name resolution",
     "Name or service not known", "Network is unreachable", "ConnectTimeoutError", "Read timed out",
@@ -123,7 +127,8 @@ class MLServerPeer:
         unreachable = any(marker in output for marker in _NETWORK_MARKERS) and (
             "No matching distribution found" in output or "from versions: none" in output)
         reason = "package registry unreachable: " if unreachable else ""
-        raise PeerUnavailable(f"{what} failed: {reason}{_key_error_line(output)}", registry_unreachable=unreachable)
+        raise PeerUnavailable(f"{what} failed: {reason}{_key_error_line(output)}",
+                              registry_unreachable=unreachable)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -142,10 +147,12 @@ class MLServerPeer:
             return
         if not self._marker.is_file():
             raise PeerUnavailable(f"MLServer is not installed in {self.venv}: call ensure_installed() first")
+        if not self.model_path.is_file():
+            raise PeerUnavailable(f"no model at {self.model_path}")
         deadline = time.monotonic() + timeout_s
         self.run_dir = self._write_settings(bootstrap, input_topic, output_topic)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLSERVER_")}
-        env.update(PYTHONPATH=str(REPO_ROOT), VIRTUAL_ENV=str(self.venv), MLSERVER_KAFKA_ENABLED="true",
+        env.update(PYTHONPATH=str(self.run_dir / "pythonpath"), VIRTUAL_ENV=str(self.venv), MLSERVER_KAFKA_ENABLED="true",
                    PATH=f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
         assert self.log_path is not None
         with open(self.log_path, "ab") as log:
@@ -203,17 +210,34 @@ class MLServerPeer:
 
     def _write_settings(self, bootstrap: str, input_topic: str, output_topic: str) -> Path:
         runs = [int(p.name[4:]) for p in self.home.glob("run-*") if p.name[4:].isdigit()]
-        run_dir = self.home / f"run-{max(runs, default=0) + 1}"
-        (run_dir / self.model_name).mkdir(parents=True)
-        self.http_port = free_port()
+        n = max(runs, default=0) + 1
+        while True:  # another process may be starting a peer in the same home
+            run_dir = self.home / f"run-{n}"
+            try:
+                run_dir.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+        (run_dir / self.model_name).mkdir()
+        package = run_dir / "pythonpath" / "streaminfer" / "bench"
+        package.mkdir(parents=True)
+        (package.parent / "__init__.py").write_text("")
+        (package / "__init__.py").write_text("")
+        shutil.copy2(RUNTIME_SOURCE, package / RUNTIME_SOURCE.name)
+        ports: set[int] = set()
+        while len(ports) < 3:
+            ports.add(free_port())
+        self.http_port, grpc_port, metrics_port = ports
         settings = {
-            "debug": False, "host": LOOPBACK, "http_port": self.http_port, "grpc_port": free_port(),
-            "metrics_port": free_port(), "parallel_workers": self.parallel_workers,
+            "debug": False, "host": LOOPBACK, "http_port": self.http_port, "grpc_port": grpc_port,
+            "metrics_port": metrics_port, "parallel_workers": self.parallel_workers,
             "metrics_dir": str(run_dir / ".metrics"), "environments_dir": str(run_dir / ".envs"),
             "kafka_enabled": True, "kafka_servers": bootstrap,
             "kafka_topic_input": input_topic, "kafka_topic_output": output_topic,
         }
-        model_settings = {"name": self.model_name, "implementation": RUNTIME, "parameters": {"uri": str(self.model_path)}}
+        model_settings = {
+            "name": self.model_name, "implementation": RUNTIME, "parameters": {"uri": str(self.model_path)},
+        }
         (run_dir / "settings.json").write_text(json.dumps(settings, indent=2))
         (run_dir / self.model_name / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
         return run_dir
@@ -221,7 +245,8 @@ class MLServerPeer:
     def _check_alive(self, deadline: float, waiting_for: str) -> None:
         assert self._process is not None
         if self._process.poll() is not None:
-            raise PeerUnavailable(f"mlserver exited with code {self._process.returncode} {waiting_for}: {self._log_tail()}")
+            code = self._process.returncode
+            raise PeerUnavailable(f"mlserver exited with code {code} {waiting_for}: {self._log_tail()}")
         if time.monotonic() > deadline:
             raise PeerUnavailable(f"mlserver not ready in time ({waiting_for}): {self._log_tail()}")
 
@@ -263,7 +288,10 @@ class MLServerPeer:
                 records = await consumer.getmany(timeout_ms=2000)
                 for batch in records.values():
                     for record in batch:
-                        answer = _answer_decoder.decode(record.value).id or ""
+                        try:
+                            answer = _answer_decoder.decode(record.value).id or ""
+                        except msgspec.DecodeError:
+                            continue  # not an answer of ours
                         if answer.startswith(f"{WARMUP_PREFIX}{token}-"):
                             silent.discard(int(answer.split("-")[-2]))
         finally:
@@ -278,11 +306,26 @@ class MLServerPeer:
         row = np.zeros(shape, dtype=np.float32)
         return lambda request_id: request_body(request_id, spec.name, row)
 
-    def _log_tail(self, lines: int = 5) -> str:
+    def _log_tail(self, lines: int = 3) -> str:
+        """The log's ERROR lines and traceback conclusions (a failed model load ends with shutdown
+        lines that say nothing), else its last lines, joined into one line."""
         if self.log_path is None or not self.log_path.is_file():
             return "(no log)"
-        tail = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
-        return " | ".join(tail[-lines:]) or "(empty log)"
+        return " | ".join(_telling_lines(self.log_path.read_text(errors="replace"))[-lines:]) or "(empty log)"
+
+
+def _telling_lines(log: str) -> list[str]:
+    errors: list[str] = []
+    in_traceback = False
+    for line in log.splitlines():
+        if line.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+        elif in_traceback and line and not line[0].isspace():
+            errors.append(line.strip())  # the exception that ends the traceback
+            in_traceback = False
+        elif " ERROR " in line:
+            errors.append(line.strip())
+    return errors or [line.strip() for line in log.splitlines() if line.strip()]
 
 
 def _http_ok(url: str) -> bool:

@@ -3,8 +3,8 @@
 Runs ONLY inside the MLServer virtual environment that ``streaminfer.bench.mlserver_peer`` builds
 (mlserver 1.7.1 pins conflict with the main venv). Nothing in the main venv may import this
 module: it imports ``mlserver`` at the top. The peer points MLServer's model settings at
-``streaminfer.bench.mlserver_runtime.OnnxModel`` and puts the repository root on that
-subprocess's PYTHONPATH.
+``streaminfer.bench.mlserver_runtime.OnnxModel`` and stages a copy of this file (alone) on that
+subprocess's PYTHONPATH, so keep it self-contained: no imports from the rest of the project.
 
 The session mirrors ours for a fair comparison: CPUExecutionProvider, one intra-op thread.
 """
@@ -42,7 +42,10 @@ class OnnxModel(MLModel):
             id=payload.id,
             model_name=self.name,
             model_version=self.version,
-            outputs=[NumpyCodec.encode_output(name, np.asarray(value)) for name, value in zip(self._output_names, results)],
+            outputs=[
+                NumpyCodec.encode_output(name, np.asarray(value))
+                for name, value in zip(self._output_names, results)
+            ],
         )
 
     def _feeds(self, payload: InferenceRequest) -> dict[str, np.ndarray]:
