@@ -286,12 +286,43 @@ def build_demo(
     force: bool = typer.Option(False, help="Rebuild even if the version exists."),
 ) -> None:
     """Train the breast_cancer demo classifier and write it to the repository."""
-    from streaminfer.demo_model import build_demo_model
+    from streaminfer.demo_model import build_demo_mlp, build_demo_model
     from workers.repository import ModelRepository
 
-    settings = load_settings(model_repo=model_repo)
-    entry = build_demo_model(ModelRepository(settings.model_repository), force=force)
-    console.print(f"wrote {entry.name}/{entry.version} to {entry.directory} (holdout accuracy {entry.metadata.metrics.get('holdout_accuracy', float('nan')):.3f})")
+    repository = ModelRepository(load_settings(model_repo=model_repo).model_repository)
+    for entry in (build_demo_model(repository, force=force), build_demo_mlp(repository, force=force)):
+        accuracy = entry.metadata.metrics.get("holdout_accuracy", float("nan"))
+        console.print(f"wrote {entry.name}/{entry.version} to {entry.directory} (holdout accuracy {accuracy:.3f})")
+
+
+@models_app.command("optimize")
+@friendly_errors
+def optimize(
+    name: str = typer.Argument(..., help="Model to optimize (its newest release)."),
+    version: Optional[str] = typer.Option(None, help="Version to start from (default: newest)."),
+    model_repo: Optional[Path] = RepoOpt,
+) -> None:
+    """Write FP16 and INT8 (static, calibrated on the training sample) variants as new versions,
+    and compare them with FP32 on held-out data."""
+    from rich.table import Table
+
+    from workers.repository import ModelRepository
+    from workers.variants import write_variants
+
+    repository = ModelRepository(load_settings(model_repo=model_repo).model_repository)
+    base = repository.resolve(name, version)
+    table = Table(title=f"{base.name}/{base.version} variants (held-out rows)")
+    for column in ("version", "conv.", "accuracy", "= FP32", "max |Δp|", "rows/s"):
+        table.add_column(column, justify="right")
+    for r in write_variants(repository, base):
+        if r.not_written:
+            console.print(f"{r.precision}: not written: {r.not_written}", highlight=False, soft_wrap=True)
+            continue
+        table.add_row(r.version, str(r.converted_ops), f"{r.holdout_accuracy or float('nan'):.4f}",
+                      f"{r.label_agreement:.4f}", f"{r.max_probability_error:.1e}", f"{r.rows_per_s:,.0f}")
+    console.print(table)
+    console.print("converted: FP16 weights (fp16) or quantized tensors (int8); 0 means the model has no operator "
+                  "that precision applies to (tree ensembles), so the variant computes as FP32 does.")
 
 
 @models_app.command("list")

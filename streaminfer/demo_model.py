@@ -17,12 +17,17 @@ from skl2onnx.common.data_types import FloatTensorType
 from sklearn.datasets import load_breast_cancer
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from workers.repository import ModelMetadata, ModelRepository, ModelVersion
 from workers.runtime import ModelRuntime
 from workers.settings import RuntimeSettings
 
 DEMO_MODEL = "breast-cancer"
+#: A small neural network on the same data: the model whose FP16 and INT8 variants change something.
+DEMO_MLP_MODEL = "breast-cancer-mlp"
 DEMO_VERSION = "1.0.0"
 INPUT_NAME = "input"
 SEED = 7
@@ -49,17 +54,30 @@ def demo_data() -> DemoData:
 
 def build_demo_model(repository: ModelRepository, force: bool = False) -> ModelVersion:
     """Train, convert and write the demo model; an existing build is kept unless ``force``."""
-    if not force and DEMO_VERSION in repository.versions(DEMO_MODEL):
-        return repository.load(DEMO_MODEL, DEMO_VERSION)
+    return _build(repository, DEMO_MODEL, lambda: GradientBoostingClassifier(random_state=SEED), force,
+                  "scikit-learn GradientBoostingClassifier via skl2onnx")
+
+
+def build_demo_mlp(repository: ModelRepository, force: bool = False) -> ModelVersion:
+    """The same task with a standardised two-layer perceptron (MatMul/Gemm: FP16 and INT8 apply)."""
+    def make():
+        return make_pipeline(StandardScaler(), MLPClassifier((64, 32), max_iter=600, random_state=SEED))
+
+    return _build(repository, DEMO_MLP_MODEL, make, force, "scikit-learn StandardScaler + MLPClassifier via skl2onnx")
+
+
+def _build(repository: ModelRepository, name: str, make, force: bool, framework: str) -> ModelVersion:
+    if not force and DEMO_VERSION in repository.versions(name):
+        return repository.load(name, DEMO_VERSION)
     data = demo_data()
-    classifier = GradientBoostingClassifier(random_state=SEED).fit(data.x_train, data.y_train)
+    classifier = make().fit(data.x_train, data.y_train)
     onnx_model = to_onnx(
         classifier,
         initial_types=[(INPUT_NAME, FloatTensorType([None, data.x_train.shape[1]]))],
-        options={id(classifier): {"zipmap": False}},
+        options={"zipmap": False},
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
-    directory = repository.root / DEMO_MODEL / DEMO_VERSION
+    directory = repository.root / name / DEMO_VERSION
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "model.onnx").write_bytes(onnx_model.SerializeToString())
     signature = ModelRuntime(directory / "model.onnx", RuntimeSettings()).signature
@@ -67,17 +85,17 @@ def build_demo_model(repository: ModelRepository, force: bool = False) -> ModelV
     _frame(data.x_test, data.y_test, data.feature_names).to_parquet(directory / "holdout.parquet")
     repository.save_metadata(
         ModelMetadata(
-            name=DEMO_MODEL,
+            name=name,
             version=DEMO_VERSION,
             signature=signature,
             feature_names=data.feature_names,
             class_names=data.class_names,
-            framework="scikit-learn GradientBoostingClassifier via skl2onnx",
+            framework=framework,
             description="Breast cancer (Wisconsin) diagnosis; trained on scikit-learn's bundled copy.",
             metrics={"holdout_accuracy": float(classifier.score(data.x_test, data.y_test))},
         )
     )
-    return repository.load(DEMO_MODEL, DEMO_VERSION)
+    return repository.load(name, DEMO_VERSION)
 
 
 def _frame(x: np.ndarray, y: np.ndarray, feature_names: list[str]) -> pd.DataFrame:

@@ -68,13 +68,16 @@ class ModelVersion:
         return self.directory / HOLDOUT_FILE
 
 
-def version_key(version: str) -> tuple[int, int, int, str]:
-    """Sort key that orders semantic versions numerically; non-semver names sort first."""
+def version_key(version: str) -> tuple[int, int, int, int, str]:
+    """Sort key that orders semantic versions numerically. As in semver, a pre-release such as
+    ``1.0.0-fp16`` sorts before ``1.0.0``, so variants never become the newest by accident;
+    non-semver names sort first."""
     match = _SEMVER.match(version)
     if not match:
-        return (-1, -1, -1, version)
+        return (-1, -1, -1, -1, version)
     major, minor, patch = (int(g) for g in match.groups())
-    return (major, minor, patch, version)
+    is_release = 0 if "-" in version else 1
+    return (major, minor, patch, is_release, version)
 
 
 class ModelRepository:
