@@ -270,12 +270,15 @@ def bench(
     latency_seconds: float = typer.Option(5.0, min=1, help="Length of each fixed-rate load step."),
     peer: bool = typer.Option(True, help="Include Seldon MLServer in Kafka mode (installs it in its own venv)."),
     only: Optional[str] = typer.Option(None, help="Run only systems whose name contains this."),
+    broker: str = typer.Option("tansu", help="tansu (embedded) or kafka (Apache Kafka from Maven jars).", case_sensitive=False),
 ) -> None:
     """Benchmark streaminfer against ONNX Runtime alone, a bare passthrough, hand-rolled consumers
     and MLServer, side by side on one broker."""
     from streaminfer.bench.main import main as run_bench
 
-    for path in run_bench(out, runs, scale, latency_seconds, peer, console, only):
+    if broker not in ("tansu", "kafka"):
+        raise typer.BadParameter("--broker must be tansu or kafka")
+    for path in run_bench(out, runs, scale, latency_seconds, peer, console, only, broker):
         console.print(f"wrote {path}")
 
 

@@ -30,8 +30,9 @@ class KafkaSettings(BaseModel):
     fetch_max_wait_ms: int = Field(10, ge=0)
     """Small on purpose: the embedded broker does not wake a waiting fetch when data arrives."""
 
-    linger_ms: int = Field(2, ge=0)
-    """Producer batching delay: a few ms avoids piles of single-record batches in the log."""
+    linger_ms: int = Field(0, ge=0)
+    """Producer batching delay. The pipeline already hands the producer one record batch per
+    partition per fetched batch, so waiting longer only adds latency."""
 
     request_timeout_ms: int = Field(30_000, ge=1000)
     compression: str | None = Field(None, pattern="^(gzip|snappy|lz4|zstd)$")
@@ -50,8 +51,9 @@ class PipelineSettings(BaseModel):
     max_batch_size: int = Field(256, ge=1)
     """Most rows in one inference batch."""
 
-    max_wait_ms: float = Field(1.0, ge=0)
-    """Longest a request waits for others to fill its batch when the model is idle."""
+    max_wait_ms: float = Field(0.5, ge=0)
+    """Longest a request waits for others to fill its batch when the model is idle. While the
+    model is busy, requests queue and the next batch leaves as full as the queue allows anyway."""
 
     deadline_margin_ms: float = Field(2.0, ge=0)
     """A batch leaves this long before the earliest deadline in it, so it can still make it."""

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from schemas import headers as h
 from schemas.codec import request_body
@@ -51,7 +52,13 @@ class OpenLoopResult:
 async def open_loop(
     producer: AIOKafkaProducer, topic: str, batch: list[Payload], rate: float, sent_at: dict[str, float]
 ) -> OpenLoopResult:
-    """Send ``batch`` at a fixed ``rate`` (a schedule, not a closed loop); measure schedule lag."""
+    """Send ``batch`` at a fixed ``rate`` (a schedule, not a closed loop); measure schedule lag.
+
+    Each tick sends every message that is due as one record batch per partition: a per-message
+    ``send()`` costs the generator enough CPU on 2 cores to fall behind its own schedule.
+    """
+    partitions = sorted(await producer.partitions_for(topic))
+    partitioner = DefaultPartitioner()
     lags: list[float] = []
     futures = []
     start = time.perf_counter()
@@ -59,13 +66,23 @@ async def open_loop(
     index = 0
     while index < len(batch):
         due = min(len(batch), int((time.perf_counter() - start) * rate) + 1)
+        builders: dict[int, object] = {}
+        now = time.time()
         while index < due:
             key, value, headers = batch[index]
-            now = time.time()
             lags.append(now - (wall_start + index / rate))
             sent_at[key.decode()] = now
-            futures.append(await producer.send(topic, value=value, key=key, headers=headers))
+            partition = partitioner(key, partitions, partitions)
+            builder = builders.get(partition)
+            if builder is None:
+                builder = builders[partition] = producer.create_batch()
+            if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:  # type: ignore[attr-defined]
+                futures.append(await producer.send_batch(builder, topic, partition=partition))
+                builder = builders[partition] = producer.create_batch()
+                builder.append(timestamp=None, key=key, value=value, headers=headers)  # type: ignore[attr-defined]
             index += 1
+        for partition, builder in builders.items():
+            futures.append(await producer.send_batch(builder, topic, partition=partition))
         await asyncio.sleep(0.0005)
     await asyncio.gather(*futures)
     lag_ms = np.asarray(lags) * 1000

@@ -40,7 +40,10 @@ def build_systems(repository: Path, model_path: Path, scale: float, peer_home: P
     return systems
 
 
-async def run_bench(out_dir: Path, runs: int, scale: float, latency_seconds: float, with_peer: bool, console: Console, only: str | None = None) -> list[Path]:
+async def run_bench(
+    out_dir: Path, runs: int, scale: float, latency_seconds: float, with_peer: bool, console: Console,
+    only: str | None = None, broker_kind: str = "tansu",
+) -> list[Path]:
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"streaminfer-bench-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
     repository = ModelRepository(work / "models")
@@ -51,7 +54,7 @@ async def run_bench(out_dir: Path, runs: int, scale: float, latency_seconds: flo
     if only:
         systems = [s for s in systems if only.lower() in s.name.lower()]
     results: dict[str, dict] = {report.LIMIT_A: median_result([ort_alone(entry.model_path, rows) for _ in range(runs)])}
-    with EmbeddedBroker(log_path=work / "tansu.log") as broker:
+    with _broker(broker_kind, work) as broker:
         config = BenchConfig(broker.bootstrap, work, rows, entry.model_path, runs=runs, latency_seconds=latency_seconds)
         columns = (TextColumn("{task.description:<40}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
         with Progress(*columns, console=console) as progress:
@@ -61,14 +64,29 @@ async def run_bench(out_dir: Path, runs: int, scale: float, latency_seconds: flo
     meta = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
-        "broker": "embedded Tansu (memory)",
+        "broker": BROKERS[broker_kind],
         "model": f"{entry.name}/{entry.version} (GradientBoosting, ONNX), ~{len(rows[0])} FP32 features per request",
         "runs": runs,
         "command": f"streaminfer bench --runs {runs} --scale {scale} --latency-seconds {latency_seconds}"
-        + ("" if with_peer else " --no-peer"),
+        + ("" if with_peer else " --no-peer") + (f" --broker {broker_kind}" if broker_kind != "tansu" else "")
+        + (f" --only {only!r}" if only else ""),
     }
     return report.write(meta, results, out_dir)
 
 
-def main(out_dir: Path, runs: int, scale: float, latency_seconds: float, with_peer: bool, console: Console, only: str | None = None) -> list[Path]:
-    return asyncio.run(run_bench(out_dir, runs, scale, latency_seconds, with_peer, console, only))
+BROKERS = {"tansu": "embedded Tansu 0.6 (memory)", "kafka": "Apache Kafka 4.1.1 (KRaft, one node, from Maven jars)"}
+
+
+def _broker(kind: str, work: Path):
+    if kind == "kafka":
+        from streaminfer.kafka_jvm import ApacheKafkaBroker, ensure_kafka_jars
+
+        return ApacheKafkaBroker(work / "kafka", ensure_kafka_jars())
+    return EmbeddedBroker(log_path=work / "tansu.log")
+
+
+def main(
+    out_dir: Path, runs: int, scale: float, latency_seconds: float, with_peer: bool, console: Console,
+    only: str | None = None, broker_kind: str = "tansu",
+) -> list[Path]:
+    return asyncio.run(run_bench(out_dir, runs, scale, latency_seconds, with_peer, console, only, broker_kind))

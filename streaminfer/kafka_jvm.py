@@ -1,0 +1,198 @@
+"""A real single-node Apache Kafka broker (KRaft) for integration tests, without Docker.
+
+Why: exactly-once, idempotence, fencing and read_committed need real Kafka (the embedded
+Tansu broker lacks them) and test machines may have no Docker engine. The official jars
+come from Maven Central (``infra/kafka/fetch-jars.sh``) and run as a ``java`` subprocess.
+"""
+
+import asyncio
+import base64
+import contextlib
+import shutil
+import socket
+import subprocess
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # a source checkout: infra/ is not in the wheel
+FETCH_SCRIPT = REPO_ROOT / "infra" / "kafka" / "fetch-jars.sh"
+LOG4J_CONFIG = REPO_ROOT / "infra" / "kafka" / "log4j2.properties"
+START_TIMEOUT_S = 90.0
+STOP_GRACE_S = 15.0
+LOG_TAIL_LINES = 40
+
+# Single-node KRaft; small internal topics make the first group/transaction fast.
+_SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@{controller}
+listeners=PLAINTEXT://{broker},CONTROLLER://{controller}
+advertised.listeners=PLAINTEXT://{broker}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={data}
+num.partitions=4
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+group.initial.rebalance.delay.ms=0
+"""
+
+
+class KafkaLauncherError(RuntimeError):
+    """Root of the errors raised while providing a local Kafka broker."""
+
+
+class KafkaJarsError(KafkaLauncherError):
+    """The broker jars could not be fetched; the message says how to retry."""
+
+
+class BrokerStartError(KafkaLauncherError):
+    """The broker died or never became ready; carries the tail of its log."""
+
+    def __init__(self, reason: str, log_file: Path) -> None:
+        self.log_file = log_file
+        tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
+        super().__init__(f"{reason}; last lines of {log_file}:\n{tail}")
+
+
+def ensure_kafka_jars() -> Path:
+    """Fetch the broker jars once (cached across runs) and return their folder."""
+    result = subprocess.run(["bash", FETCH_SCRIPT], capture_output=True, text=True, check=False)
+    if result.returncode == 0 and result.stdout.strip():
+        return Path(result.stdout.strip().splitlines()[-1])
+    hint = "run it by hand to see why (it needs Maven and access to Maven Central)"
+    raise KafkaJarsError(f"infra/kafka/fetch-jars.sh failed: {hint}:\n{result.stderr[-2000:]}")
+
+
+class ApacheKafkaBroker:
+    """One broker+controller JVM whose data, config and ``log_file`` live in ``work_dir``.
+
+    ``start()`` and ``stop()`` are idempotent and blocking; readiness is probed on a private
+    event loop, so they work the same from sync fixtures and from async tests.
+    """
+
+    def __init__(self, work_dir: Path, libs_dir: Path | None = None) -> None:
+        self._work_dir = Path(work_dir)
+        self._libs_dir = libs_dir
+        self.log_file = self._work_dir / "kafka.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` for clients; only valid once ``start()`` has returned."""
+        if self._port is None:
+            raise KafkaLauncherError("the broker has no address yet: call start() first")
+        return f"127.0.0.1:{self._port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The JVM's process id (kept after stop, so tests can check it is gone)."""
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> "ApacheKafkaBroker":
+        """Launch the broker and return once it answers metadata requests."""
+        if self._process is not None and self._process.poll() is None:
+            return self
+        libs = self._libs_dir or ensure_kafka_jars()
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        port, controller_port = _two_free_loopback_ports()
+        config = self._write_properties(port, controller_port)
+        self._format_storage(libs, config)
+        self._process = process = self._launch(libs, config)
+        self._port = port
+        try:  # A private loop in a helper thread: the caller may already run a loop.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-ready") as pool:
+                pool.submit(asyncio.run, self._wait_until_ready(process, port)).result()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM for a clean shutdown, SIGKILL if it takes over 15 s."""
+        if (process := self._process) is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> "ApacheKafkaBroker":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _write_properties(self, port: int, controller_port: int) -> Path:
+        broker, controller = f"127.0.0.1:{port}", f"127.0.0.1:{controller_port}"
+        data = self._work_dir / "data"
+        path = self._work_dir / "server.properties"
+        path.write_text(_SERVER_PROPERTIES.format(broker=broker, controller=controller, data=data))
+        return path
+
+    def _format_storage(self, libs: Path, config: Path) -> None:
+        """KRaft refuses to start on an unformatted log dir; reuse one already formatted."""
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
+        tool = [*_java(libs), "kafka.tools.StorageTool", "format", "--ignore-formatted"]
+        command = [*tool, "-t", cluster_id, "-c", str(config)]
+        with self.log_file.open("ab") as log:
+            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+        if result.returncode != 0:
+            raise BrokerStartError(f"storage format exited {result.returncode}", self.log_file)
+
+    def _launch(self, libs: Path, config: Path) -> subprocess.Popen[bytes]:
+        """Same process group as pytest on purpose: Ctrl-C stops the broker too."""
+        command = [*_java(libs), "-Xmx512m", "kafka.Kafka", str(config)]
+        with self.log_file.open("ab") as log:
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    async def _wait_until_ready(self, process: subprocess.Popen[bytes], port: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_S
+        while not await _broker_answers(port):
+            if (code := process.poll()) is not None:
+                raise BrokerStartError(f"java exited {code} before it was ready", self.log_file)
+            if loop.time() > deadline:
+                raise BrokerStartError(f"not ready after {START_TIMEOUT_S:.0f} s", self.log_file)
+            await asyncio.sleep(0.25)
+
+
+async def _broker_answers(port: int) -> bool:
+    """True once the broker lists itself in metadata, i.e. it is registered and unfenced."""
+    with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):  # one class from 3.11
+        # A bare connect first, as aiokafka logs an ERROR for every refused bootstrap.
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=5000)
+        try:
+            await asyncio.wait_for(admin.start(), 5)
+            cluster = await asyncio.wait_for(admin.describe_cluster(), 5)
+            return bool(cluster["brokers"])
+        finally:
+            await admin.close()
+    return False
+
+
+def _java(libs: Path) -> list[str]:
+    """The JVM command line; Log4j's own shutdown hook is off so shutdown logs survive."""
+    java = shutil.which("java")
+    if java is None:
+        raise KafkaLauncherError("java not found on PATH: install a JRE 17 or newer")
+    log4j = [f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-Dlog4j.shutdownHookEnabled=false"]
+    return [java, *log4j, "-cp", f"{libs}/*"]
+
+
+def _two_free_loopback_ports() -> tuple[int, int]:
+    """Ports the OS reports free, held open together so that the two differ."""
+    with socket.create_server(("127.0.0.1", 0)) as a, socket.create_server(("127.0.0.1", 0)) as b:
+        return a.getsockname()[1], b.getsockname()[1]
