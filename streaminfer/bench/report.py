@@ -57,7 +57,9 @@ def markdown(meta: dict, results: dict[str, dict]) -> str:
         )
     lines += ["", "Latency is request produced → answer consumed, under an open-loop (fixed-rate) load at the given share of each "
               "system's own maximum. Generator lag is how far the sender fell behind its schedule; where it is large, the "
-              "offered rate was lower than stated.", ""]
+              "offered rate was lower than stated. Lost: sent but not answered by the time the system was stopped "
+              "(the benchmark waits until no answer has arrived for 20 s). MLServer starts at the latest offset, "
+              "has no consumer group and drops what it has not answered when stopped.", ""]
     return "\n".join(lines)
 
 
@@ -76,13 +78,13 @@ def plots(results: dict[str, dict], out_dir: Path) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for name in names:
-        lat = results[name].get("latency") or {}
-        if not lat:
-            continue
+    colors = plt.get_cmap("tab10")
+    for index, name in enumerate(n for n in names if results[n].get("latency")):
+        lat = results[name]["latency"]
         loads = [int(k.rstrip("%")) for k in lat]
-        ax.plot(loads, [lat[k]["p99_ms"] for k in lat], marker="o", label=f"{name} p99")
-        ax.plot(loads, [lat[k]["p50_ms"] for k in lat], marker=".", linestyle="--", alpha=0.6, label=f"{name} p50")
+        color = colors(index % 10)
+        ax.plot(loads, [lat[k]["p99_ms"] for k in lat], marker="o", color=color, label=f"{name} p99")
+        ax.plot(loads, [lat[k]["p50_ms"] for k in lat], marker=".", linestyle="--", color=color, alpha=0.6, label=f"{name} p50")
     ax.set_yscale("log")
     ax.set_xlabel("offered load (% of the system's own maximum)")
     ax.set_ylabel("end-to-end latency (ms, log scale)")
