@@ -8,6 +8,7 @@ be wrong surfaces as one typed ``RequestError``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -18,7 +19,7 @@ from schemas.errors import InvalidJson, SchemaViolation, WrongShapeOrDtype
 from schemas.signature import Signature, TensorSpec
 
 
-class RequestTensor(msgspec.Struct, omit_defaults=True):
+class RequestTensor(msgspec.Struct, omit_defaults=True, gc=False):
     name: str
     shape: list[int]
     datatype: str
@@ -26,21 +27,21 @@ class RequestTensor(msgspec.Struct, omit_defaults=True):
     parameters: dict[str, Any] | None = None
 
 
-class InferenceRequest(msgspec.Struct, omit_defaults=True):
+class InferenceRequest(msgspec.Struct, omit_defaults=True, gc=False):
     inputs: list[RequestTensor]
     id: str | None = None
     parameters: dict[str, Any] | None = None
     outputs: list[dict[str, Any]] | None = None
 
 
-class ResponseTensor(msgspec.Struct):
+class ResponseTensor(msgspec.Struct, gc=False):
     name: str
     shape: list[int]
     datatype: str
     data: list[Any]
 
 
-class Prediction(msgspec.Struct, omit_defaults=True):
+class Prediction(msgspec.Struct, omit_defaults=True, gc=False):
     id: str
     model_name: str
     model_version: str
@@ -103,7 +104,7 @@ def _tensor_array(tensor: RequestTensor, spec: TensorSpec) -> np.ndarray:
         raise WrongShapeOrDtype(
             f"input {spec.name!r} has shape {list(shape)}, model expects {_show(spec.shape)}"
         )
-    expected = int(np.prod(shape)) if shape else 1
+    expected = math.prod(shape)
     if len(tensor.data) != expected:
         raise WrongShapeOrDtype(
             f"input {spec.name!r} has {len(tensor.data)} values, shape {list(shape)} needs {expected}"
@@ -114,6 +115,8 @@ def _tensor_array(tensor: RequestTensor, spec: TensorSpec) -> np.ndarray:
 def _shape_fits(shape: tuple[int, ...], expected: tuple[int, ...]) -> bool:
     if len(shape) != len(expected) or not shape or shape[0] < 1:
         return False
+    if shape[1:] == expected[1:]:  # the usual case, checked in C
+        return True
     return all(want in (-1, got) for got, want in zip(shape[1:], expected[1:]))
 
 
@@ -121,20 +124,43 @@ def _show(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join("N" if d == -1 else str(d) for d in shape) + "]"
 
 
+class BatchOutputs:
+    """A batch's outputs turned into Python lists once, then cut per request.
+
+    ``array.tolist()`` on the whole batch is several times cheaper per row than slicing numpy
+    arrays per request and converting each slice; this runs once per prediction on the hot path.
+    """
+
+    __slots__ = ("_columns",)
+
+    def __init__(self, outputs: dict[str, np.ndarray]) -> None:
+        self._columns = [
+            (name, oip_datatype(array.dtype), list(array.shape[1:]), array.ndim > 1, array.tolist())
+            for name, array in outputs.items()
+        ]
+
+    def rows(self, start: int, stop: int) -> list[ResponseTensor]:
+        """The rows ``start:stop`` as OIP response tensors (flat, row-major data)."""
+        tensors = []
+        for name, datatype, row_shape, nested, values in self._columns:
+            if stop - start == 1:
+                data = values[start] if nested else [values[start]]
+            else:
+                part = values[start:stop]
+                data = [v for row in part for v in _flat(row)] if nested else part
+            tensors.append(ResponseTensor(name, [stop - start, *row_shape], datatype, data))
+        return tensors
+
+
+def _flat(row: object) -> list[object]:
+    if isinstance(row, list) and row and isinstance(row[0], list):
+        return [v for sub in row for v in _flat(sub)]
+    return row if isinstance(row, list) else [row]
+
+
 def prediction_outputs(outputs: dict[str, np.ndarray], start: int, stop: int) -> list[ResponseTensor]:
     """The rows ``start:stop`` of a batch's outputs, as OIP response tensors."""
-    tensors = []
-    for name, array in outputs.items():
-        part = array[start:stop]
-        tensors.append(
-            ResponseTensor(
-                name=name,
-                shape=list(part.shape),
-                datatype=oip_datatype(part.dtype),
-                data=part.ravel().tolist(),
-            )
-        )
-    return tensors
+    return BatchOutputs(outputs).rows(start, stop)
 
 
 def encode(message: msgspec.Struct) -> bytes:

@@ -29,6 +29,7 @@ from streams.pipeline import Pipeline
 from streaminfer.broker import port_in_use
 from streaminfer.consumer_actor import ConsumerActor
 from streaminfer.errors import PortInUse
+from streaminfer.process import tune_gc_for_streaming
 from streaminfer.settings import AppSettings
 from workers.pool import WorkerPool
 from workers.repository import ModelRepository
@@ -218,6 +219,7 @@ async def _start_driver(settings: AppSettings, repository: ModelRepository, regi
             app.actors.extend(await served.pool.describe())
         app.metrics_server, url = _serve_metrics(settings, registry)
         app.metrics_urls = [url] if url else []
+        tune_gc_for_streaming(settings.pipeline.gc_gen0_threshold)
         app.pipeline = Pipeline(
             settings.kafka, settings.topics, settings.pipeline, models, PipelineMetrics(registry),
             concurrent_batches=settings.pool.size,

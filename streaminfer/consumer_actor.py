@@ -17,6 +17,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, start_http_server
 
 from monitoring.metrics import PipelineMetrics
+from streaminfer.process import tune_gc_for_streaming
 from streams.pipeline import Pipeline
 from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from workers.local import LocalPool
@@ -53,6 +54,7 @@ class ConsumerActor:
     async def ensure_started(self) -> dict[str, object]:
         """Idempotent: starts the pipeline the first time and after Ray restarted this actor."""
         if self._pipeline is None:
+            tune_gc_for_streaming(self._pipeline_settings.gc_gen0_threshold)
             models = ServedModels(
                 self._repository,
                 self._model_names[0],

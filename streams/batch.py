@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from aiokafka.structs import ConsumerRecord
 
-from schemas.codec import Prediction, decode_request, prediction_outputs, request_tensors
+from schemas.codec import BatchOutputs, Prediction, decode_request, request_tensors
 from schemas.errors import SchemaViolation
 from schemas.headers import RequestHeaders, parse_request_headers
 from streams.records import fallback_request_id
@@ -55,6 +55,7 @@ def split_predictions(items: list[Decoded], outputs: dict[str, np.ndarray]) -> l
     """Cut a batch's outputs back into one prediction per request."""
     predictions = []
     start = 0
+    columns = BatchOutputs(outputs)
     for item in items:
         stop = start + item.rows
         entry = item.served.entry
@@ -63,7 +64,7 @@ def split_predictions(items: list[Decoded], outputs: dict[str, np.ndarray]) -> l
                 id=item.request_id,
                 model_name=entry.name,
                 model_version=entry.version,
-                outputs=prediction_outputs(outputs, start, stop),
+                outputs=columns.rows(start, stop),
             )
         )
         start = stop

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from typing import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -33,7 +34,7 @@ from streams.clients import make_consumer, make_producer, start_client
 from streams.delivery import AtLeastOnceDelivery, Delivery
 from streams.errors import DeadlineExceeded
 from streams.offsets import OffsetTracker
-from streams.records import Outgoing, dead_letter_record, prediction_record
+from streams.records import Outgoing, dead_letter_record, prediction_record, source_of
 from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from workers.batching import DynamicBatcher
 from workers.errors import InferenceFailed
@@ -167,7 +168,7 @@ class Pipeline:
                 self._release_slot()
                 continue
             for record in records:
-                self._tracker.track(TopicPartition(record.topic, record.partition), record.offset)
+                self._tracker.track(source_of(record), record.offset)
             task = asyncio.create_task(self._handle(records))
             self._inflight.add(task)
             self._watch(task)
@@ -269,13 +270,16 @@ class Pipeline:
         )
 
     def _count(self, outgoing: Sequence[Outgoing]) -> None:
+        """Metrics per fetched batch: one counter update per label set, not per record."""
         now_ms = time.time() * 1000
+        outcomes = Counter((o.model or "", o.version or "", o.reason.value if o.reason else PREDICTED) for o in outgoing)
+        for labels, count in outcomes.items():
+            self._metrics.requests.labels(*labels).inc(count)
+        latency = None
         for out in outgoing:
-            outcome = PREDICTED if out.reason is None else out.reason.value
-            self._metrics.requests.labels(out.model or "", out.version or "", outcome).inc()
             if out.reason is None:
-                latency_s = max(0.0, now_ms - out.request_timestamp_ms) / 1000
-                self._metrics.end_to_end_seconds.labels(out.model).observe(latency_s)
+                latency = latency or self._metrics.end_to_end_seconds.labels(out.model)
+                latency.observe(max(0.0, now_ms - out.request_timestamp_ms) / 1000)
 
 
 def _deadline_s(item: Decoded) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from aiokafka import TopicPartition
@@ -29,8 +30,14 @@ class Outgoing:
     request_timestamp_ms: int = 0
 
 
+@functools.lru_cache(maxsize=4096)
+def _partition(topic: str, partition: int) -> TopicPartition:
+    return TopicPartition(topic, partition)
+
+
 def source_of(record: ConsumerRecord) -> TopicPartition:
-    return TopicPartition(record.topic, record.partition)
+    """Shared ``TopicPartition`` objects: one per partition, not one per record."""
+    return _partition(record.topic, record.partition)
 
 
 def fallback_request_id(record: ConsumerRecord) -> str:

@@ -67,5 +67,9 @@ class PipelineSettings(BaseModel):
 
     poll_timeout_ms: int = Field(50, ge=1)
 
+    gc_gen0_threshold: int = Field(50_000, ge=0)
+    """Allocations between garbage collections in a pipeline process (Python's default is 700,
+    which makes the collector the largest cost per message); 0 keeps Python's defaults."""
+
     commit_interval_ms: int = Field(200, ge=0)
     """Offsets are committed at most this often (and always on rebalance and shutdown)."""
