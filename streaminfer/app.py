@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -145,6 +146,25 @@ class ConsumerGroupApp(RunningApp):
                     self.failure = f"consumer {state['label']} stopped: {state['failed']}"
                     return
 
+    async def wait_until_assigned(self, timeout_s: float = 60.0, stable_s: float = 2.0) -> None:
+        """Until the group has settled: every partition owned, every consumer owning some when
+        there are enough partitions, and no change for ``stable_s``. Requests sent earlier are
+        not lost, but they would wait out the rebalances that members joining one by one cause."""
+        deadline = time.monotonic() + timeout_s
+        partitions = self.settings.topics.partitions
+        last: list[object] = []
+        settled_since = time.monotonic()
+        while time.monotonic() < deadline:
+            owned = [d["partitions"] for d in await self.describe()]
+            counts = [len(p) for p in owned]  # type: ignore[arg-type]
+            if owned != last:
+                last, settled_since = owned, time.monotonic()
+            complete = sum(counts) >= partitions and (len(counts) > partitions or all(counts))
+            if complete and time.monotonic() - settled_since >= stable_s:
+                return
+            await asyncio.sleep(0.2)
+        log.warning("consumer group did not settle within %.0f s; continuing", timeout_s)
+
     async def wait(self) -> None:
         assert self.supervisor is not None
         await self.supervisor
@@ -204,6 +224,7 @@ async def _start_consumer_group(settings: AppSettings) -> ConsumerGroupApp:
         await app.stop()
         raise
     app.metrics_urls = [str(a["metrics_url"]) for a in app.actors if a.get("metrics_url")]
+    await app.wait_until_assigned()
     app.supervisor = asyncio.create_task(app.supervise(), name="supervise-consumers")
     return app
 

