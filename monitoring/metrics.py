@@ -60,9 +60,3 @@ class PipelineMetrics:
             "1 while the consumer has paused its partitions because every batch slot is taken.",
             registry=registry,
         )
-        self.actor_retries = Counter(
-            "streaminfer_actor_retries_total",
-            "Batches retried because a worker actor died or was unreachable.",
-            ["model"],
-            registry=registry,
-        )
