@@ -29,6 +29,16 @@ def _consumer(bootstrap: str, topic: str, group: str, auto_commit: bool) -> AIOK
     )
 
 
+async def _started_clients(
+    bootstrap: str, source: str, group: str, *, auto_commit: bool, linger_ms: int
+) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    consumer = _consumer(bootstrap, source, group, auto_commit=auto_commit)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms)
+    await consumer.start()
+    await producer.start()
+    return consumer, producer
+
+
 def _session(model_path: str) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -46,10 +56,7 @@ def _answer(request_id: str, label: int, probabilities: list[float]) -> bytes:
 
 
 async def passthrough(bootstrap: str, source: str, sink: str, group: str, model_path: str) -> None:
-    consumer = _consumer(bootstrap, source, group, auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
-    await consumer.start()
-    await producer.start()
+    consumer, producer = await _started_clients(bootstrap, source, group, auto_commit=False, linger_ms=2)
     while True:
         fetched = await consumer.getmany(timeout_ms=100, max_records=1024)
         futures = [
@@ -63,10 +70,7 @@ async def passthrough(bootstrap: str, source: str, sink: str, group: str, model_
 
 async def naive(bootstrap: str, source: str, sink: str, group: str, model_path: str) -> None:
     session = _session(model_path)
-    consumer = _consumer(bootstrap, source, group, auto_commit=True)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    await producer.start()
+    consumer, producer = await _started_clients(bootstrap, source, group, auto_commit=True, linger_ms=0)
     async for record in consumer:
         request = json.loads(record.value)
         tensor = request["inputs"][0]
@@ -79,10 +83,7 @@ async def naive(bootstrap: str, source: str, sink: str, group: str, model_path: 
 
 async def microbatch(bootstrap: str, source: str, sink: str, group: str, model_path: str) -> None:
     session = _session(model_path)
-    consumer = _consumer(bootstrap, source, group, auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
-    await consumer.start()
-    await producer.start()
+    consumer, producer = await _started_clients(bootstrap, source, group, auto_commit=False, linger_ms=2)
     while True:
         fetched = await consumer.getmany(timeout_ms=100, max_records=1024)
         records = [r for batch in fetched.values() for r in batch]
