@@ -60,3 +60,91 @@ class PipelineMetrics:
             "1 while the consumer has paused its partitions because every batch slot is taken.",
             registry=registry,
         )
+        self.consumer_lag = Gauge(
+            "streaminfer_consumer_lag_records",
+            "Records in a partition after the last one this consumer has ended (high watermark "
+            "minus next offset to commit), as of the latest fetch.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+
+
+class ActorMetrics:
+    """Kept by the process that supervises the actors (the driver), which sees them come and go."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.actors = Gauge(
+            "streaminfer_actors",
+            "Ray actors answering, by role (consumer, worker, monitor).",
+            ["role"],
+            registry=registry,
+        )
+        self.restarts = Counter(
+            "streaminfer_actor_restarts_total",
+            "Times Ray restarted an actor (seen as a new process behind the same name).",
+            ["actor", "role"],
+            registry=registry,
+        )
+
+
+class MonitorMetrics:
+    """Drift and online accuracy, kept by the monitor."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.samples = Counter(
+            "streaminfer_monitor_records_total",
+            "Records the monitor has read, by model and stream (requests, predictions, labels).",
+            ["model", "stream"],
+            registry=registry,
+        )
+        self.drift_score = Gauge(
+            "streaminfer_drift_score",
+            "Latest drift statistic per feature and detector (per-sample detectors: the "
+            "detector's statistic; evidently windows: the per-feature test's score).",
+            ["model", "version", "feature", "detector"],
+            registry=registry,
+        )
+        self.drift_events = Counter(
+            "streaminfer_drift_events_total",
+            "Drift detections, per feature and detector.",
+            ["model", "version", "feature", "detector"],
+            registry=registry,
+        )
+        self.drift_windows = Counter(
+            "streaminfer_drift_windows_total",
+            "Evidently windows evaluated, by whether any feature drifted.",
+            ["model", "version", "drifted"],
+            registry=registry,
+        )
+        self.accuracy = Gauge(
+            "streaminfer_online_accuracy_ratio",
+            "Accuracy of predictions joined with their delayed labels, since the monitor started.",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.roc_auc = Gauge(
+            "streaminfer_online_roc_auc",
+            "ROC AUC of predictions joined with their delayed labels.",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.log_loss = Gauge(
+            "streaminfer_online_log_loss",
+            "Log-loss of predictions joined with their delayed labels.",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.labels = Counter(
+            "streaminfer_labels_total",
+            "Labels by join outcome: joined, late (its prediction had expired), missing (a "
+            "prediction expired without one), duplicate.",
+            ["model", "version", "outcome"],
+            registry=registry,
+        )
+        self.join_pending = Gauge(
+            "streaminfer_label_join_pending",
+            "Predictions waiting for their label, and labels waiting for their prediction.",
+            ["side"],
+            registry=registry,
+        )

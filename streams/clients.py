@@ -65,14 +65,19 @@ async def check_reachable(bootstrap: str, timeout_s: float = 10.0) -> None:
 
 async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> None:
     """Create the pipeline's topics if missing (brokers that auto-create pick their own counts)."""
+    await ensure_topic_names(
+        kafka, [topics.requests, topics.predictions, topics.deadletter], topics.partitions, topics.replication_factor
+    )
+
+
+async def ensure_topic_names(kafka: KafkaSettings, names: list[str], partitions: int, replication_factor: int) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, request_timeout_ms=kafka.request_timeout_ms)
     await start_client(admin, kafka.bootstrap)
     try:
         existing = set(await admin.list_topics())
-        wanted = [topics.requests, topics.predictions, topics.deadletter]
         missing = [
-            NewTopic(name, num_partitions=topics.partitions, replication_factor=topics.replication_factor)
-            for name in wanted
+            NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
+            for name in dict.fromkeys(names)
             if name not in existing
         ]
         if missing:

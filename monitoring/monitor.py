@@ -1,0 +1,380 @@
+"""The monitor: reads requests, predictions and labels, and emits drift and quality events.
+
+One process reads all partitions of the three topics (it keeps per-model state that cannot be
+split by partition) and keeps, per model version:
+
+- river detectors on every input feature and on the prediction score (``monitoring.detectors``),
+- an evidently window over the input features (``monitoring.windows``),
+- the join of predictions with their delayed labels and the streaming quality metrics it feeds
+  (``monitoring.labels``).
+
+Detections go to ``monitoring.drift`` and quality figures to ``monitoring.metrics`` (schemas in
+``schemas/``), and everything is exported as Prometheus metrics. State is checkpointed with the
+offsets it reflects (``monitoring.checkpoint``), so a restarted monitor carries on where its
+state stopped instead of starting blind. The offsets are also committed to the monitor's
+consumer group, so its lag shows up in the usual tools.
+
+Records the monitor cannot read (they are dead letters of the pipeline anyway, or labels for
+unknown models) are counted under ``stream="skipped"``, never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pandas as pd
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+
+from monitoring.checkpoint import load_checkpoint, save_checkpoint
+from monitoring.detectors import Reference, SampleDrift
+from monitoring.labels import LabelJoin, prediction_scores, predicted_rows
+from monitoring.metrics import MonitorMetrics
+from monitoring.settings import MonitorSettings
+from monitoring.windows import ClosedWindow, WindowDrift, WindowResult
+from schemas.codec import decode_prediction, decode_request, request_tensors
+from schemas.errors import StreamInferError
+from schemas.signature import Signature
+from schemas.headers import parse_request_headers
+from schemas.monitoring import DriftEvent, MetricEvent, decode_label, encode_event
+from streams.clients import ensure_topic_names, make_consumer, make_producer, start_client
+from streams.settings import KafkaSettings, TopicSettings
+from workers.repository import ModelRepository, ModelVersion
+
+log = logging.getLogger(__name__)
+
+REQUESTS, PREDICTIONS, LABELS, SKIPPED = "requests", "predictions", "labels", "skipped"
+RESOLVE_EVERY_S = 10.0
+
+
+@dataclass
+class ModelWatch:
+    """Everything watched for one model version."""
+
+    entry_name: str
+    version: str
+    signature: Signature
+    input_name: str | None
+    sample: SampleDrift
+    window: WindowDrift | None
+
+    def restore(self, repository: ModelRepository) -> None:
+        if self.window is not None:
+            self.window.restore_reference(reference_frame(repository.load(self.entry_name, self.version)))
+
+
+@dataclass
+class MonitorState:
+    """What the checkpoint holds: all watches, the label join, and the next offset per partition."""
+
+    watches: dict[tuple[str, str], ModelWatch] = field(default_factory=dict)
+    join: LabelJoin | None = None
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    joined_at_last_event: dict[tuple[str, str], int] = field(default_factory=dict)
+    drift_events: int = 0
+
+
+def reference_frame(entry: ModelVersion) -> pd.DataFrame | None:
+    """The training sample's feature columns, or None when the model ships no reference."""
+    if not entry.reference_path.is_file():
+        return None
+    frame = pd.read_parquet(entry.reference_path)
+    names = entry.metadata.feature_names or [c for c in frame.columns if c != "target"]
+    return frame[names].astype("float64")
+
+
+class Monitor:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: TopicSettings,
+        settings: MonitorSettings,
+        repository: ModelRepository,
+        default_model: str,
+        metrics: MonitorMetrics,
+    ) -> None:
+        self._kafka = kafka
+        self._topics = topics
+        self._settings = settings
+        self._repository = repository
+        self._default_model = default_model
+        self._metrics = metrics
+        self._state = MonitorState(join=LabelJoin(int(settings.label_ttl_s * 1000)))
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._last_checkpoint = time.monotonic()
+        self._unknown: set[tuple[str, str | None]] = set()
+        self._resolved: dict[tuple[str, str | None], tuple[tuple[str, str] | None, float]] = {}
+        self._label_counts: dict[tuple[str, str, str], int] = {}
+        self.restored = False
+        self.failure: BaseException | None = None
+
+    @property
+    def state(self) -> MonitorState:
+        return self._state
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._restore()
+        watched = [self._topics.requests, self._topics.predictions, self._settings.topics.labels]
+        emitted = [self._settings.topics.drift, self._settings.topics.metrics]
+        await ensure_topic_names(self._kafka, watched + emitted, self._topics.partitions, self._topics.replication_factor)
+        self._producer = make_producer(self._kafka)
+        await start_client(self._producer, self._kafka.bootstrap)
+        self._consumer = make_consumer(self._kafka, group_id=self._settings.group_id)
+        await start_client(self._consumer, self._kafka.bootstrap)
+        await self._assign(watched)
+        self._task = asyncio.create_task(self._run(), name="monitor")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, checkpoint it, and close the clients. Safe to call twice."""
+        self._stopping.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+        self._consumer = self._producer = None
+
+    async def wait(self) -> None:
+        assert self._task is not None
+        await self._task
+
+    def _restore(self) -> None:
+        saved = load_checkpoint(self._settings.checkpoint_dir)
+        if saved is None:
+            return
+        for watch in saved.watches.values():
+            watch.restore(self._repository)
+            if watch.window is not None:
+                watch.window.reports_dir = self._settings.reports_dir
+        self._state = saved
+        self.restored = True
+        log.info("monitor resumes from its checkpoint at %d partitions' offsets", len(saved.offsets))
+
+    async def _assign(self, topics: list[str]) -> None:
+        assert self._consumer is not None
+        await self._consumer.topics()  # fetch metadata for every topic
+        partitions = [
+            TopicPartition(topic, p) for topic in topics for p in sorted(self._consumer.partitions_for_topic(topic) or ())
+        ]
+        self._consumer.assign(partitions)
+        for tp in partitions:
+            offset = self._state.offsets.get((tp.topic, tp.partition))
+            if offset is None:
+                offset = await self._consumer.committed(tp)
+            if offset is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, offset)
+
+    # the loop --------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(timeout_ms=200, max_records=self._settings.fetch_max_records)
+                drift, closed = [], []
+                for tp, records in batches.items():
+                    for record in records:
+                        self._handle(record, drift, closed)
+                    self._state.offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
+                for watch, window in closed:
+                    result = await asyncio.to_thread(watch.window.evaluate, window)
+                    drift.extend(result.events)
+                    self._record_window(result)
+                await self._emit(drift, self._metric_events())
+                self._export()
+                if time.monotonic() - self._last_checkpoint >= self._settings.checkpoint_interval_s:
+                    await self._checkpoint()
+            await self._checkpoint()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.failure = exc
+            log.exception("monitor stopped")
+            raise
+
+    def _handle(self, record: ConsumerRecord, drift: list[DriftEvent], closed: list) -> None:
+        try:
+            if record.topic == self._topics.requests:
+                self._on_request(record, drift, closed)
+            elif record.topic == self._topics.predictions:
+                self._on_prediction(record, drift)
+            else:
+                self._on_label(record)
+        except (StreamInferError, msgspec.MsgspecError, ValueError, UnicodeDecodeError) as exc:
+            self._metrics.samples.labels(model="", stream=SKIPPED).inc()
+            log.debug("monitor skipped %s-%d@%d: %s", record.topic, record.partition, record.offset, exc)
+
+    def _on_request(self, record: ConsumerRecord, drift: list[DriftEvent], closed: list) -> None:
+        headers = parse_request_headers(record.headers)
+        watch = self._watch(headers.model_name or self._default_model, headers.model_version)
+        if watch is None or watch.input_name is None:
+            return
+        tensors, _rows = request_tensors(decode_request(record.value), watch.signature)
+        rows = tensors[watch.input_name]
+        drift.extend(watch.sample.update_features(rows, record.timestamp))
+        if watch.window is not None:
+            closed.extend((watch, window) for window in watch.window.add(rows, record.timestamp))
+        self._metrics.samples.labels(model=watch.entry_name, stream=REQUESTS).inc()
+
+    def _on_prediction(self, record: ConsumerRecord, drift: list[DriftEvent]) -> None:
+        prediction = decode_prediction(record.value)
+        rows = predicted_rows(prediction, self._settings.score_output, record.timestamp)
+        watch = self._watch(prediction.model_name, prediction.model_version)
+        if watch is not None:
+            drift.extend(watch.sample.update_scores(prediction_scores(rows), record.timestamp))
+        assert self._state.join is not None
+        self._state.join.add_prediction(prediction.id, rows)
+        self._metrics.samples.labels(model=prediction.model_name, stream=PREDICTIONS).inc()
+
+    def _on_label(self, record: ConsumerRecord) -> None:
+        label = decode_label(record.value)
+        truth = label.label if isinstance(label.label, list) else [label.label]
+        assert self._state.join is not None
+        self._state.join.add_label(label.id, truth, record.timestamp)
+        self._metrics.samples.labels(model="", stream=LABELS).inc()
+
+    def _watch(self, model: str, version: str | None) -> ModelWatch | None:
+        """The watch of a model version, created on first sight; None for models not in the
+        repository (logged once). Which version "newest" means is looked up again every
+        ``RESOLVE_EVERY_S``, so a new version is picked up without reading the disk per record."""
+        now = time.monotonic()
+        cached = self._resolved.get((model, version))
+        if cached is None or now - cached[1] > RESOLVE_EVERY_S:
+            try:
+                entry = self._repository.resolve(model, version)
+                key: tuple[str, str] | None = (entry.name, entry.version)
+                if key not in self._state.watches:
+                    self._state.watches[key] = self._new_watch(entry)
+            except StreamInferError:
+                key = None
+                if (model, version) not in self._unknown:
+                    self._unknown.add((model, version))
+                    log.warning("monitor: %s %s is not in the model repository; not watched", model, version or "")
+            cached = self._resolved[(model, version)] = (key, now)
+        return self._state.watches[cached[0]] if cached[0] is not None else None
+
+    def _new_watch(self, entry: ModelVersion) -> ModelWatch:
+        settings = self._settings
+        inputs = entry.metadata.signature.inputs
+        matrix_input = inputs[0] if len(inputs) == 1 and len(inputs[0].shape) == 2 else None
+        reference = reference_frame(entry)
+        if reference is not None:
+            sample_reference = Reference.from_rows(list(reference.columns), reference.to_numpy())
+        elif matrix_input is not None and matrix_input.shape[1] > 0:
+            sample_reference = Reference.identity(matrix_input.shape[1])
+        else:
+            sample_reference = Reference([], np.zeros(0), np.ones(0))
+        window = None
+        if reference is not None and matrix_input is not None:
+            window = WindowDrift(
+                entry.name, entry.version, reference, settings.window_rows, settings.window_seconds,
+                settings.window_min_rows, settings.window_method, settings.window_drift_threshold,
+                settings.reports_dir,
+            )
+        sample = SampleDrift(
+            entry.name, entry.version, sample_reference, settings.detectors_for(entry.name),
+            settings.detector_params, settings.seed,
+        )
+        return ModelWatch(entry.name, entry.version, entry.metadata.signature, matrix_input.name if matrix_input else None, sample, window)
+
+    # outputs ---------------------------------------------------------------------------------
+
+    def _metric_events(self) -> list[MetricEvent]:
+        join = self._state.join
+        assert join is not None
+        events = []
+        now_ms = int(time.time() * 1000)
+        for (model, version), quality in join.quality.items():
+            last = self._state.joined_at_last_event.get((model, version), 0)
+            if quality.joined - last < self._settings.metric_event_every:
+                continue
+            self._state.joined_at_last_event[(model, version)] = quality.joined
+            figures = dict(quality.values())
+            figures["labels_missing"] = join.outcome_count(model, version, "missing")
+            figures["labels_late"] = join.outcome_count(model, version, "late")
+            for metric, value in figures.items():
+                events.append(
+                    MetricEvent(model=model, version=version, metric=metric, value=float(value),
+                                samples=quality.joined, window_start_ms=quality.first_ms or 0,
+                                window_end_ms=quality.last_ms, emitted_at_ms=now_ms)
+                )
+        return events
+
+    async def _emit(self, drift: list[DriftEvent], quality: list[MetricEvent]) -> None:
+        assert self._producer is not None
+        for event in drift:
+            await self._producer.send(self._settings.topics.drift, encode_event(event), key=event.model.encode())
+            self._metrics.drift_events.labels(event.model, event.version, event.feature, event.detector).inc()
+            self._state.drift_events += 1
+        for metric in quality:
+            await self._producer.send(self._settings.topics.metrics, encode_event(metric), key=metric.model.encode())
+
+    def _record_window(self, result: WindowResult) -> None:
+        for feature, score in result.scores.items():
+            self._metrics.drift_score.labels(result.model, result.version, feature, "evidently").set(score)
+        drifted = "true" if result.drifted else "false"
+        self._metrics.drift_windows.labels(result.model, result.version, drifted).inc()
+
+    def _export(self) -> None:
+        metrics = self._metrics
+        for (model, version), watch in self._state.watches.items():
+            for feature, kind, value in watch.sample.statistics():
+                metrics.drift_score.labels(model, version, feature, kind.value).set(value)
+        join = self._state.join
+        assert join is not None
+        for (model, version), quality in join.quality.items():
+            figures = quality.values()
+            metrics.accuracy.labels(model, version).set(figures["accuracy"])
+            metrics.log_loss.labels(model, version).set(figures["log_loss"])
+            if "roc_auc" in figures:
+                metrics.roc_auc.labels(model, version).set(figures["roc_auc"])
+        for key, count in join.counts.items():
+            seen = self._label_counts.get(key, 0)
+            if count > seen:
+                metrics.labels.labels(*key).inc(count - seen)
+                self._label_counts[key] = count
+        waiting_predictions, waiting_labels = join.pending()
+        metrics.join_pending.labels("predictions").set(waiting_predictions)
+        metrics.join_pending.labels("labels").set(waiting_labels)
+
+    async def _checkpoint(self) -> None:
+        """Events first (so none is behind a checkpoint without being acknowledged), then state
+        with its offsets, then the group's offsets for lag tools."""
+        assert self._producer is not None and self._consumer is not None
+        await self._producer.flush()
+        save_checkpoint(self._settings.checkpoint_dir, self._state)
+        self._last_checkpoint = time.monotonic()
+        offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "") for (t, p), o in self._state.offsets.items()}
+        if offsets:
+            try:
+                await self._consumer.commit(offsets)
+            except Exception as exc:  # noqa: BLE001 - lag reporting only; the checkpoint is the truth
+                log.debug("monitor could not commit offsets to its group: %s", exc)
+
+    def describe(self) -> dict[str, object]:
+        join = self._state.join
+        assert join is not None
+        return {
+            "models": [f"{m}/{v}" for m, v in self._state.watches],
+            "drift_events": self._state.drift_events,
+            "restored": self.restored,
+            "quality": {f"{m}/{v}": q.values() for (m, v), q in join.quality.items()},
+            "labels": {"/".join(k): c for k, c in join.counts.items()},
+            "failed": repr(self.failure) if self.failure else None,
+        }

@@ -1,0 +1,82 @@
+"""Settings of the monitor: which detectors watch which model, windows, labels, checkpoints."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class DetectorKind(str, Enum):
+    """River's drift detectors; values are what drift events carry in ``detector``."""
+
+    ADWIN = "adwin"
+    KSWIN = "kswin"
+    PAGE_HINKLEY = "page_hinkley"
+
+
+class MonitorTopics(BaseModel):
+    labels: str = "inference.labels"
+    drift: str = "monitoring.drift"
+    metrics: str = "monitoring.metrics"
+
+
+class MonitorSettings(BaseModel):
+    enabled: bool = True
+    """Start the monitor with ``streaminfer run`` (a Ray actor named ``monitor``)."""
+
+    group_id: str = "streaminfer-monitor"
+    """Consumer group whose committed offsets show how far the monitor has read (lag); the
+    monitor itself resumes from the offsets stored in its checkpoint."""
+
+    topics: MonitorTopics = MonitorTopics()
+
+    detectors: list[DetectorKind] = [DetectorKind.ADWIN]
+    """Per-sample detectors for every model without an entry in ``model_detectors``."""
+
+    model_detectors: dict[str, list[DetectorKind]] = {}
+    """Per model: which detectors watch each input feature and the prediction score."""
+
+    detector_params: dict[DetectorKind, dict[str, float]] = {}
+    """Overrides of river's parameters, e.g. ``{"adwin": {"delta": 0.0001}}``."""
+
+    seed: int = 42
+    """Seed of KSWIN's sampling, so a replayed stream fires at the same samples."""
+
+    score_output: str = "probabilities"
+    """Output whose last column is the prediction score watched for drift and used for ROC AUC
+    and log-loss; the first output is used when a model has no output of that name."""
+
+    window_rows: int = Field(500, ge=20)
+    """Evidently window: it closes after this many rows..."""
+
+    window_seconds: float = Field(300.0, gt=0)
+    """...or once this much event time has passed since its first row, whichever comes first."""
+
+    window_min_rows: int = Field(50, ge=5)
+    """A window closed by time with fewer rows is merged into the next instead of tested."""
+
+    window_method: str = "ks"
+    """Evidently's per-feature test: ``ks``, ``mannw``, ``anderson``... (p-values) or
+    ``wasserstein``, ``psi``, ``jensenshannon``... (distances)."""
+
+    window_drift_threshold: float = Field(0.05, gt=0)
+    """For p-value tests a family-wise level over all features (Bonferroni: each feature is
+    held to threshold / features); for distances the distance each feature may not exceed."""
+
+    reports_dir: Path = Path("reports/drift")
+    checkpoint_dir: Path = Path(".streaminfer/monitor")
+    checkpoint_interval_s: float = Field(2.0, gt=0)
+
+    label_ttl_s: float = Field(3600.0, gt=0)
+    """How long (event time) a prediction waits for its label, and a label for its prediction,
+    before it is counted as missing or late and dropped from memory."""
+
+    metric_event_every: int = Field(100, ge=1)
+    """Emit accuracy, ROC AUC and log-loss events every this many joined labels."""
+
+    fetch_max_records: int = Field(2000, ge=1)
+
+    def detectors_for(self, model: str) -> list[DetectorKind]:
+        return self.model_detectors.get(model, self.detectors)

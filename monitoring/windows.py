@@ -1,0 +1,170 @@
+"""Drift over tumbling windows with evidently, against the model's training reference.
+
+A window closes after ``window_rows`` rows or ``window_seconds`` of event time, whichever
+comes first (rows beyond the size start the next window, so every full window has the same
+size and a replayed stream gives the same windows). Each closed window gets one evidently
+data-drift report, saved as HTML, and per-feature scores; a feature whose test crosses the
+threshold becomes a ``DriftEvent`` of kind ``window``.
+
+The per-feature test is fixed (two-sample Kolmogorov-Smirnov by default) instead of evidently's
+size-dependent default, so a threshold means the same thing for a window of 100 rows or 10,000.
+With thirty features tested at 5% each, one or two would "drift" in every window by chance, so
+for p-value tests the threshold is a family-wise level, split over the features (Bonferroni).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from schemas.monitoring import DriftEvent, DriftKind
+
+#: Evidently tests whose score is a p-value (drift when below the threshold); the others return
+#: a distance (drift when above).
+P_VALUE_METHODS = frozenset(
+    {"ks", "t_test", "mannw", "anderson", "cramer_von_mises", "chisquare", "z", "fisher_exact", "g_test", "es"}
+)
+_COLUMN = re.compile(r"column=(.+?),method=")
+
+
+@dataclass(frozen=True)
+class ClosedWindow:
+    rows: pd.DataFrame
+    start_ms: int
+    end_ms: int
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    model: str
+    version: str
+    start_ms: int
+    end_ms: int
+    rows: int
+    scores: dict[str, float]
+    drifted: list[str]
+    report: Path | None
+    events: list[DriftEvent]
+
+
+@dataclass
+class WindowDrift:
+    """The open window of one model version and what closes it."""
+
+    model: str
+    version: str
+    reference: pd.DataFrame
+    rows_per_window: int
+    seconds_per_window: float
+    min_rows: int
+    method: str = "ks"
+    threshold: float = 0.05
+    reports_dir: Path | None = None
+    bonferroni: bool = True
+    _chunks: list[np.ndarray] = field(default_factory=list)
+    _rows: int = 0
+    _start_ms: int | None = None
+    _end_ms: int = 0
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.reference.columns)
+
+    def restore_reference(self, reference: pd.DataFrame) -> None:
+        self.reference = reference
+
+    @property
+    def feature_threshold(self) -> float:
+        """The threshold each feature's test is held to."""
+        if self.bonferroni and self.method in P_VALUE_METHODS:
+            return self.threshold / max(1, len(self.reference.columns))
+        return self.threshold
+
+    def add(self, rows: np.ndarray, timestamp_ms: int) -> list[ClosedWindow]:
+        """Add rows seen at ``timestamp_ms``; returns the windows this closed, to ``evaluate``
+        (evidently takes a while, so the caller decides where it runs)."""
+        closed: list[ClosedWindow] = []
+        if self._start_ms is not None and timestamp_ms - self._start_ms >= self.seconds_per_window * 1000:
+            if self._rows >= self.min_rows:
+                closed.append(self._close())
+            # a short window is kept open and merged into the next rather than tested on too few rows
+        rows = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+        while len(rows):
+            if self._start_ms is None:
+                self._start_ms = timestamp_ms
+            take = min(len(rows), self.rows_per_window - self._rows)
+            self._chunks.append(rows[:take])
+            self._rows += take
+            self._end_ms = timestamp_ms
+            rows = rows[take:]
+            if self._rows >= self.rows_per_window:
+                closed.append(self._close())
+        return closed
+
+    def _close(self) -> ClosedWindow:
+        current = pd.DataFrame(np.concatenate(self._chunks), columns=self.feature_names)
+        closed = ClosedWindow(current, self._start_ms or self._end_ms, self._end_ms)
+        self._chunks, self._rows, self._start_ms = [], 0, None
+        return closed
+
+    def evaluate(self, window: ClosedWindow) -> WindowResult:
+        current, start_ms, end_ms = window.rows, window.start_ms, window.end_ms
+        threshold = self.feature_threshold
+        scores, snapshot = column_drift_scores(current, self.reference, self.method, threshold)
+        drifted = [name for name, score in scores.items() if self._crosses(score)]
+        report = self._save(snapshot, start_ms, end_ms)
+        events = [
+            DriftEvent(
+                model=self.model, version=self.version, feature=name, detector="evidently", kind=DriftKind.WINDOW,
+                statistic=scores[name], threshold=threshold, window_start_ms=start_ms, window_end_ms=end_ms,
+                samples=len(current), detected_at_ms=end_ms, report=str(report) if report else None,
+            )
+            for name in drifted
+        ]
+        return WindowResult(self.model, self.version, start_ms, end_ms, len(current), scores, drifted, report, events)
+
+    def _crosses(self, score: float) -> bool:
+        if self.method in P_VALUE_METHODS:
+            return score < self.feature_threshold
+        return score > self.feature_threshold
+
+    def _save(self, snapshot, start_ms: int, end_ms: int) -> Path | None:
+        if self.reports_dir is None:
+            return None
+        directory = self.reports_dir / self.model / self.version
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"window-{start_ms}-{end_ms}.html"
+        snapshot.save_html(str(path))
+        return path
+
+    def __getstate__(self) -> dict[str, object]:
+        # the reference is reloaded from the model repository, not written into every checkpoint
+        state = dict(self.__dict__)
+        state["reference"] = None
+        return state
+
+
+def column_drift_scores(
+    current: pd.DataFrame, reference: pd.DataFrame, method: str, threshold: float
+) -> tuple[dict[str, float], object]:
+    """Evidently's per-column drift score for every column, and the snapshot (for its HTML)."""
+    from evidently import Report  # imported late: evidently takes seconds to import
+    from evidently.presets import DataDriftPreset
+
+    report = Report([DataDriftPreset(method=method, threshold=threshold)])
+    snapshot = report.run(current, reference)
+    scores: dict[str, float] = {}
+    for metric in snapshot.dict()["metrics"]:
+        match = _COLUMN.search(metric["metric_name"])
+        if match and metric["metric_name"].startswith("ValueDrift"):
+            scores[match.group(1)] = float(metric["value"])
+    return {name: scores[name] for name in current.columns if name in scores}, snapshot
+
+
+def latest_report(reports_dir: Path) -> Path | None:
+    reports = sorted(Path(reports_dir).glob("*/*/window-*.html"), key=lambda p: p.stat().st_mtime)
+    return reports[-1] if reports else None
