@@ -143,7 +143,7 @@ class SampleDrift:
             kind=DriftKind.SAMPLE,
             statistic=statistic_of(watch.kind, watch.detector),
             threshold=threshold_of(watch.kind, watch.detector),
-            window_start_ms=watch.since_ms or timestamp_ms,
+            window_start_ms=timestamp_ms if watch.since_ms is None else watch.since_ms,
             window_end_ms=timestamp_ms,
             samples=watch.samples,
             detected_at_ms=timestamp_ms,

@@ -5,8 +5,9 @@ sides wait in insertion-ordered tables for their partner, for ``ttl`` of event t
 timestamps, not the wall clock, so a replay joins exactly as the live stream did):
 
 - a prediction whose label has not come within the TTL is counted ``missing`` and dropped;
-- a label whose prediction has expired (its id is remembered, without the payload, for another
-  TTL) is counted ``late``; one that matches nothing it knows of is ``unmatched``;
+- a label whose prediction has expired (its id is remembered, without the payload, until
+  ``2 × ttl`` after the prediction) is counted ``late``; one that matches nothing it knows of
+  waits for its prediction and, if none comes within the TTL, is ``unmatched``;
 - a second label for an id already joined is a ``duplicate`` and does not count twice.
 
 Joined pairs update river's streaming metrics per model version: accuracy, ROC AUC (binary
@@ -117,17 +118,18 @@ class LabelJoin:
     def add_prediction(self, request_id: str, rows: PredictedRows) -> list[tuple[str, str]]:
         """Returns the (model, version) whose quality changed."""
         self._prediction_clock = max(self._prediction_clock, rows.timestamp_ms)
+        self._expire()  # before joining: what is past its TTL at this point of the stream is out
         waiting = self._labels.pop(request_id, None)
         changed = []
         if waiting is not None:
             changed.append(self._join(request_id, rows, waiting[0], rows.timestamp_ms))
         elif request_id not in self._joined:
             self._predictions[request_id] = rows
-        self._expire()
         return changed
 
     def add_label(self, request_id: str, truth: list[int], timestamp_ms: int) -> list[tuple[str, str]]:
         self._label_clock = max(self._label_clock, timestamp_ms)
+        self._expire()
         changed = []
         rows = self._predictions.pop(request_id, None)
         if rows is not None:
@@ -140,7 +142,6 @@ class LabelJoin:
             self._count(model, version, LATE)
         else:
             self._labels[request_id] = (truth, timestamp_ms)
-        self._expire()
         return changed
 
     def pending(self) -> tuple[int, int]:

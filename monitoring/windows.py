@@ -88,10 +88,8 @@ class WindowDrift:
         """Add rows seen at ``timestamp_ms``; returns the windows this closed, to ``evaluate``
         (evidently takes a while, so the caller decides where it runs)."""
         closed: list[ClosedWindow] = []
-        if self._start_ms is not None and timestamp_ms - self._start_ms >= self.seconds_per_window * 1000:
-            if self._rows >= self.min_rows:
-                closed.append(self._close())
-            # a short window is kept open and merged into the next rather than tested on too few rows
+        if self._period_over(timestamp_ms):
+            closed.append(self._close())
         rows = np.atleast_2d(np.asarray(rows, dtype=np.float64))
         while len(rows):
             if self._start_ms is None:
@@ -103,11 +101,20 @@ class WindowDrift:
             rows = rows[take:]
             if self._rows >= self.rows_per_window:
                 closed.append(self._close())
+        if self._period_over(timestamp_ms):
+            closed.append(self._close())
         return closed
+
+    def _period_over(self, timestamp_ms: int) -> bool:
+        """A window past its period closes once it has ``min_rows``; a shorter one stays open and
+        takes in the next period's rows rather than being tested on too few."""
+        if self._start_ms is None or self._rows < self.min_rows:
+            return False
+        return timestamp_ms - self._start_ms >= self.seconds_per_window * 1000
 
     def _close(self) -> ClosedWindow:
         current = pd.DataFrame(np.concatenate(self._chunks), columns=self.feature_names)
-        closed = ClosedWindow(current, self._start_ms or self._end_ms, self._end_ms)
+        closed = ClosedWindow(current, self._end_ms if self._start_ms is None else self._start_ms, self._end_ms)
         self._chunks, self._rows, self._start_ms = [], 0, None
         return closed
 
