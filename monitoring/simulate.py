@@ -22,13 +22,21 @@ class Shift:
 
 def drifting_rows(reference: pd.DataFrame, rows: int, shift: Shift | None, seed: int = 0) -> np.ndarray:
     """``rows`` × features, float32 like the model's input."""
+    return drifting_stream(reference, rows, shift, seed)[0]
+
+
+def drifting_stream(
+    reference: pd.DataFrame, rows: int, shift: Shift | None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows, and which reference row each was drawn from (to look its label up)."""
     rng = np.random.default_rng(seed)
     values = reference.to_numpy(dtype=np.float64)
-    drawn = values[rng.integers(0, len(values), size=rows)].copy()
+    picks = rng.integers(0, len(values), size=rows)
+    drawn = values[picks].copy()
     if shift is not None:
         columns = [reference.columns.get_loc(name) for name in shift.features]
         drawn[shift.at_row :, columns] += shift.by_std * values[:, columns].std(axis=0)
-    return drawn.astype(np.float32)
+    return drawn.astype(np.float32), picks
 
 
 def default_shift(feature_names: list[str], rows: int) -> Shift:

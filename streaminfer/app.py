@@ -7,6 +7,10 @@ Two shapes, chosen by ``pipeline.consumers``:
 - driver + worker pool (``consumers=0``): this process consumes, and batches go to a pool of Ray
   actors per model (for GPUs on other nodes, or when one process should own the consumer).
 
+Both shapes also start the monitor (a Ray actor named ``monitor``) unless it is switched off,
+serve the driver's own ``/metrics`` (actor count and restarts), and keep a Prometheus
+``file_sd`` file listing every process's metrics endpoint up to date as actors come and go.
+
 Everything is built from an ``AppSettings`` passed in; nothing here reads the environment except
 Ray's own switch for dashboard authentication on a loopback-only local cluster.
 """
@@ -14,24 +18,29 @@ Ray's own switch for dashboard authentication on a loopback-only local cluster.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import ray
 from prometheus_client import CollectorRegistry, start_http_server
 from ray.exceptions import RayActorError
 
-from monitoring.metrics import PipelineMetrics
+from monitoring.discovery import ScrapeTarget, write_targets
+from monitoring.metrics import ActorMetrics, PipelineMetrics
 from streams.clients import check_reachable, ensure_topics
 from streams.pipeline import Pipeline
 from streaminfer.broker import port_in_use
 from streaminfer.consumer_actor import ConsumerActor
 from streaminfer.errors import PortInUse
+from streaminfer.monitor_actor import MonitorActor
 from streaminfer.process import tune_gc_for_streaming
 from streaminfer.settings import AppSettings
+from streaminfer.supervision import ActorWatcher, Sighting
 from workers.pool import WorkerPool
 from workers.repository import ModelRepository
 from workers.served import ServedModels
@@ -83,11 +92,32 @@ def _http(url: str | None) -> str | None:
 
 @dataclass
 class RunningApp(ABC):
-    """What `run`, `demo` and the tests hold: describe it, wait on it, stop it."""
+    """What `run`, `demo` and the tests hold: describe it, wait on it, stop it.
+
+    Both shapes share the observability around the pipeline: the driver's metrics endpoint, the
+    monitor actor, and a supervisor that counts actors, notices restarts and republishes the
+    scrape targets.
+    """
 
     settings: AppSettings
     actors: list[dict[str, object]] = field(default_factory=list)
-    metrics_urls: list[str] = field(default_factory=list)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    metrics_server: object | None = None
+    driver_metrics_url: str | None = None
+    monitor: ray.actor.ActorHandle | None = None
+    monitor_state: dict[str, object] = field(default_factory=dict)
+    supervisor: asyncio.Task[None] | None = None
+    failure: str | None = None
+    _watcher: ActorWatcher | None = None
+    _endpoints: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def metrics_urls(self) -> list[str]:
+        return [url for url, _component in self._endpoints.values()]
+
+    @property
+    def targets_file(self) -> Path | None:
+        return self.settings.metrics.targets_file
 
     @abstractmethod
     async def wait(self) -> None:
@@ -101,50 +131,118 @@ class RunningApp(ABC):
     async def describe(self) -> list[dict[str, object]]:
         """Per consumer: batch sizes seen, pauses, partitions."""
 
+    @abstractmethod
+    async def _pipeline_sightings(self) -> list[Sighting]:
+        """One supervision round over the pipeline's actors."""
+
+    # observability shared by both shapes -----------------------------------------------------
+
+    def _start_observability(self) -> None:
+        self.metrics_server, self.driver_metrics_url = _serve_metrics(self.settings, self.registry)
+        self._watcher = ActorWatcher(ActorMetrics(self.registry))
+        if self.driver_metrics_url:
+            self._endpoints["driver"] = (self.driver_metrics_url, "driver")
+
+    def _endpoint(self, name: str, url: object, component: str) -> None:
+        if url:
+            self._endpoints[name] = (str(url), component)
+
+    def publish_targets(self) -> None:
+        if self.targets_file is None:
+            return
+        targets = [ScrapeTarget(url, component, {"actor": name}) for name, (url, component) in self._endpoints.items()]
+        write_targets(self.targets_file, targets)
+
+    async def supervise_once(self) -> None:
+        sightings = await self._pipeline_sightings()
+        if self.monitor is not None:
+            sightings.append(await self._monitor_sighting())
+        assert self._watcher is not None
+        self._watcher.observe(sightings)
+        self.publish_targets()
+
+    async def _monitor_sighting(self) -> Sighting:
+        assert self.monitor is not None
+        try:
+            self.monitor_state = await self.monitor.ensure_started.remote()
+        except RayActorError:
+            return Sighting("monitor", "monitor", None)
+        self._endpoint("monitor", self.monitor_state.get("metrics_url"), "monitor")
+        return Sighting("monitor", "monitor", int(self.monitor_state["pid"]))  # type: ignore[arg-type]
+
+    async def supervise(self) -> None:
+        while self.failure is None:
+            await asyncio.sleep(SUPERVISE_EVERY_S)
+            await self.supervise_once()
+
+    async def _stop_observability(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.cancel()
+            await asyncio.gather(self.supervisor, return_exceptions=True)
+            self.supervisor = None
+        monitor, self.monitor = self.monitor, None
+        if monitor is not None:
+            with contextlib.suppress(Exception):
+                await monitor.stop.remote()
+            ray.kill(monitor, no_restart=True)
+        server, self.metrics_server = self.metrics_server, None
+        if server is not None:
+            server.shutdown()  # type: ignore[attr-defined]
+            server.server_close()  # type: ignore[attr-defined]
+        if self.targets_file is not None:
+            self._endpoints.clear()
+            with contextlib.suppress(OSError):
+                self.targets_file.unlink()
+
 
 @dataclass
 class DriverApp(RunningApp):
     models: ServedModels | None = None
     pipeline: Pipeline | None = None
-    metrics_server: object | None = None
 
     async def wait(self) -> None:
         assert self.pipeline is not None
         await self.pipeline.wait()
 
     async def stop(self) -> None:
+        await self._stop_observability()
         if self.pipeline is not None:
             await self.pipeline.stop()
         if self.models is not None:
             await self.models.stop()
-        server, self.metrics_server = self.metrics_server, None
-        if server is not None:
-            server.shutdown()  # type: ignore[attr-defined]
-            server.server_close()  # type: ignore[attr-defined]
 
     async def describe(self) -> list[dict[str, object]]:
         assert self.pipeline is not None
         return [{"label": "driver", "batch_sizes": self.pipeline.batch_sizes(), "pauses": self.pipeline.pauses}]
 
+    async def _pipeline_sightings(self) -> list[Sighting]:
+        sightings = []
+        if self.models is not None:
+            for served in self.models.all():
+                for name, state in await served.pool.describe_each():  # type: ignore[attr-defined]
+                    sightings.append(Sighting(name, "worker", int(state["pid"]) if state else None))
+        return sightings
+
 
 @dataclass
 class ConsumerGroupApp(RunningApp):
     handles: list[ray.actor.ActorHandle] = field(default_factory=list)
-    supervisor: asyncio.Task[None] | None = None
-    failure: str | None = None
+    names: list[str] = field(default_factory=list)
 
-    async def supervise(self) -> None:
+    async def _pipeline_sightings(self) -> list[Sighting]:
         """Restart pipelines in actors Ray has restarted; stop on a pipeline that failed."""
-        while True:
-            await asyncio.sleep(SUPERVISE_EVERY_S)
-            for handle in self.handles:
-                try:
-                    state = await handle.ensure_started.remote()
-                except RayActorError:
-                    continue  # being restarted by Ray; the next round starts its pipeline
-                if state.get("failed"):
-                    self.failure = f"consumer {state['label']} stopped: {state['failed']}"
-                    return
+        sightings = []
+        for name, handle in zip(self.names, self.handles):
+            try:
+                state = await handle.ensure_started.remote()
+            except RayActorError:
+                sightings.append(Sighting(name, "consumer", None))  # being restarted by Ray
+                continue
+            if state.get("failed"):
+                self.failure = f"consumer {state['label']} stopped: {state['failed']}"
+            self._endpoint(name, state.get("metrics_url"), "consumer")
+            sightings.append(Sighting(name, "consumer", int(state["pid"])))
+        return sightings
 
     async def wait_until_assigned(self, timeout_s: float = 60.0, stable_s: float = 2.0) -> None:
         """Until the group has settled: every partition owned, every consumer owning some when
@@ -175,9 +273,7 @@ class ConsumerGroupApp(RunningApp):
         return list(await asyncio.gather(*(h.describe.remote() for h in self.handles)))
 
     async def stop(self) -> None:
-        if self.supervisor is not None:
-            self.supervisor.cancel()
-            await asyncio.gather(self.supervisor, return_exceptions=True)
+        await self._stop_observability()
         handles, self.handles = self.handles, []
         await asyncio.gather(*(h.stop.remote() for h in handles), return_exceptions=True)
         for handle in handles:
@@ -192,64 +288,85 @@ async def start_app(settings: AppSettings, registry: CollectorRegistry | None = 
     for name in settings.served_model_names():
         repository.resolve(name)  # fail here, in one line, before any actor starts
     if settings.pipeline.consumers > 0:
-        return await _start_consumer_group(settings)
-    return await _start_driver(settings, repository, registry or CollectorRegistry())
+        app: RunningApp = ConsumerGroupApp(settings, registry=registry or CollectorRegistry())
+    else:
+        app = DriverApp(settings, registry=registry or CollectorRegistry())
+    try:
+        app._start_observability()
+        if settings.monitor.enabled:
+            app.monitor = _start_monitor(settings)
+        if isinstance(app, ConsumerGroupApp):
+            await _start_consumer_group(app)
+        else:
+            await _start_driver(app, repository)
+        await app.supervise_once()
+    except BaseException:
+        await app.stop()
+        raise
+    app.supervisor = asyncio.create_task(app.supervise(), name="supervise")
+    return app
 
 
 def consumer_actor_name(settings: AppSettings, index: int) -> str:
     return f"{'+'.join(settings.served_model_names())}-{index}"
 
 
-async def _start_consumer_group(settings: AppSettings) -> ConsumerGroupApp:
-    app = ConsumerGroupApp(settings)
+def _metrics_host(settings: AppSettings) -> str | None:
+    return settings.metrics.host if settings.metrics.port is not None else None
+
+
+def _start_monitor(settings: AppSettings) -> ray.actor.ActorHandle:
+    """Paths are made absolute here: a Ray worker's working directory is not the driver's."""
+    monitor_settings = settings.monitor.model_copy(
+        update={
+            "reports_dir": settings.monitor.reports_dir.resolve(),
+            "checkpoint_dir": settings.monitor.checkpoint_dir.resolve(),
+        }
+    )
+    return ray.remote(MonitorActor).options(
+        name="monitor", namespace=settings.pool.namespace, max_restarts=-1, num_cpus=0
+    ).remote(
+        str(settings.model_repository.resolve()), settings.pipeline.default_model, settings.kafka, settings.topics,
+        monitor_settings, _metrics_host(settings),
+    )
+
+
+async def _start_consumer_group(app: ConsumerGroupApp) -> None:
+    settings = app.settings
     remote = ray.remote(ConsumerActor)
-    metrics_host = settings.metrics.host if settings.metrics.port is not None else None
-    try:
-        for index in range(settings.pipeline.consumers):
-            name = consumer_actor_name(settings, index)
-            app.handles.append(
-                remote.options(
-                    name=name,
-                    namespace=settings.pool.namespace,
-                    max_restarts=-1,
-                    num_cpus=settings.pool.actor_num_cpus,
-                    num_gpus=settings.pool.actor_num_gpus,
-                ).remote(
-                    index, name, str(settings.model_repository.resolve()), settings.served_model_names(),
-                    settings.kafka, settings.topics, settings.pipeline, settings.runtime, metrics_host,
-                )
+    for index in range(settings.pipeline.consumers):
+        name = consumer_actor_name(settings, index)
+        app.names.append(name)
+        app.handles.append(
+            remote.options(
+                name=name,
+                namespace=settings.pool.namespace,
+                max_restarts=-1,
+                num_cpus=settings.pool.actor_num_cpus,
+                num_gpus=settings.pool.actor_num_gpus,
+            ).remote(
+                index, name, str(settings.model_repository.resolve()), settings.served_model_names(),
+                settings.kafka, settings.topics, settings.pipeline, settings.runtime, _metrics_host(settings),
             )
-        app.actors = list(await asyncio.gather(*(h.ensure_started.remote() for h in app.handles)))
-    except BaseException:
-        await app.stop()
-        raise
-    app.metrics_urls = [str(a["metrics_url"]) for a in app.actors if a.get("metrics_url")]
+        )
+    app.actors = list(await asyncio.gather(*(h.ensure_started.remote() for h in app.handles)))
     await app.wait_until_assigned()
-    app.supervisor = asyncio.create_task(app.supervise(), name="supervise-consumers")
-    return app
 
 
-async def _start_driver(settings: AppSettings, repository: ModelRepository, registry: CollectorRegistry) -> DriverApp:
-    models = ServedModels(
+async def _start_driver(app: DriverApp, repository: ModelRepository) -> None:
+    settings = app.settings
+    app.models = ServedModels(
         repository, settings.pipeline.default_model, lambda entry: WorkerPool(entry, settings.pool, settings.runtime)
     )
-    app = DriverApp(settings, models=models)
-    try:
-        for name in settings.served_model_names():
-            served = await models.serve(name)
-            app.actors.extend(await served.pool.describe())
-        app.metrics_server, url = _serve_metrics(settings, registry)
-        app.metrics_urls = [url] if url else []
-        tune_gc_for_streaming(settings.pipeline.gc_gen0_threshold)
-        app.pipeline = Pipeline(
-            settings.kafka, settings.topics, settings.pipeline, models, PipelineMetrics(registry),
-            concurrent_batches=settings.pool.size,
-        )
-        await app.pipeline.start()
-    except BaseException:
-        await app.stop()
-        raise
-    return app
+    for name in settings.served_model_names():
+        served = await app.models.serve(name)
+        app.actors.extend(await served.pool.describe())
+    tune_gc_for_streaming(settings.pipeline.gc_gen0_threshold)
+    app.pipeline = Pipeline(
+        settings.kafka, settings.topics, settings.pipeline, app.models, PipelineMetrics(app.registry),
+        concurrent_batches=settings.pool.size,
+    )
+    await app.pipeline.start()
 
 
 def _serve_metrics(settings: AppSettings, registry: CollectorRegistry) -> tuple[object | None, str | None]:

@@ -20,6 +20,8 @@ from streaminfer.settings import AppSettings
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming inference on Kafka with Ray and ONNX Runtime.")
 models_app = typer.Typer(no_args_is_help=True, help="The model repository.")
 app.add_typer(models_app, name="models")
+drift_app = typer.Typer(no_args_is_help=True, help="Drift reports.")
+app.add_typer(drift_app, name="drift")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -101,19 +103,28 @@ def run(
     ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster instead of starting one."),
     metrics_port: Optional[int] = typer.Option(None, help="Prometheus endpoint port (0: any free port)."),
     group_id: Optional[str] = typer.Option(None, help="Kafka consumer group."),
+    monitor: Optional[bool] = typer.Option(None, "--monitor/--no-monitor", help="Start the drift and accuracy monitor (default: on)."),
 ) -> None:
     """Run the pipeline against any Kafka until interrupted."""
     settings = load_settings(
         bootstrap, model_repo,
         kafka={"group_id": group_id}, pool={"size": pool_size}, ray={"address": ray_address},
         pipeline={"consumers": consumers},
-        metrics={"port": metrics_port},
+        metrics={"port": metrics_port}, monitor={"enabled": monitor},
     )
     if model:
         settings = settings.model_copy(
             update={"models": model[1:], "pipeline": settings.pipeline.model_copy(update={"default_model": model[0]})}
         )
     asyncio.run(_run_until_signal(settings))
+
+
+def print_scrape_targets(running: Any) -> None:
+    """Where Prometheus finds every process: the file_sd file, and the endpoints it lists now."""
+    console.print(f"metrics:       {', '.join(running.metrics_urls) or 'off'}")
+    if running.targets_file is not None and running.metrics_urls:
+        console.print(f"prometheus:    file_sd targets in {running.targets_file.resolve()} "
+                      "(infra/prometheus/prometheus.yml reads them)")
 
 
 async def _run_until_signal(settings: AppSettings) -> None:
@@ -127,15 +138,20 @@ async def _run_until_signal(settings: AppSettings) -> None:
     dashboard = start_ray(settings.ray)
     running = await start_app(settings)
     console.print(f"ray dashboard: {dashboard}")
-    console.print(f"metrics:       {', '.join(running.metrics_urls) or 'off'}")
+    print_scrape_targets(running)
     console.print(f"serving {', '.join(settings.served_model_names())} with actors "
                   f"{', '.join(str(a['label']) for a in running.actors)}")
     console.print(f"consuming {settings.topics.requests} on {settings.kafka.bootstrap} (Ctrl-C to stop)")
+    await _until_signal_or(running.wait(), running.stop)
+
+
+async def _until_signal_or(work: Any, cleanup: Callable[[], Any]) -> None:
+    """Await ``work`` until it ends or SIGINT/SIGTERM arrives, then ``cleanup``; raises what ended it."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    waiter = asyncio.create_task(running.wait())
+    waiter = asyncio.create_task(work)
     stopper = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -143,7 +159,84 @@ async def _run_until_signal(settings: AppSettings) -> None:
             waiter.result()
     finally:
         stopper.cancel()
-        await running.stop()
+        waiter.cancel()
+        await cleanup()
+
+
+@app.command("monitor")
+@friendly_errors
+def monitor_command(
+    bootstrap: Optional[str] = BootstrapOpt,
+    model_repo: Optional[Path] = RepoOpt,
+    model: str = typer.Option(None, "--model", "-m", help="Model of requests without a model-name header."),
+    metrics_port: Optional[int] = typer.Option(None, help="Prometheus endpoint port (0: any free port)."),
+) -> None:
+    """Run only the monitor (drift and online accuracy) in this process, until interrupted: for
+    deployments that run it apart from `streaminfer run --no-monitor`."""
+    settings = load_settings(bootstrap, model_repo, metrics={"port": metrics_port}, pipeline={"default_model": model})
+    asyncio.run(_monitor_until_signal(settings))
+
+
+async def _monitor_until_signal(settings: AppSettings) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.metrics import MonitorMetrics
+    from streams.monitor import Monitor
+    from streaminfer.app import _serve_metrics
+    from streams.clients import check_reachable
+    from workers.repository import ModelRepository
+
+    await check_reachable(settings.kafka.bootstrap)
+    registry = CollectorRegistry()
+    server, url = _serve_metrics(settings, registry)
+    monitor = Monitor(
+        settings.kafka, settings.topics, settings.monitor, ModelRepository(settings.model_repository),
+        settings.pipeline.default_model, MonitorMetrics(registry),
+    )
+    await monitor.start()
+    console.print(f"metrics:  {url or 'off'}")
+    console.print(f"watching {settings.topics.requests}, {settings.topics.predictions} and "
+                  f"{settings.monitor.topics.labels}; events to {settings.monitor.topics.drift} and "
+                  f"{settings.monitor.topics.metrics}; reports in {settings.monitor.reports_dir} (Ctrl-C to stop)")
+
+    async def cleanup() -> None:
+        await monitor.stop()
+        if server is not None:
+            server.shutdown()  # type: ignore[attr-defined]
+
+    await _until_signal_or(monitor.wait(), cleanup)
+
+
+@drift_app.command("report")
+@friendly_errors
+def drift_report(
+    bootstrap: Optional[str] = BootstrapOpt,
+    model_repo: Optional[Path] = RepoOpt,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model whose requests to test (default: settings)."),
+    rows: int = typer.Option(500, min=20, help="With --bootstrap: test the newest this many requests."),
+    open_report: bool = typer.Option(False, "--open", help="Open the report in a browser."),
+) -> None:
+    """Show the newest evidently window report the monitor wrote; with --bootstrap, write a new
+    one now from the newest requests on the topic against the model's training reference."""
+    from monitoring.windows import latest_report
+    from streaminfer.drift_report import report_from_topic
+
+    settings = load_settings(bootstrap, model_repo)
+    if bootstrap is not None:
+        path, drifted = asyncio.run(report_from_topic(settings, model or settings.pipeline.default_model, rows))
+        console.print(f"drifted features: {', '.join(drifted) or 'none'}")
+    else:
+        path = latest_report(settings.monitor.reports_dir)
+        if path is None:
+            raise typer.BadParameter(
+                f"no report in {settings.monitor.reports_dir}: run the monitor (streaminfer run or demo --drift), "
+                "or pass --bootstrap to test the newest requests now", param_hint="--bootstrap"
+            )
+    console.print(f"report: {path.resolve()}")
+    if open_report:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
 
 
 @app.command()
@@ -235,6 +328,7 @@ def demo(
     max_batch_size: Optional[int] = typer.Option(None, help="Most rows per inference batch."),
     max_wait_ms: Optional[float] = typer.Option(None, help="Longest wait for a batch to fill."),
     timeout: float = typer.Option(300, help="Give up after this many seconds."),
+    drift: bool = typer.Option(False, "--drift", help="Shift three features half-way through and show drift firing."),
 ) -> None:
     """Start a broker, Ray and the pipeline, send N requests, and show predictions flowing."""
     from streaminfer.broker import EmbeddedBroker
@@ -250,11 +344,13 @@ def demo(
         settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"bootstrap": embedded.bootstrap})})
         console.print(f"broker      embedded Tansu at {embedded.bootstrap}")
     try:
-        result = asyncio.run(run_demo(settings, requests, console, timeout))
+        result = asyncio.run(run_demo(settings, requests, console, timeout, drift=drift))
     finally:
         if embedded is not None:
             embedded.stop()
     console.print()
+    if result.drift is not None:
+        console.print(result.drift.table())
     console.print(result.summary(), highlight=False, soft_wrap=True)
     if not result.complete:
         err_console.print(f"error: only {result.board.answered} of {requests} requests were answered within {timeout:.0f} s")

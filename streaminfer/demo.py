@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -14,7 +16,8 @@ from rich.table import Table
 
 from streaminfer.app import start_app, start_ray
 from streaminfer.demo_model import INPUT_NAME, build_demo_model, demo_data
-from streaminfer.loadgen import demo_payloads, send_all
+from streaminfer.demo_drift import DriftStream, DriftSummary, drift_stream, read_drift_events, summarise, wait_for_monitor
+from streaminfer.loadgen import Payload, demo_payloads, send_all
 from streaminfer.settings import AppSettings
 from streaminfer.watch import Scoreboard
 from streams.clients import make_consumer, make_producer, start_client
@@ -29,6 +32,7 @@ class DemoResult:
     batch_sizes: list[int]
     max_batch_size: int
     max_wait_ms: float
+    drift: DriftSummary | None = None
 
     @property
     def complete(self) -> bool:
@@ -45,32 +49,80 @@ class DemoResult:
             f"p50={self.board.percentile_ms(50):.1f}ms p99={self.board.percentile_ms(99):.1f}ms "
             f"batch(mean={mean_batch:.1f} max={max(self.batch_sizes, default=0)} "
             f"limit={self.max_batch_size} wait={self.max_wait_ms:g}ms)"
+            + (f"\n{self.drift.line()}" if self.drift else "")
         )
 
 
-async def run_demo(settings: AppSettings, requests: int, console: Console, timeout_s: float = 300.0) -> DemoResult:
+async def run_demo(
+    settings: AppSettings, requests: int, console: Console, timeout_s: float = 300.0, drift: bool = False
+) -> DemoResult:
     repository = ModelRepository(settings.model_repository)
     entry = build_demo_model(repository)
     console.print(f"model       {entry.name}/{entry.version} at {entry.directory}")
+    run_id = uuid.uuid4().hex[:8]
+    stream = drift_stream(entry, requests, run_id, INPUT_NAME) if drift else None
+    settings = _with_demo_monitor(settings, requests)
     dashboard = start_ray(settings.ray, log_to_driver=False)
+    started_ms = int(time.time() * 1000)
     app = await start_app(settings)
     providers = sorted({p for a in app.actors for p in a["providers"]})  # type: ignore[union-attr]
     labels = ", ".join(str(a["label"]) for a in app.actors)
     console.print(f"ray         dashboard {dashboard}  (actors: {labels})")
     console.print(f"workers     {len(app.actors)} actors on {', '.join(providers)}")
     console.print(f"metrics     {', '.join(app.metrics_urls) or 'off'}")
+    if app.targets_file is not None and app.metrics_urls:
+        console.print(f"prometheus  file_sd targets in {app.targets_file.resolve()}")
+    summary = None
     try:
-        board, seconds = await _drive(settings, requests, console, timeout_s)
+        payloads = stream.requests if stream else demo_payloads(
+            demo_data().x_test, requests, settings.pipeline.default_model, INPUT_NAME, run_id
+        )
+        board, seconds = await _drive(settings, payloads, run_id, console, timeout_s)
         batch_sizes = [size for d in await app.describe() for size in d["batch_sizes"]]  # type: ignore[union-attr]
+        if stream is not None and app.monitor is not None:
+            summary = await _watch_drift(settings, app.monitor, stream, started_ms, console)
     finally:
         await app.stop()
     p = settings.pipeline
-    return DemoResult(requests, board, seconds, batch_sizes, p.max_batch_size, p.max_wait_ms)
+    return DemoResult(requests, board, seconds, batch_sizes, p.max_batch_size, p.max_wait_ms, summary)
 
 
-async def _drive(settings: AppSettings, requests: int, console: Console, timeout_s: float) -> tuple[Scoreboard, float]:
-    run_id = uuid.uuid4().hex[:8]
-    payloads = demo_payloads(demo_data().x_test, requests, settings.pipeline.default_model, INPUT_NAME, run_id)
+def _with_demo_monitor(settings: AppSettings, requests: int) -> AppSettings:
+    """Windows small enough that a demo-sized stream closes several on each side of the shift,
+    and a checkpoint of this run only (the embedded broker starts empty every time)."""
+    monitor = settings.monitor.model_copy(
+        update={
+            "enabled": True,
+            "window_rows": max(100, requests // 8),
+            "checkpoint_dir": Path(tempfile.mkdtemp(prefix="streaminfer-demo-monitor-")),
+        }
+    )
+    return settings.model_copy(update={"monitor": monitor})
+
+
+async def _watch_drift(
+    settings: AppSettings, monitor, stream: DriftStream, started_ms: int, console: Console
+) -> DriftSummary:
+    producer = make_producer(settings.kafka)
+    await start_client(producer, settings.kafka.bootstrap)
+    try:
+        await send_all(producer, settings.monitor.topics.labels, stream.labels)
+    finally:
+        await producer.stop()
+    with console.status("monitor catching up (drift detectors, evidently windows, label join)"):
+        state = await wait_for_monitor(monitor, len(stream.requests), len(stream.labels))
+        events = await read_drift_events(settings, started_ms)
+    summary = summarise(stream.shift, events, state)
+    for report in summary.reports[:1]:
+        console.print(f"evidently   {len(summary.reports)} window reports with drift, e.g. {report}")
+    console.print(f"reports     {settings.monitor.reports_dir.resolve()}  (streaminfer drift report --open)")
+    return summary
+
+
+async def _drive(
+    settings: AppSettings, payloads: list[Payload], run_id: str, console: Console, timeout_s: float
+) -> tuple[Scoreboard, float]:
+    requests = len(payloads)
     board = Scoreboard(run_prefix=f"{run_id}-")
     watcher = make_consumer(settings.kafka, settings.topics.predictions, settings.topics.deadletter, group_id=None)
     producer = make_producer(settings.kafka)

@@ -8,7 +8,6 @@ training rows as the drift reference and the held-out rows with labels.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -16,3 +16,7 @@ class BrokerBinaryMissing(StreamInferError):
 
 class BrokerStartFailed(StreamInferError):
     """The embedded broker exited or did not listen in time."""
+
+
+class NothingToReport(StreamInferError):
+    """A report was asked for with too little data, or for a model that cannot be compared."""

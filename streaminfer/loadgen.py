@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from schemas import headers as h
 from schemas.codec import request_body
+from schemas.monitoring import Label, encode_event
 
 Headers = list[tuple[str, bytes]]
 
@@ -44,6 +45,14 @@ def demo_payloads(rows: np.ndarray, count: int, model: str, input_name: str, run
             )
         )
     return payloads
+
+
+def label_payloads(request_ids: list[str], labels: Iterable[int]) -> list[Payload]:
+    """Ground truth for earlier requests, for ``inference.labels`` (keyed by request id)."""
+    return [
+        Payload(key=request_id.encode(), value=encode_event(Label(id=request_id, label=int(label))), headers=[])
+        for request_id, label in zip(request_ids, labels)
+    ]
 
 
 def file_payloads(path: Path, model: str) -> list[Payload]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from monitoring.settings import MonitorSettings
 from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from workers.settings import PoolSettings, RaySettings, RuntimeSettings
 
@@ -21,6 +22,10 @@ class MetricsSettings(BaseModel):
     """Port of the Prometheus endpoint; None turns it off, 0 picks a free one."""
 
     host: str = "127.0.0.1"
+
+    targets_file: Path | None = Path(".streaminfer/prometheus/targets.json")
+    """Where the driver lists every process's metrics endpoint for Prometheus's file-based
+    service discovery (None: do not write it)."""
 
 
 class AppSettings(BaseSettings):
@@ -39,6 +44,7 @@ class AppSettings(BaseSettings):
     runtime: RuntimeSettings = RuntimeSettings()
     ray: RaySettings = RaySettings()
     metrics: MetricsSettings = MetricsSettings()
+    monitor: MonitorSettings = MonitorSettings()
 
     def served_model_names(self) -> list[str]:
         names = [self.pipeline.default_model, *self.models]

@@ -68,6 +68,19 @@ class WorkerPool:
     async def describe(self) -> list[dict[str, object]]:
         return list(await asyncio.gather(*(a.describe.remote() for a in self._actors)))
 
+    async def describe_each(self, timeout_s: float = 2.0) -> list[tuple[str, dict[str, object] | None]]:
+        """Each actor's description, or None for one that does not answer in time (dead, or
+        being restarted by Ray): for supervision, which must not hang on a restarting actor."""
+
+        async def one(handle: ray.actor.ActorHandle) -> dict[str, object] | None:
+            try:
+                return await asyncio.wait_for(handle.describe.remote(), timeout_s)
+            except (asyncio.TimeoutError, RayActorError):
+                return None
+
+        states = await asyncio.gather(*(one(a) for a in self._actors))
+        return list(zip(self.names, states))
+
     async def stop(self) -> None:
         actors, self._actors, self._inflight = self._actors, [], []
         for handle in actors:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pickle
 
-import numpy as np
 import pytest
 
 from monitoring.detectors import Reference, SampleDrift
-from monitoring.monitor import reference_frame
+from monitoring.watch import reference_frame
 from monitoring.settings import DetectorKind
 from monitoring.simulate import Shift, drifting_rows
 from schemas.monitoring import PREDICTION_FEATURE

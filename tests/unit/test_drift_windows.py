@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitoring.monitor import reference_frame
+from monitoring.watch import reference_frame
 from monitoring.simulate import Shift, drifting_rows
 from monitoring.windows import WindowDrift
 from streaminfer.demo_model import DEMO_MODEL

@@ -1,6 +1,7 @@
-"""The monitor: reads requests, predictions and labels, and emits drift and quality events.
+"""The monitor's Kafka side: reads requests, predictions and labels, emits drift and quality events.
 
-One process reads all partitions of the three topics (it keeps per-model state that cannot be
+The detection itself lives in ``monitoring`` (detectors, windows, the label join); this module
+is the consumer around it. One process reads all partitions of the three topics (it keeps per-model state that cannot be
 split by partition) and keeps, per model version:
 
 - river detectors on every input feature and on the prediction score (``monitoring.detectors``),
@@ -24,29 +25,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import msgspec
-import numpy as np
-import pandas as pd
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from monitoring.checkpoint import load_checkpoint, save_checkpoint
-from monitoring.detectors import Reference, SampleDrift
 from monitoring.labels import LabelJoin, prediction_scores, predicted_rows
 from monitoring.metrics import MonitorMetrics
 from monitoring.settings import MonitorSettings
-from monitoring.windows import ClosedWindow, WindowDrift, WindowResult
+from monitoring.watch import ModelWatch, MonitorState, new_watch
+from monitoring.windows import WindowResult
 from schemas.codec import decode_prediction, decode_request, request_tensors
 from schemas.errors import StreamInferError
-from schemas.signature import Signature
 from schemas.headers import parse_request_headers
 from schemas.monitoring import DriftEvent, MetricEvent, decode_label, encode_event
 from streams.clients import ensure_topic_names, make_consumer, make_producer, start_client
 from streams.settings import KafkaSettings, TopicSettings
-from workers.repository import ModelRepository, ModelVersion
+from workers.repository import ModelRepository
 
 log = logging.getLogger(__name__)
 
@@ -54,40 +50,13 @@ REQUESTS, PREDICTIONS, LABELS, SKIPPED = "requests", "predictions", "labels", "s
 RESOLVE_EVERY_S = 10.0
 
 
-@dataclass
-class ModelWatch:
-    """Everything watched for one model version."""
-
-    entry_name: str
-    version: str
-    signature: Signature
-    input_name: str | None
-    sample: SampleDrift
-    window: WindowDrift | None
-
-    def restore(self, repository: ModelRepository) -> None:
-        if self.window is not None:
-            self.window.restore_reference(reference_frame(repository.load(self.entry_name, self.version)))
-
-
-@dataclass
-class MonitorState:
-    """What the checkpoint holds: all watches, the label join, and the next offset per partition."""
-
-    watches: dict[tuple[str, str], ModelWatch] = field(default_factory=dict)
-    join: LabelJoin | None = None
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    joined_at_last_event: dict[tuple[str, str], int] = field(default_factory=dict)
-    drift_events: int = 0
-
-
-def reference_frame(entry: ModelVersion) -> pd.DataFrame | None:
-    """The training sample's feature columns, or None when the model ships no reference."""
-    if not entry.reference_path.is_file():
-        return None
-    frame = pd.read_parquet(entry.reference_path)
-    names = entry.metadata.feature_names or [c for c in frame.columns if c != "target"]
-    return frame[names].astype("float64")
+def in_event_time_order(batches: dict[TopicPartition, list[ConsumerRecord]]) -> list[ConsumerRecord]:
+    """A fetch hands back partitions one after another; detectors should see the stream in the
+    order it was produced, so records are merged by timestamp (stable, so each partition keeps
+    its own order). Across fetches the order is only as good as the broker's interleaving."""
+    merged = [record for records in batches.values() for record in records]
+    merged.sort(key=lambda record: record.timestamp)
+    return merged
 
 
 class Monitor:
@@ -152,9 +121,22 @@ class Monitor:
         assert self._task is not None
         await self._task
 
+    def _source(self) -> str:
+        """What a checkpoint's offsets refer to; one taken from other topics or another cluster's
+        bootstrap must not be applied here."""
+        topics = (self._topics.requests, self._topics.predictions, self._settings.topics.labels)
+        return f"{self._kafka.bootstrap}|{'|'.join(topics)}"
+
     def _restore(self) -> None:
+        self._state.source = self._source()
         saved = load_checkpoint(self._settings.checkpoint_dir)
         if saved is None:
+            return
+        if saved.source != self._state.source:
+            log.warning(
+                "monitor checkpoint in %s is for %s, not %s: starting from fresh state",
+                self._settings.checkpoint_dir, saved.source, self._state.source,
+            )
             return
         for watch in saved.watches.values():
             watch.restore(self._repository)
@@ -188,9 +170,9 @@ class Monitor:
             while not self._stopping.is_set():
                 batches = await self._consumer.getmany(timeout_ms=200, max_records=self._settings.fetch_max_records)
                 drift, closed = [], []
+                for record in in_event_time_order(batches):
+                    self._handle(record, drift, closed)
                 for tp, records in batches.items():
-                    for record in records:
-                        self._handle(record, drift, closed)
                     self._state.offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
                 for watch, window in closed:
                     result = await asyncio.to_thread(watch.window.evaluate, window)
@@ -218,7 +200,11 @@ class Monitor:
                 self._on_label(record)
         except (StreamInferError, msgspec.MsgspecError, ValueError, UnicodeDecodeError) as exc:
             self._metrics.samples.labels(model="", stream=SKIPPED).inc()
+            self._count(SKIPPED)
             log.debug("monitor skipped %s-%d@%d: %s", record.topic, record.partition, record.offset, exc)
+
+    def _count(self, stream: str) -> None:
+        self._state.records[stream] = self._state.records.get(stream, 0) + 1
 
     def _on_request(self, record: ConsumerRecord, drift: list[DriftEvent], closed: list) -> None:
         headers = parse_request_headers(record.headers)
@@ -231,6 +217,7 @@ class Monitor:
         if watch.window is not None:
             closed.extend((watch, window) for window in watch.window.add(rows, record.timestamp))
         self._metrics.samples.labels(model=watch.entry_name, stream=REQUESTS).inc()
+        self._count(REQUESTS)
 
     def _on_prediction(self, record: ConsumerRecord, drift: list[DriftEvent]) -> None:
         prediction = decode_prediction(record.value)
@@ -241,6 +228,7 @@ class Monitor:
         assert self._state.join is not None
         self._state.join.add_prediction(prediction.id, rows)
         self._metrics.samples.labels(model=prediction.model_name, stream=PREDICTIONS).inc()
+        self._count(PREDICTIONS)
 
     def _on_label(self, record: ConsumerRecord) -> None:
         label = decode_label(record.value)
@@ -248,6 +236,7 @@ class Monitor:
         assert self._state.join is not None
         self._state.join.add_label(label.id, truth, record.timestamp)
         self._metrics.samples.labels(model="", stream=LABELS).inc()
+        self._count(LABELS)
 
     def _watch(self, model: str, version: str | None) -> ModelWatch | None:
         """The watch of a model version, created on first sight; None for models not in the
@@ -260,7 +249,7 @@ class Monitor:
                 entry = self._repository.resolve(model, version)
                 key: tuple[str, str] | None = (entry.name, entry.version)
                 if key not in self._state.watches:
-                    self._state.watches[key] = self._new_watch(entry)
+                    self._state.watches[key] = new_watch(entry, self._settings)
             except StreamInferError:
                 key = None
                 if (model, version) not in self._unknown:
@@ -268,30 +257,6 @@ class Monitor:
                     log.warning("monitor: %s %s is not in the model repository; not watched", model, version or "")
             cached = self._resolved[(model, version)] = (key, now)
         return self._state.watches[cached[0]] if cached[0] is not None else None
-
-    def _new_watch(self, entry: ModelVersion) -> ModelWatch:
-        settings = self._settings
-        inputs = entry.metadata.signature.inputs
-        matrix_input = inputs[0] if len(inputs) == 1 and len(inputs[0].shape) == 2 else None
-        reference = reference_frame(entry)
-        if reference is not None:
-            sample_reference = Reference.from_rows(list(reference.columns), reference.to_numpy())
-        elif matrix_input is not None and matrix_input.shape[1] > 0:
-            sample_reference = Reference.identity(matrix_input.shape[1])
-        else:
-            sample_reference = Reference([], np.zeros(0), np.ones(0))
-        window = None
-        if reference is not None and matrix_input is not None:
-            window = WindowDrift(
-                entry.name, entry.version, reference, settings.window_rows, settings.window_seconds,
-                settings.window_min_rows, settings.window_method, settings.window_drift_threshold,
-                settings.reports_dir,
-            )
-        sample = SampleDrift(
-            entry.name, entry.version, sample_reference, settings.detectors_for(entry.name),
-            settings.detector_params, settings.seed,
-        )
-        return ModelWatch(entry.name, entry.version, entry.metadata.signature, matrix_input.name if matrix_input else None, sample, window)
 
     # outputs ---------------------------------------------------------------------------------
 
@@ -330,6 +295,9 @@ class Monitor:
             self._metrics.drift_score.labels(result.model, result.version, feature, "evidently").set(score)
         drifted = "true" if result.drifted else "false"
         self._metrics.drift_windows.labels(result.model, result.version, drifted).inc()
+        self._count("windows")
+        if result.drifted:
+            self._count("windows_drifted")
 
     def _export(self) -> None:
         metrics = self._metrics
@@ -373,6 +341,7 @@ class Monitor:
         return {
             "models": [f"{m}/{v}" for m, v in self._state.watches],
             "drift_events": self._state.drift_events,
+            "records": dict(self._state.records),
             "restored": self.restored,
             "quality": {f"{m}/{v}": q.values() for (m, v), q in join.quality.items()},
             "labels": {"/".join(k): c for k, c in join.counts.items()},

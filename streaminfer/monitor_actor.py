@@ -1,0 +1,71 @@
+"""The monitor as a Ray actor named ``monitor``: one per system, with its own ``/metrics``.
+
+Ray restarts it if it dies; the supervisor's next ``ensure_started`` starts the monitor again,
+which resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from monitoring.metrics import MonitorMetrics
+from streams.monitor import Monitor
+from monitoring.settings import MonitorSettings
+from streams.settings import KafkaSettings, TopicSettings
+from workers.repository import ModelRepository
+
+
+class MonitorActor:
+    def __init__(
+        self,
+        repository_root: str,
+        default_model: str,
+        kafka: KafkaSettings,
+        topics: TopicSettings,
+        settings: MonitorSettings,
+        metrics_host: str | None,
+    ) -> None:
+        self._repository = ModelRepository(Path(repository_root))
+        self._default_model = default_model
+        self._kafka, self._topics, self._settings = kafka, topics, settings
+        self._metrics_host = metrics_host
+        self._monitor: Monitor | None = None
+        self._metrics_server: object | None = None
+        self._metrics_url: str | None = None
+        self._registry = CollectorRegistry()
+        self._metrics = MonitorMetrics(self._registry)
+
+    async def ensure_started(self) -> dict[str, object]:
+        """Idempotent. A monitor whose loop failed is replaced by one resumed from the checkpoint:
+        monitoring must not take the system down, nor stay silently off."""
+        if self._monitor is not None and self._monitor.failure is not None:
+            failed, self._monitor = self._monitor, None
+            await failed.stop()
+        if self._monitor is None:
+            registry = self._registry
+            if self._metrics_host is not None and self._metrics_server is None:
+                self._metrics_server, _ = start_http_server(0, addr=self._metrics_host, registry=registry)
+                self._metrics_url = f"http://{self._metrics_host}:{self._metrics_server.server_port}/metrics"  # type: ignore[attr-defined]
+            monitor = Monitor(
+                self._kafka, self._topics, self._settings, self._repository, self._default_model,
+                self._metrics,
+            )
+            await monitor.start()
+            self._monitor = monitor
+        return self.describe()
+
+    def describe(self) -> dict[str, object]:
+        described = self._monitor.describe() if self._monitor else {}
+        return {"label": "monitor", "pid": os.getpid(), "metrics_url": self._metrics_url, **described}
+
+    async def stop(self) -> None:
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            await monitor.stop()
+        server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            server.shutdown()  # type: ignore[attr-defined]
+            server.server_close()  # type: ignore[attr-defined]

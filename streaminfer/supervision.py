@@ -1,0 +1,44 @@
+"""Watching actors: how many answer, and which Ray has restarted since the last look.
+
+Ray restarts a dead actor under the same name in a new process, so a restart shows as a new
+process id behind the same name. The supervisor of each shape reports what it saw each round.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from monitoring.metrics import ActorMetrics
+
+
+@dataclass
+class Sighting:
+    name: str
+    role: str
+    pid: int | None
+    """None when the actor did not answer this round (dead, or being restarted)."""
+
+
+@dataclass
+class ActorWatcher:
+    metrics: ActorMetrics
+    _pids: dict[str, int] = field(default_factory=dict)
+    restarts: int = 0
+
+    def observe(self, sightings: list[Sighting]) -> None:
+        alive: dict[str, int] = defaultdict(int)
+        for seen in sightings:
+            alive.setdefault(seen.role, 0)
+            if seen.pid is None:
+                continue
+            alive[seen.role] += 1
+            previous = self._pids.get(seen.name)
+            if previous is None:
+                self.metrics.restarts.labels(seen.name, seen.role)  # a series at 0, so the first restart shows
+            elif previous != seen.pid:
+                self.metrics.restarts.labels(seen.name, seen.role).inc()
+                self.restarts += 1
+            self._pids[seen.name] = seen.pid
+        for role, count in alive.items():
+            self.metrics.actors.labels(role).set(count)
