@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from streams.errors import BrokerUnreachable
+from streams.errors import BrokerUnreachable, TopicsMissing
 from streams.settings import KafkaSettings, TopicSettings
 
 
@@ -83,5 +83,25 @@ async def ensure_topic_names(kafka: KafkaSettings, names: list[str], partitions:
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another member created it first
                 await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+async def partition_counts(kafka: KafkaSettings, names: list[str], timeout_s: float = 30.0) -> dict[str, int]:
+    """Partitions of each topic, waiting for topics just created to show up in the metadata
+    (a consumer's cached metadata may not list them yet, and assigning nothing reads nothing)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, request_timeout_ms=kafka.request_timeout_ms)
+    await start_client(admin, kafka.bootstrap)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    try:
+        while True:
+            described = await admin.describe_topics(list(names))
+            counts = {t["topic"]: len(t["partitions"]) for t in described if not t["error_code"] and t["partitions"]}
+            missing = [name for name in names if name not in counts]
+            if not missing:
+                return counts
+            if asyncio.get_running_loop().time() > deadline:
+                raise TopicsMissing(missing, kafka.bootstrap)
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()

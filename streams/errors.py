@@ -6,6 +6,7 @@
     ├── RequestError
     │   └── DeadlineExceeded        the request's deadline passed before it could run
     ├── BrokerUnreachable           no Kafka answered at the bootstrap address
+    ├── TopicsMissing               topics still unknown to the broker after creating them
     └── DeliveryFailed              the broker did not acknowledge a prediction or dead letter;
                                     the pipeline stops without committing, so nothing is lost
 """
@@ -32,3 +33,11 @@ class BrokerUnreachable(StreamInferError):
 
 class DeliveryFailed(StreamInferError):
     """The broker did not acknowledge a prediction or dead letter: stop, commit nothing."""
+
+
+class TopicsMissing(StreamInferError):
+    def __init__(self, topics: list[str], bootstrap: str) -> None:
+        super().__init__(
+            f"topics {', '.join(topics)} do not exist on {bootstrap}: create them, or let streaminfer "
+            "create them (it needs the right to create topics)"
+        )

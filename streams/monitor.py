@@ -40,7 +40,7 @@ from schemas.codec import decode_prediction, decode_request, request_tensors
 from schemas.errors import StreamInferError
 from schemas.headers import parse_request_headers
 from schemas.monitoring import DriftEvent, MetricEvent, decode_label, encode_event
-from streams.clients import ensure_topic_names, make_consumer, make_producer, start_client
+from streams.clients import ensure_topic_names, make_consumer, make_producer, partition_counts, start_client
 from streams.settings import KafkaSettings, TopicSettings
 from workers.repository import ModelRepository
 
@@ -148,10 +148,8 @@ class Monitor:
 
     async def _assign(self, topics: list[str]) -> None:
         assert self._consumer is not None
-        await self._consumer.topics()  # fetch metadata for every topic
-        partitions = [
-            TopicPartition(topic, p) for topic in topics for p in sorted(self._consumer.partitions_for_topic(topic) or ())
-        ]
+        counts = await partition_counts(self._kafka, topics)
+        partitions = [TopicPartition(topic, p) for topic in topics for p in range(counts[topic])]
         self._consumer.assign(partitions)
         for tp in partitions:
             offset = self._state.offsets.get((tp.topic, tp.partition))
