@@ -228,9 +228,11 @@ def drift_report(
     else:
         path = latest_report(settings.monitor.reports_dir)
         if path is None:
-            raise typer.BadParameter(
+            from streaminfer.errors import NothingToReport
+
+            raise NothingToReport(
                 f"no report in {settings.monitor.reports_dir}: run the monitor (streaminfer run or demo --drift), "
-                "or pass --bootstrap to test the newest requests now", param_hint="--bootstrap"
+                "or pass --bootstrap to test the newest requests now"
             )
     console.print(f"report: {path.resolve()}")
     if open_report:

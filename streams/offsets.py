@@ -59,6 +59,12 @@ class OffsetTracker:
     def mark_committed(self, offsets: dict[TopicPartition, int]) -> None:
         self._committed.update(offsets)
 
+    def ended_through(self, tp: TopicPartition) -> int | None:
+        """The offset after the contiguous prefix of ended records (what a commit would store)."""
+        ledger = self._ledgers.get(tp)
+        point = ledger.commit_point if ledger is not None else None
+        return point if point is not None else self._committed.get(tp)
+
     def pending_count(self) -> int:
         return sum(len(ledger.pending) for ledger in self._ledgers.values())
 

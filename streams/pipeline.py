@@ -74,6 +74,7 @@ class Pipeline:
         self._failure: BaseException | None = None
         self._started = False
         self.pauses = 0
+        self._lag_labels: set[TopicPartition] = set()
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -202,6 +203,26 @@ class Pipeline:
             if self._failure is None:
                 await self._delivery.commit()
             self._metrics.pending_records.set(self._tracker.pending_count())
+            self._export_lag()
+
+    def _export_lag(self) -> None:
+        """Records behind per owned partition: the high watermark of the latest fetch minus the
+        offset after the records that have ended. (Brokers that report the high watermark as the
+        last batch's base offset + 1, like the embedded one, make this a slight underestimate.)"""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        owned = set(consumer.assignment())
+        for tp in self._lag_labels - owned:
+            self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+        self._lag_labels = set()
+        for tp in owned:
+            highwater = consumer.highwater(tp)
+            ended = self._tracker.ended_through(tp)
+            if highwater is None or ended is None:
+                continue
+            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - ended))
+            self._lag_labels.add(tp)
 
     async def _drain(self) -> None:
         if self._inflight:

@@ -59,10 +59,24 @@ def test_produce_to_an_unreachable_broker_fails_in_one_line():
     assert_one_line_error(result, "cannot reach Kafka")
 
 
-def test_demo_answers_every_request_and_prints_a_summary(tmp_path):
-    result = streaminfer("demo", "--requests", "500", "--model-repo", str(tmp_path / "models"), timeout=300, cwd=tmp_path)
+def test_demo_with_drift_answers_every_request_and_shows_drift_on_exactly_the_shifted_features(tmp_path):
+    result = streaminfer(
+        "demo", "--drift", "--requests", "1200", "--model-repo", str(tmp_path / "models"), timeout=400, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = result.stdout.strip().splitlines()[-1]
-    assert "requests=500 predictions=500 dead_letters=0" in summary
+    summary, drift = result.stdout.strip().splitlines()[-2:]
+    assert "requests=1200 predictions=1200 dead_letters=0" in summary
     assert "p99=" in summary and "throughput=" in summary
+    assert "on mean radius, mean texture, worst area;" in drift, drift
+    assert "windows drifted 4/8" in drift and "joined=1200" in drift
     assert (tmp_path / "models" / "breast-cancer" / "1.0.0" / "model.onnx").is_file()
+
+    report = streaminfer("drift", "report", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    path = Path(report.stdout.split("report:")[1].split()[0])
+    assert path.is_file() and path.parent == tmp_path / "reports" / "drift" / "breast-cancer" / "1.0.0"
+
+
+def test_drift_report_without_any_says_how_to_get_one(tmp_path):
+    result = streaminfer("drift", "report", cwd=tmp_path, timeout=60)
+    assert_one_line_error(result, "no report", "--bootstrap")
