@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from ray.exceptions import RayActorError
 
 from monitoring.discovery import ScrapeTarget, write_targets
+from monitoring.endpoint import serve_metrics, stop_serving
 from monitoring.metrics import ActorMetrics, PipelineMetrics
 from streams.clients import check_reachable, ensure_topics
 from streams.pipeline import Pipeline
@@ -186,9 +187,7 @@ class RunningApp(ABC):
                 await monitor.stop.remote()
             ray.kill(monitor, no_restart=True)
         server, self.metrics_server = self.metrics_server, None
-        if server is not None:
-            server.shutdown()  # type: ignore[attr-defined]
-            server.server_close()  # type: ignore[attr-defined]
+        stop_serving(server)
         if self.targets_file is not None:
             self._endpoints.clear()
             with contextlib.suppress(OSError):
@@ -375,5 +374,4 @@ def _serve_metrics(settings: AppSettings, registry: CollectorRegistry) -> tuple[
         return None, None
     if port and port_in_use(settings.metrics.host, port):
         raise PortInUse(settings.metrics.host, port, "--metrics-port")
-    server, _thread = start_http_server(port, addr=settings.metrics.host, registry=registry)
-    return server, f"http://{settings.metrics.host}:{server.server_port}/metrics"
+    return serve_metrics(settings.metrics.host, port, registry)

@@ -180,6 +180,7 @@ def monitor_command(
 async def _monitor_until_signal(settings: AppSettings) -> None:
     from prometheus_client import CollectorRegistry
 
+    from monitoring.endpoint import stop_serving
     from monitoring.metrics import MonitorMetrics
     from streams.monitor import Monitor
     from streaminfer.app import _serve_metrics
@@ -201,8 +202,7 @@ async def _monitor_until_signal(settings: AppSettings) -> None:
 
     async def cleanup() -> None:
         await monitor.stop()
-        if server is not None:
-            server.shutdown()  # type: ignore[attr-defined]
+        stop_serving(server)
 
     await _until_signal_or(monitor.wait(), cleanup)
 

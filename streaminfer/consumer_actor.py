@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
+from monitoring.endpoint import serve_metrics, stop_serving
 from monitoring.metrics import PipelineMetrics
 from streaminfer.process import tune_gc_for_streaming
 from streams.pipeline import Pipeline
@@ -64,8 +65,7 @@ class ConsumerActor:
                 await models.serve(name)
             registry = CollectorRegistry()
             if self._metrics_host is not None:
-                self._metrics_server, _ = start_http_server(0, addr=self._metrics_host, registry=registry)
-                self._metrics_url = f"http://{self._metrics_host}:{self._metrics_server.server_port}/metrics"  # type: ignore[attr-defined]
+                self._metrics_server, self._metrics_url = serve_metrics(self._metrics_host, 0, registry)
             pipeline = Pipeline(self._kafka, self._topics, self._pipeline_settings, models, PipelineMetrics(registry))
             await pipeline.start()
             self._models, self._pipeline = models, pipeline
@@ -96,6 +96,4 @@ class ConsumerActor:
         if models is not None:
             await models.stop()
         server, self._metrics_server = self._metrics_server, None
-        if server is not None:
-            server.shutdown()  # type: ignore[attr-defined]
-            server.server_close()  # type: ignore[attr-defined]
+        stop_serving(server)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
+from monitoring.endpoint import serve_metrics, stop_serving
 from monitoring.metrics import MonitorMetrics
 from streams.monitor import Monitor
 from monitoring.settings import MonitorSettings
@@ -47,8 +48,7 @@ class MonitorActor:
         if self._monitor is None:
             registry = self._registry
             if self._metrics_host is not None and self._metrics_server is None:
-                self._metrics_server, _ = start_http_server(0, addr=self._metrics_host, registry=registry)
-                self._metrics_url = f"http://{self._metrics_host}:{self._metrics_server.server_port}/metrics"  # type: ignore[attr-defined]
+                self._metrics_server, self._metrics_url = serve_metrics(self._metrics_host, 0, registry)
             monitor = Monitor(
                 self._kafka, self._topics, self._settings, self._repository, self._default_model,
                 self._metrics,
@@ -66,6 +66,4 @@ class MonitorActor:
         if monitor is not None:
             await monitor.stop()
         server, self._metrics_server = self._metrics_server, None
-        if server is not None:
-            server.shutdown()  # type: ignore[attr-defined]
-            server.server_close()  # type: ignore[attr-defined]
+        stop_serving(server)

@@ -71,7 +71,8 @@ def baseline(name: str, kind: str, backlog: int, model_path: Path) -> System:
 def streaminfer(label: str, backlog: int, repository: Path, consumers: int | None) -> System:
     def launch(bootstrap: str, topics: Topics, work: Path) -> Running:
         command = [sys.executable, "-m", "streaminfer.cli", "run", "--bootstrap", bootstrap,
-                   "--model-repo", str(repository), "--metrics-port", "0", "--group-id", topics.group]
+                   "--model-repo", str(repository), "--metrics-port", "0", "--group-id", topics.group,
+                   "--no-monitor"]
         if consumers is not None:
             command += ["--consumers", str(consumers)]
         env = {

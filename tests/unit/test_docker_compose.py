@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from monitoring.settings import MonitorTopics
 from streams.settings import TopicSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ def _published(service: dict[str, Any]) -> dict[int, str]:
 
 
 def _prometheus_targets(services: dict[str, dict[str, Any]]) -> list[str]:
-    (mount,) = services["prometheus"]["volumes"]
+    (mount,) = [m for m in services["prometheus"]["volumes"] if m.endswith("prometheus.yml:ro")]
     source = REPO_ROOT / mount.split(":")[0]
     config = yaml.safe_load(source.read_text())
     return [
@@ -113,7 +114,10 @@ def test_kafka_init_creates_the_topics_the_pipeline_uses(
     script = " ".join(_command(services["kafka-init"]))
     created = dict(re.findall(r"create (\S+) (\d+)", script))
     defaults = TopicSettings.model_validate({})  # the defaults the pipeline runs with
-    assert set(created) == {defaults.requests, defaults.predictions, defaults.deadletter}
+    monitor = MonitorTopics.model_validate({})
+    assert set(created) == {
+        defaults.requests, defaults.predictions, defaults.deadletter, monitor.labels, monitor.drift, monitor.metrics
+    }
     assert created[defaults.requests] == "8"
 
 
@@ -140,3 +144,14 @@ def test_prometheus_scrapes_only_services_of_the_stack_on_their_metrics_ports(
     assert f"pipeline:{metrics_port}" in targets
     assert "--metrics-export-port=8080" in _command(services["ray-head"])
     assert "ray-head:8080" in targets
+
+
+def test_prometheus_discovers_every_process_through_the_targets_file_the_pipeline_writes(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    environment = services["pipeline"]["environment"]
+    targets_dir = str(Path(environment["STREAMINFER_METRICS__TARGETS_FILE"]).parent)
+    assert environment["STREAMINFER_METRICS__HOST"] == "0.0.0.0"
+    assert f"scrape-targets:{targets_dir}" in services["pipeline"]["volumes"]
+    assert "scrape-targets:/etc/prometheus/targets:ro" in services["prometheus"]["volumes"]
+    assert any(m.endswith("alerts.yml:/etc/prometheus/alerts.yml:ro") for m in services["prometheus"]["volumes"])
