@@ -1,8 +1,8 @@
 """The monitor's Kafka side: reads requests, predictions and labels, emits drift and quality events.
 
 The detection itself lives in ``monitoring`` (detectors, windows, the label join); this module
-is the consumer around it. One process reads all partitions of the three topics (it keeps per-model state that cannot be
-split by partition) and keeps, per model version:
+is the consumer around it. One process reads all partitions of the three topics, because its
+per-model state cannot be split by partition, and keeps, per model version:
 
 - river detectors on every input feature and on the prediction score (``monitoring.detectors``),
 - an evidently window over the input features (``monitoring.windows``),
@@ -12,8 +12,9 @@ split by partition) and keeps, per model version:
 Detections go to ``monitoring.drift`` and quality figures to ``monitoring.metrics`` (schemas in
 ``schemas/``), and everything is exported as Prometheus metrics. State is checkpointed with the
 offsets it reflects (``monitoring.checkpoint``), so a restarted monitor carries on where its
-state stopped instead of starting blind. The offsets are also committed to the monitor's
-consumer group, so its lag shows up in the usual tools.
+state stopped instead of starting blind. The partitions are assigned, not balanced by a group
+(one reader per system), but the offsets are also committed under the monitor's group id so
+its lag shows up in the usual tools.
 
 Records the monitor cannot read (they are dead letters of the pipeline anyway, or labels for
 unknown models) are counted under ``stream="skipped"``, never raised.
