@@ -48,14 +48,17 @@ class MonitorSettings(BaseModel):
     """Output whose last column is the prediction score watched for drift and used for ROC AUC
     and log-loss; the first output is used when a model has no output of that name."""
 
-    window_rows: int = Field(500, ge=20)
-    """Evidently window: it closes after this many rows..."""
+    window_seconds: float = Field(60.0, gt=0)
+    """Evidently window length in event time (tumbling)."""
 
-    window_seconds: float = Field(300.0, gt=0)
-    """...or once this much event time has passed since its first row, whichever comes first."""
+    window_rows: int | None = Field(None, ge=20)
+    """Also close a window after this many rows (for low-volume streams and demos)."""
+
+    window_max_rows: int = Field(5000, ge=20)
+    """Rows kept per window, as a uniform sample: bounds memory and the test's cost."""
 
     window_min_rows: int = Field(50, ge=5)
-    """A window closed by time with fewer rows is merged into the next instead of tested."""
+    """A window whose time is up with fewer rows stays open and takes in the next period's."""
 
     window_method: str = "ks"
     """Evidently's per-feature test: ``ks``, ``mannw``, ``anderson``... (p-values) or

@@ -70,7 +70,7 @@ def new_watch(entry: ModelVersion, settings: MonitorSettings) -> ModelWatch:
         window = WindowDrift(
             entry.name, entry.version, reference, settings.window_rows, settings.window_seconds,
             settings.window_min_rows, settings.window_method, settings.window_drift_threshold,
-            settings.reports_dir,
+            settings.reports_dir, max_rows=settings.window_max_rows, seed=settings.seed,
         )
     sample = SampleDrift(
         entry.name, entry.version, sample_reference, settings.detectors_for(entry.name),

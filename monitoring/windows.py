@@ -1,10 +1,15 @@
 """Drift over tumbling windows with evidently, against the model's training reference.
 
-A window closes after ``window_rows`` rows or ``window_seconds`` of event time, whichever
-comes first (rows beyond the size start the next window, so every full window has the same
-size and a replayed stream gives the same windows). Each closed window gets one evidently
-data-drift report, saved as HTML, and per-feature scores; a feature whose test crosses the
-threshold becomes a ``DriftEvent`` of kind ``window``.
+A window closes after ``window_seconds`` of event time, or after ``window_rows`` rows when a
+row count is set, whichever comes first (rows beyond the size start the next window, so every
+full window has the same size and a replayed stream gives the same windows). Each closed window
+gets one evidently data-drift report, saved as HTML, and per-feature scores; a feature whose test
+crosses the threshold becomes a ``DriftEvent`` of kind ``window``.
+
+An evidently report costs about 1.5 s for thirty features whatever the window's size, so the
+number of windows is what costs, not their rows: time-based windows keep that cost fixed at any
+request rate. A window's rows are kept as a uniform sample of at most ``max_rows`` (reservoir
+sampling, seeded), so memory stays bounded however busy the stream.
 
 The per-feature test is fixed (two-sample Kolmogorov-Smirnov by default) instead of evidently's
 size-dependent default, so a threshold means the same thing for a window of 100 rows or 10,000.
@@ -36,6 +41,7 @@ class ClosedWindow:
     rows: pd.DataFrame
     start_ms: int
     end_ms: int
+    seen: int
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,8 @@ class WindowResult:
     start_ms: int
     end_ms: int
     rows: int
+    """Rows the window saw (at most ``max_rows`` of them were tested)."""
+
     scores: dict[str, float]
     drifted: list[str]
     report: Path | None
@@ -58,17 +66,20 @@ class WindowDrift:
     model: str
     version: str
     reference: pd.DataFrame
-    rows_per_window: int
+    rows_per_window: int | None
     seconds_per_window: float
     min_rows: int
     method: str = "ks"
     threshold: float = 0.05
     reports_dir: Path | None = None
     bonferroni: bool = True
-    _chunks: list[np.ndarray] = field(default_factory=list)
+    max_rows: int = 5000
+    seed: int = 0
+    _sample: list[np.ndarray] = field(default_factory=list)
     _rows: int = 0
     _start_ms: int | None = None
     _end_ms: int = 0
+    _rng: np.random.Generator | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -90,16 +101,12 @@ class WindowDrift:
         closed: list[ClosedWindow] = []
         if self._period_over(timestamp_ms):
             closed.append(self._close())
-        rows = np.atleast_2d(np.asarray(rows, dtype=np.float64))
-        while len(rows):
+        for row in np.atleast_2d(np.asarray(rows, dtype=np.float64)):
             if self._start_ms is None:
                 self._start_ms = timestamp_ms
-            take = min(len(rows), self.rows_per_window - self._rows)
-            self._chunks.append(rows[:take])
-            self._rows += take
+            self._keep(row)
             self._end_ms = timestamp_ms
-            rows = rows[take:]
-            if self._rows >= self.rows_per_window:
+            if self.rows_per_window is not None and self._rows >= self.rows_per_window:
                 closed.append(self._close())
         if self._period_over(timestamp_ms):
             closed.append(self._close())
@@ -112,10 +119,24 @@ class WindowDrift:
             return False
         return timestamp_ms - self._start_ms >= self.seconds_per_window * 1000
 
+    def _keep(self, row: np.ndarray) -> None:
+        """Reservoir sampling (Vitter's algorithm R): every row of the window is equally likely
+        to be among the ``max_rows`` kept."""
+        self._rows += 1
+        if len(self._sample) < self.max_rows:
+            self._sample.append(row)
+            return
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.seed)
+        slot = int(self._rng.integers(0, self._rows))
+        if slot < self.max_rows:
+            self._sample[slot] = row
+
     def _close(self) -> ClosedWindow:
-        current = pd.DataFrame(np.concatenate(self._chunks), columns=self.feature_names)
-        closed = ClosedWindow(current, self._end_ms if self._start_ms is None else self._start_ms, self._end_ms)
-        self._chunks, self._rows, self._start_ms = [], 0, None
+        current = pd.DataFrame(np.stack(self._sample), columns=self.feature_names)
+        start_ms = self._end_ms if self._start_ms is None else self._start_ms
+        closed = ClosedWindow(current, start_ms, self._end_ms, self._rows)
+        self._sample, self._rows, self._start_ms = [], 0, None
         return closed
 
     def evaluate(self, window: ClosedWindow) -> WindowResult:
@@ -128,11 +149,11 @@ class WindowDrift:
             DriftEvent(
                 model=self.model, version=self.version, feature=name, detector="evidently", kind=DriftKind.WINDOW,
                 statistic=scores[name], threshold=threshold, window_start_ms=start_ms, window_end_ms=end_ms,
-                samples=len(current), detected_at_ms=end_ms, report=str(report) if report else None,
+                samples=window.seen, detected_at_ms=end_ms, report=str(report) if report else None,
             )
             for name in drifted
         ]
-        return WindowResult(self.model, self.version, start_ms, end_ms, len(current), scores, drifted, report, events)
+        return WindowResult(self.model, self.version, start_ms, end_ms, window.seen, scores, drifted, report, events)
 
     def _crosses(self, score: float) -> bool:
         if self.method in P_VALUE_METHODS:

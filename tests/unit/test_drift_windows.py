@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from monitoring.watch import reference_frame
@@ -46,6 +47,17 @@ def test_each_window_writes_one_html_report_and_a_score_per_feature(reference, t
     (result,) = windows(reference, drifting_rows(reference, WINDOW, None, seed=23), tmp_path)
     assert result.report is not None and result.report.read_text().lstrip().lower().startswith("<!doctype html")
     assert set(result.scores) == set(reference.columns)
+
+
+def test_a_busy_window_keeps_a_uniform_sample_of_bounded_size(reference):
+    drift = WindowDrift("m", "1", reference, None, seconds_per_window=1.0, min_rows=50, max_rows=1000, seed=3)
+    index = np.arange(20_000, dtype=np.float64)[:, None].repeat(len(reference.columns), axis=1)
+    assert drift.add(index, timestamp_ms=0) == []
+    (closed,) = drift.add(index[:1], timestamp_ms=1000)
+    kept = closed.rows.iloc[:, 0].to_numpy()
+    assert (len(kept), closed.seen) == (1000, 20_000)  # the row at 1000 ms opens the next window
+    assert abs(kept.mean() - 10_000) < 600  # each row equally likely: the mean index is central
+    assert len(set(kept)) == 1000
 
 
 def test_threshold_is_split_over_features_for_p_value_tests(reference):
