@@ -43,8 +43,9 @@ class DriftEvent(msgspec.Struct, omit_defaults=True):
 
 
 class MetricEvent(msgspec.Struct, omit_defaults=True):
-    """A model-quality figure at a point of the stream (online accuracy, ROC AUC, log-loss,
-    label counts), emitted as labels are joined."""
+    """A figure at a point of the stream: model quality from joined labels (accuracy, ROC AUC,
+    log-loss, label counts), or pipeline health from each consumer (error rate, p99 latency,
+    lag), emitted periodically."""
 
     model: str
     version: str
@@ -54,6 +55,8 @@ class MetricEvent(msgspec.Struct, omit_defaults=True):
     window_start_ms: int
     window_end_ms: int
     emitted_at_ms: int
+    labels: dict[str, str] = {}
+    """More labels telling series apart, e.g. the consumer that measured a health figure."""
 
 
 class Label(msgspec.Struct):
