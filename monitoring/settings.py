@@ -83,3 +83,26 @@ class MonitorSettings(BaseModel):
 
     def detectors_for(self, model: str) -> list[DetectorKind]:
         return self.model_detectors.get(model, self.detectors)
+
+
+class AlertTopics(BaseModel):
+    silences: str = "monitoring.silences"
+    outbox: str = "monitoring.alerts.outbox"
+    """Notifications to deliver, keyed by receiver: the durable outbox."""
+
+    deadletter: str = "monitoring.alerts.deadletter"
+    """Notifications a receiver refused (4xx), with its answer."""
+
+
+class AlertingSettings(BaseModel):
+    rules_file: Path | None = None
+    """The rules file (see infra/alerts/rules.yml); `run` starts alerting when it is set."""
+
+    group_id: str = "streaminfer-alerting"
+    delivery_group_id: str = "streaminfer-alert-delivery"
+    topics: AlertTopics = AlertTopics()
+    checkpoint_dir: Path = Path(".streaminfer/alerting")
+    checkpoint_interval_s: float = Field(2.0, gt=0)
+    check_receivers: bool = True
+    """Refuse to start when a receiver's host does not accept connections (a typo in the URL
+    would otherwise only show as undelivered alerts)."""

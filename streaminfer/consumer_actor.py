@@ -66,7 +66,9 @@ class ConsumerActor:
             registry = CollectorRegistry()
             if self._metrics_host is not None:
                 self._metrics_server, self._metrics_url = serve_metrics(self._metrics_host, 0, registry)
-            pipeline = Pipeline(self._kafka, self._topics, self._pipeline_settings, models, PipelineMetrics(registry))
+            pipeline = Pipeline(
+                self._kafka, self._topics, self._pipeline_settings, models, PipelineMetrics(registry), label=self.label
+            )
             await pipeline.start()
             self._models, self._pipeline = models, pipeline
         return await self.describe()

@@ -24,14 +24,17 @@ from collections import Counter
 from typing import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from monitoring.metrics import PREDICTED, PipelineMetrics
 from schemas.codec import Prediction
 from schemas.errors import RequestError, StreamInferError
+from schemas.monitoring import encode_event
 from streams.batch import Decoded, decode_record, split_predictions, stack_inputs
 from streams.clients import make_consumer, make_producer, start_client
 from streams.delivery import AtLeastOnceDelivery, Delivery
+from streams.health import HealthWindow
 from streams.errors import DeadlineExceeded
 from streams.offsets import OffsetTracker
 from streams.records import Outgoing, dead_letter_record, prediction_record, source_of
@@ -54,8 +57,10 @@ class Pipeline:
         models: ServedModels,
         metrics: PipelineMetrics,
         concurrent_batches: int = 1,
+        label: str = "driver",
     ) -> None:
-        """``concurrent_batches``: inference batches per model at once (the pool's worker count)."""
+        """``concurrent_batches``: inference batches per model at once (the pool's worker count);
+        ``label`` names this consumer in its health reports."""
         self._kafka = kafka
         self._topics = topics
         self._settings = settings
@@ -75,6 +80,9 @@ class Pipeline:
         self._started = False
         self.pauses = 0
         self._lag_labels: set[TopicPartition] = set()
+        self._lag_total: int | None = None
+        self._health = HealthWindow(label, int(time.time() * 1000))
+        self._last_health = time.monotonic()
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -204,6 +212,22 @@ class Pipeline:
                 await self._delivery.commit()
             self._metrics.pending_records.set(self._tracker.pending_count())
             self._export_lag()
+            if time.monotonic() - self._last_health >= self._settings.health_interval_s:
+                await self._report_health()
+
+    async def _report_health(self) -> None:
+        """Fire and forget: a health report must never hold up predictions."""
+        self._last_health = time.monotonic()
+        topic = self._topics.health
+        events = self._health.report(int(time.time() * 1000), self._lag_total, self._topics.requests)
+        if topic is None or self._producer is None:
+            return
+        for event in events:
+            try:
+                await self._producer.send(topic, encode_event(event), key=event.model.encode())
+            except KafkaError as exc:
+                log.debug("health report not sent: %s", exc)
+                return
 
     def _export_lag(self) -> None:
         """Records behind per owned partition: the high watermark of the latest fetch minus the
@@ -216,13 +240,17 @@ class Pipeline:
         for tp in self._lag_labels - owned:
             self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
         self._lag_labels = set()
+        total = None
         for tp in owned:
             highwater = consumer.highwater(tp)
             ended = self._tracker.ended_through(tp)
             if highwater is None or ended is None:
                 continue
-            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - ended))
+            lag = max(0, highwater - ended)
+            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
             self._lag_labels.add(tp)
+            total = lag + (total or 0)
+        self._lag_total = total
 
     async def _drain(self) -> None:
         if self._inflight:
@@ -297,10 +325,21 @@ class Pipeline:
         for labels, count in outcomes.items():
             self._metrics.requests.labels(*labels).inc(count)
         latency = None
+        seconds: dict[tuple[str, str], list[float]] = {}
         for out in outgoing:
             if out.reason is None:
                 latency = latency or self._metrics.end_to_end_seconds.labels(out.model)
-                latency.observe(max(0.0, now_ms - out.request_timestamp_ms) / 1000)
+                elapsed = max(0.0, now_ms - out.request_timestamp_ms) / 1000
+                latency.observe(elapsed)
+                seconds.setdefault((out.model or "", out.version or ""), []).append(elapsed)
+        ended: Counter[tuple[str, str]] = Counter()
+        errors: Counter[tuple[str, str]] = Counter()
+        for (model, version, outcome), count in outcomes.items():
+            ended[(model, version)] += count
+            if outcome != PREDICTED:
+                errors[(model, version)] += count
+        for key, count in ended.items():
+            self._health.observe(key[0], key[1], count, errors[key], seconds.get(key, []))
 
 
 def _deadline_s(item: Decoded) -> float | None:

@@ -9,6 +9,8 @@ class TopicSettings(BaseModel):
     requests: str = "inference.requests"
     predictions: str = "inference.predictions"
     deadletter: str = "inference.deadletter"
+    health: str | None = "monitoring.metrics"
+    """Where each consumer reports error rate, p99 latency and lag (None: not at all)."""
 
     partitions: int = Field(4, ge=1)
     """Partitions for topics the pipeline creates; consumption scales with the requests topic's."""
@@ -70,6 +72,9 @@ class PipelineSettings(BaseModel):
     gc_gen0_threshold: int = Field(50_000, ge=0)
     """Allocations between garbage collections in a pipeline process (Python's default is 700,
     which makes the collector the largest cost per message); 0 keeps Python's defaults."""
+
+    health_interval_s: float = Field(10.0, gt=0)
+    """How often each consumer reports its health on ``topics.health``."""
 
     commit_interval_ms: int = Field(200, ge=0)
     """Offsets are committed at most this often (and always on rebalance and shutdown)."""

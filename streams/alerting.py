@@ -1,0 +1,221 @@
+"""The alerting consumer: drift and metric events in, notifications to the outbox out.
+
+It reads ``monitoring.drift``, ``monitoring.metrics`` and the silences topic (all partitions:
+rule state cannot be split), feeds the rule engine, evaluates it every
+``evaluation_interval_s`` on the wall clock, and writes what the dispatcher decides to notify to
+the outbox topic, keyed by receiver. Delivery is a separate consumer of the outbox
+(``streams.webhooks``), so a slow or dead receiver holds up neither this loop nor, since both
+run outside the pipeline's processes, any prediction.
+
+Rule and dispatch state is checkpointed with the offsets it reflects, after the notifications
+it produced are acknowledged by the broker. A restart therefore neither forgets a firing alert
+(and notifies it again) nor loses one; a notification written just before a crash is written
+again with the same id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+
+from monitoring.alerting.config import AlertingConfig
+from monitoring.alerting.dispatch import Dispatcher
+from monitoring.alerting.rules import RuleEngine
+from monitoring.alerting.signals import Sample, from_drift, from_metric
+from monitoring.checkpoint import load_checkpoint, save_checkpoint
+from monitoring.settings import AlertingSettings, MonitorTopics
+from schemas.alerts import Notification, Silence, decode_silence, encode_alerting
+from schemas.monitoring import decode_drift_event, decode_metric_event
+from streams.clients import ensure_topic_names, make_consumer, make_producer, partition_counts, start_client
+from streams.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AlertingState:
+    engine: RuleEngine
+    dispatcher: Dispatcher
+    silences: dict[str, Silence] = field(default_factory=dict)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    notifications: int = 0
+    source: str = ""
+
+
+class AlertingService:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        config: AlertingConfig,
+        monitor_topics: MonitorTopics,
+        settings: AlertingSettings,
+        clock=time.time,
+    ) -> None:
+        self._kafka = kafka
+        self._config = config
+        self._monitor_topics = monitor_topics
+        self._settings = settings
+        self._clock = clock
+        self._state = AlertingState(
+            engine=RuleEngine(list(config.rules), started_ms=self._now_ms()),
+            dispatcher=Dispatcher(config.route, config.external_url),
+        )
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._last_checkpoint = 0.0
+        self.restored = False
+        self.failure: BaseException | None = None
+
+    @property
+    def state(self) -> AlertingState:
+        return self._state
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _inputs(self) -> list[str]:
+        return [self._monitor_topics.drift, self._monitor_topics.metrics, self._settings.topics.silences]
+
+    async def start(self) -> None:
+        self._restore()
+        topics = self._inputs() + [self._settings.topics.outbox, self._settings.topics.deadletter]
+        await ensure_topic_names(self._kafka, topics, 1, 1)
+        self._producer = make_producer(self._kafka)
+        await start_client(self._producer, self._kafka.bootstrap)
+        self._consumer = make_consumer(self._kafka, group_id=self._settings.group_id)
+        await start_client(self._consumer, self._kafka.bootstrap)
+        await self._assign()
+        self._task = asyncio.create_task(self._run(), name="alerting")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+        self._consumer = self._producer = None
+
+    async def wait(self) -> None:
+        assert self._task is not None
+        await self._task
+
+    def _source(self) -> str:
+        return f"{self._kafka.bootstrap}|{'|'.join(self._inputs())}"
+
+    def _restore(self) -> None:
+        """Carry the saved state over to the current rules file: series and alert states of
+        rules still there, all groups, silences and offsets."""
+        self._state.source = self._source()
+        saved: AlertingState | None = load_checkpoint(self._settings.checkpoint_dir)
+        if saved is None:
+            return
+        if saved.source != self._state.source:
+            log.warning("alerting checkpoint is for %s, not %s: starting fresh", saved.source, self._state.source)
+            return
+        names = {rule.name for rule in self._config.rules}
+        engine = self._state.engine
+        engine.store = saved.engine.store
+        engine.started_ms = saved.engine.started_ms
+        engine._states = {key: s for key, s in saved.engine._states.items() if key[0] in names}
+        saved.dispatcher.tree = self._config.route
+        saved.dispatcher.external_url = self._config.external_url
+        self._state = AlertingState(engine, saved.dispatcher, saved.silences, saved.offsets, saved.notifications, saved.source)
+        self.restored = True
+
+    async def _assign(self) -> None:
+        assert self._consumer is not None
+        counts = await partition_counts(self._kafka, self._inputs())
+        partitions = [TopicPartition(t, p) for t in self._inputs() for p in range(counts[t])]
+        self._consumer.assign(partitions)
+        for tp in partitions:
+            offset = self._state.offsets.get((tp.topic, tp.partition))
+            if offset is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, offset)
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        interval_ms = int(self._config.evaluation_interval_s * 1000)
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(timeout_ms=interval_ms // 2 or 1, max_records=5000)
+                for tp, records in batches.items():
+                    for record in records:
+                        self._handle(record)
+                    self._state.offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
+                await self.evaluate()
+            await self._checkpoint()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.failure = exc
+            log.exception("alerting stopped")
+            raise
+
+    def _handle(self, record: ConsumerRecord) -> None:
+        try:
+            if record.topic == self._settings.topics.silences:
+                silence = decode_silence(record.value)
+                self._state.silences[silence.id] = silence
+                return
+            sample: Sample
+            if record.topic == self._monitor_topics.drift:
+                sample = from_drift(decode_drift_event(record.value), record.timestamp)
+            else:
+                sample = from_metric(decode_metric_event(record.value), record.timestamp)
+            self._state.engine.store.add(sample)
+        except (msgspec.MsgspecError, ValueError) as exc:
+            log.warning("alerting skipped %s-%d@%d: %s", record.topic, record.partition, record.offset, exc)
+
+    async def evaluate(self) -> list[Notification]:
+        """One round: rules, dispatch, notifications to the outbox, checkpoint if anything went."""
+        now_ms = self._now_ms()
+        firing, resolved = self._state.engine.evaluate(now_ms)
+        silences = [s for s in self._state.silences.values() if s.ends_ms > now_ms]
+        self._state.silences = {s.id: s for s in silences}
+        notifications = self._state.dispatcher.apply(firing, resolved, silences, now_ms)
+        if notifications:
+            await self._send(notifications)
+        if notifications or time.monotonic() - self._last_checkpoint >= self._settings.checkpoint_interval_s:
+            await self._checkpoint()
+        return notifications
+
+    async def _send(self, notifications: list[Notification]) -> None:
+        assert self._producer is not None
+        futures = [
+            await self._producer.send(self._settings.topics.outbox, encode_alerting(n), key=n.receiver.encode())
+            for n in notifications
+        ]
+        await asyncio.gather(*futures)
+        self._state.notifications += len(notifications)
+
+    async def _checkpoint(self) -> None:
+        save_checkpoint(self._settings.checkpoint_dir, self._state)
+        self._last_checkpoint = time.monotonic()
+        if self._consumer is None or not self._state.offsets:
+            return
+        offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "") for (t, p), o in self._state.offsets.items()}
+        with contextlib.suppress(Exception):  # lag reporting only; the checkpoint is the truth
+            await self._consumer.commit(offsets)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "notifications": self._state.notifications,
+            "groups": sorted(self._state.dispatcher.groups),
+            "silences": sorted(self._state.silences),
+            "restored": self.restored,
+            "failed": repr(self.failure) if self.failure else None,
+        }

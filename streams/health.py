@@ -1,0 +1,68 @@
+"""Pipeline health as events: error rate, p99 latency and lag per consumer, every few seconds.
+
+Prometheus has these figures too, but alerting consumes events from Kafka (so it works where no
+Prometheus runs, and replays like everything else). Each consumer reports what it ended since
+its last report, on the same topic as the monitor's quality figures.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from schemas.monitoring import MetricEvent
+
+LATENCY_SAMPLE = 4096
+
+
+@dataclass
+class HealthWindow:
+    consumer: str
+    started_ms: int
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    latencies: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    _seen: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def observe(self, model: str, version: str, ended: int, errors: int, latencies_s: list[float]) -> None:
+        key = (model, version)
+        self.requests[key] += ended
+        self.errors[key] += errors
+        kept = self.latencies.setdefault(key, [])
+        for latency in latencies_s:  # a uniform sample of bounded size (reservoir)
+            self._seen[key] += 1
+            if len(kept) < LATENCY_SAMPLE:
+                kept.append(latency)
+            else:
+                slot = self._rng.randrange(self._seen[key])
+                if slot < LATENCY_SAMPLE:
+                    kept[slot] = latency
+
+    def report(self, now_ms: int, lag_records: int | None, topic: str) -> list[MetricEvent]:
+        """Events for the window that ends now; the window starts again empty."""
+        events = []
+        labels = {"consumer": self.consumer}
+        for (model, version), ended in self.requests.items():
+            if not ended:
+                continue
+            events.append(self._event(model, version, "error_rate", self.errors[(model, version)] / ended, ended, now_ms, labels))
+            kept = sorted(self.latencies.get((model, version), []))
+            if kept:
+                p99 = kept[min(len(kept) - 1, int(0.99 * len(kept)))]
+                events.append(self._event(model, version, "latency_p99_seconds", p99, len(kept), now_ms, labels))
+        if lag_records is not None:
+            events.append(self._event("", "", "lag_records", float(lag_records), 0, now_ms, {**labels, "topic": topic}))
+        self.requests.clear()
+        self.errors.clear()
+        self.latencies.clear()
+        self._seen.clear()
+        self.started_ms = now_ms
+        return events
+
+    def _event(self, model: str, version: str, metric: str, value: float, samples: int, now_ms: int,
+               labels: dict[str, str]) -> MetricEvent:
+        return MetricEvent(model=model, version=version, metric=metric, value=float(value), samples=samples,
+                           window_start_ms=self.started_ms, window_end_ms=now_ms, emitted_at_ms=now_ms,
+                           labels=dict(labels))
