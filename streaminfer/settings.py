@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from monitoring.settings import MonitorSettings
+from monitoring.settings import AlertingSettings, MonitorSettings
 from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from workers.settings import PoolSettings, RaySettings, RuntimeSettings
 
@@ -45,6 +45,7 @@ class AppSettings(BaseSettings):
     ray: RaySettings = RaySettings()
     metrics: MetricsSettings = MetricsSettings()
     monitor: MonitorSettings = MonitorSettings()
+    alerting: AlertingSettings = AlertingSettings()
 
     def served_model_names(self) -> list[str]:
         names = [self.pipeline.default_model, *self.models]

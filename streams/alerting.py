@@ -87,8 +87,11 @@ class AlertingService:
 
     async def start(self) -> None:
         self._restore()
-        topics = self._inputs() + [self._settings.topics.outbox, self._settings.topics.deadletter]
-        await ensure_topic_names(self._kafka, topics, 1, 1)
+        await ensure_topic_names(self._kafka, self._inputs() + [self._settings.topics.deadletter], 1, 1)
+        # keyed by receiver: a partition per receiver (at least), so one stalled receiver's
+        # backlog does not pause the delivery of another's
+        partitions = max(4, len(self._config.receivers))
+        await ensure_topic_names(self._kafka, [self._settings.topics.outbox], partitions, 1)
         self._producer = make_producer(self._kafka)
         await start_client(self._producer, self._kafka.bootstrap)
         self._consumer = make_consumer(self._kafka, group_id=self._settings.group_id)
@@ -219,3 +222,24 @@ class AlertingService:
             "restored": self.restored,
             "failed": repr(self.failure) if self.failure else None,
         }
+
+
+async def check_receivers(receivers, timeout_s: float = 3.0) -> None:
+    """Every receiver's host accepts a connection; otherwise say which and what to do."""
+    from urllib.parse import urlparse
+
+    from monitoring.alerting.config import AlertConfigError
+
+    for receiver in receivers:
+        url = urlparse(receiver.url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(url.hostname, port), timeout_s)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise AlertConfigError(
+                f"receiver {receiver.name!r} at {receiver.url} does not accept connections "
+                f"({type(exc).__name__}): start it or fix the URL (or pass --no-check-receivers)"
+            ) from None
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
