@@ -11,11 +11,24 @@ import uuid
 from dataclasses import dataclass
 
 from monitoring.alerting.config import AlertConfigError, AlertingConfig, load_config, parse_matcher
+from monitoring.alerting.delivery_metrics import DeliveryMetrics
 from monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
-from schemas.alerts import Silence, WebhookAlert, decode_notification, decode_silence, encode_alerting
+from schemas.alerts import (
+    Silence,
+    WebhookAlert,
+    decode_notification,
+    decode_silence,
+    encode_alerting,
+)
 from streaminfer.settings import AppSettings
 from streams.alerting import AlertingService, check_receivers
-from streams.clients import check_reachable, ensure_topic_names, make_consumer, make_producer, start_client
+from streams.clients import (
+    check_reachable,
+    ensure_topic_names,
+    make_consumer,
+    make_producer,
+    start_client,
+)
 from streams.webhooks import WebhookDelivery
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -37,7 +50,7 @@ class RunningAlerting:
         await self.delivery.stop()
 
 
-async def start_alerting(settings: AppSettings) -> RunningAlerting:
+async def start_alerting(settings: AppSettings, metrics: DeliveryMetrics | None = None) -> RunningAlerting:
     """Load and check the rules file, then start the rules consumer and the delivery worker."""
     if settings.alerting.rules_file is None:
         raise AlertConfigError("no alerting rules file: pass --rules FILE (see infra/alerts/rules.yml)")
@@ -47,7 +60,7 @@ async def start_alerting(settings: AppSettings) -> RunningAlerting:
     service = AlertingService(settings.kafka, config, settings.monitor.topics, settings.alerting)
     delivery = WebhookDelivery(
         settings.kafka, settings.alerting.topics.outbox, settings.alerting.topics.deadletter,
-        settings.alerting.delivery_group_id, receivers, DeliverySettings(),
+        settings.alerting.delivery_group_id, receivers, DeliverySettings(), metrics,
     )
     await service.start()
     try:

@@ -30,11 +30,11 @@ import ray
 from prometheus_client import CollectorRegistry
 from ray.exceptions import RayActorError
 
+from monitoring.alerting.config import load_config
 from monitoring.discovery import ScrapeTarget, write_targets
 from monitoring.endpoint import serve_metrics, stop_serving
 from monitoring.metrics import ActorMetrics, PipelineMetrics
-from streams.clients import check_reachable, ensure_topics
-from streams.pipeline import Pipeline
+from streaminfer.alerting_actor import AlertingActor
 from streaminfer.broker import port_in_use
 from streaminfer.consumer_actor import ConsumerActor
 from streaminfer.errors import PortInUse
@@ -42,6 +42,8 @@ from streaminfer.monitor_actor import MonitorActor
 from streaminfer.process import tune_gc_for_streaming
 from streaminfer.settings import AppSettings
 from streaminfer.supervision import ActorWatcher, Sighting
+from streams.clients import check_reachable, ensure_topics
+from streams.pipeline import Pipeline
 from workers.pool import WorkerPool
 from workers.repository import ModelRepository
 from workers.served import ServedModels
@@ -107,6 +109,8 @@ class RunningApp(ABC):
     driver_metrics_url: str | None = None
     monitor: ray.actor.ActorHandle | None = None
     monitor_state: dict[str, object] = field(default_factory=dict)
+    alerting: ray.actor.ActorHandle | None = None
+    alerting_state: dict[str, object] = field(default_factory=dict)
     supervisor: asyncio.Task[None] | None = None
     failure: str | None = None
     _watcher: ActorWatcher | None = None
@@ -158,6 +162,8 @@ class RunningApp(ABC):
         sightings = await self._pipeline_sightings()
         if self.monitor is not None:
             sightings.append(await self._monitor_sighting())
+        if self.alerting is not None:
+            sightings.append(await self._alerting_sighting())
         assert self._watcher is not None
         self._watcher.observe(sightings)
         self.publish_targets()
@@ -171,6 +177,15 @@ class RunningApp(ABC):
         self._endpoint("monitor", self.monitor_state.get("metrics_url"), "monitor")
         return Sighting("monitor", "monitor", int(self.monitor_state["pid"]))  # type: ignore[arg-type]
 
+    async def _alerting_sighting(self) -> Sighting:
+        assert self.alerting is not None
+        try:
+            self.alerting_state = await self.alerting.ensure_started.remote()
+        except RayActorError:
+            return Sighting("alerting", "alerting", None)
+        self._endpoint("alerting", self.alerting_state.get("metrics_url"), "alerting")
+        return Sighting("alerting", "alerting", int(self.alerting_state["pid"]))  # type: ignore[arg-type]
+
     async def supervise(self) -> None:
         while self.failure is None:
             await asyncio.sleep(SUPERVISE_EVERY_S)
@@ -181,11 +196,12 @@ class RunningApp(ABC):
             self.supervisor.cancel()
             await asyncio.gather(self.supervisor, return_exceptions=True)
             self.supervisor = None
-        monitor, self.monitor = self.monitor, None
-        if monitor is not None:
-            with contextlib.suppress(Exception):
-                await monitor.stop.remote()
-            ray.kill(monitor, no_restart=True)
+        for handle in (self.monitor, self.alerting):
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    await handle.stop.remote()
+                ray.kill(handle, no_restart=True)
+        self.monitor = self.alerting = None
         server, self.metrics_server = self.metrics_server, None
         stop_serving(server)
         if self.targets_file is not None:
@@ -294,6 +310,8 @@ async def start_app(settings: AppSettings, registry: CollectorRegistry | None = 
         app._start_observability()
         if settings.monitor.enabled:
             app.monitor = _start_monitor(settings)
+        if settings.alerting.rules_file is not None:
+            app.alerting = _start_alerting(settings)
         if isinstance(app, ConsumerGroupApp):
             await _start_consumer_group(app)
         else:
@@ -328,6 +346,22 @@ def _start_monitor(settings: AppSettings) -> ray.actor.ActorHandle:
         str(settings.model_repository.resolve()), settings.pipeline.default_model, settings.kafka, settings.topics,
         monitor_settings, _metrics_host(settings),
     )
+
+
+def _start_alerting(settings: AppSettings) -> ray.actor.ActorHandle:
+    """The rules file is read here first, so a bad one fails `run` in one line before any actor."""
+    assert settings.alerting.rules_file is not None
+    config, _receivers = load_config(settings.alerting.rules_file)
+    # the receivers' secrets reach the actor's process as environment, as they reached ours
+    secrets = {entry.secret_env: os.environ[entry.secret_env] for entry in config.receivers}
+    absolute = settings.model_copy(update={"alerting": settings.alerting.model_copy(update={
+        "rules_file": settings.alerting.rules_file.resolve(),
+        "checkpoint_dir": settings.alerting.checkpoint_dir.resolve(),
+    })})
+    return ray.remote(AlertingActor).options(
+        name="alerting", namespace=settings.pool.namespace, max_restarts=-1, num_cpus=0,
+        runtime_env={"env_vars": secrets},
+    ).remote(absolute)
 
 
 async def _start_consumer_group(app: ConsumerGroupApp) -> None:

@@ -107,13 +107,14 @@ def run(
     metrics_port: Optional[int] = typer.Option(None, help="Prometheus endpoint port (0: any free port)."),
     group_id: Optional[str] = typer.Option(None, help="Kafka consumer group."),
     monitor: Optional[bool] = typer.Option(None, "--monitor/--no-monitor", help="Start the drift and accuracy monitor (default: on)."),
+    alerts: Optional[Path] = typer.Option(None, "--alerts", help="Alerting rules file: also run alerting (an actor of its own)."),
 ) -> None:
     """Run the pipeline against any Kafka until interrupted."""
     settings = load_settings(
         bootstrap, model_repo,
         kafka={"group_id": group_id}, pool={"size": pool_size}, ray={"address": ray_address},
         pipeline={"consumers": consumers},
-        metrics={"port": metrics_port}, monitor={"enabled": monitor},
+        metrics={"port": metrics_port}, monitor={"enabled": monitor}, alerting={"rules_file": alerts},
     )
     if model:
         settings = settings.model_copy(
@@ -185,9 +186,9 @@ async def _monitor_until_signal(settings: AppSettings) -> None:
 
     from monitoring.endpoint import stop_serving
     from monitoring.metrics import MonitorMetrics
-    from streams.monitor import Monitor
     from streaminfer.app import _serve_metrics
     from streams.clients import check_reachable
+    from streams.monitor import Monitor
     from workers.repository import ModelRepository
 
     await check_reachable(settings.kafka.bootstrap)
@@ -401,9 +402,10 @@ def tail(
 async def _tail(settings: AppSettings, dead_letters: bool, from_beginning: bool, limit: int | None) -> None:
     import json
 
+    from aiokafka import AIOKafkaConsumer
+
     from schemas.deadletter import read_error_headers
     from streams.clients import check_reachable, start_client
-    from aiokafka import AIOKafkaConsumer
 
     await check_reachable(settings.kafka.bootstrap)
     topic = settings.topics.deadletter if dead_letters else settings.topics.predictions

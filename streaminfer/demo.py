@@ -15,8 +15,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from streaminfer.app import start_app, start_ray
+from streaminfer.demo_drift import (
+    DriftStream,
+    DriftSummary,
+    drift_stream,
+    read_drift_events,
+    summarise,
+    wait_for_monitor,
+)
 from streaminfer.demo_model import INPUT_NAME, build_demo_model, demo_data
-from streaminfer.demo_drift import DriftStream, DriftSummary, drift_stream, read_drift_events, summarise, wait_for_monitor
 from streaminfer.loadgen import Payload, demo_payloads, send_all
 from streaminfer.settings import AppSettings
 from streaminfer.watch import Scoreboard

@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from monitoring.endpoint import serve_metrics, stop_serving
 from monitoring.metrics import MonitorMetrics
-from streams.monitor import Monitor
 from monitoring.settings import MonitorSettings
+from streams.monitor import Monitor
 from streams.settings import KafkaSettings, TopicSettings
 from workers.repository import ModelRepository
 

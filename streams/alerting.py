@@ -33,7 +33,13 @@ from monitoring.checkpoint import load_checkpoint, save_checkpoint
 from monitoring.settings import AlertingSettings, MonitorTopics
 from schemas.alerts import Notification, Silence, decode_silence, encode_alerting
 from schemas.monitoring import decode_drift_event, decode_metric_event
-from streams.clients import ensure_topic_names, make_consumer, make_producer, partition_counts, start_client
+from streams.clients import (
+    ensure_topic_names,
+    make_consumer,
+    make_producer,
+    partition_counts,
+    start_client,
+)
 from streams.settings import KafkaSettings
 
 log = logging.getLogger(__name__)

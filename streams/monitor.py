@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from monitoring.checkpoint import load_checkpoint, save_checkpoint
-from monitoring.labels import LabelJoin, prediction_scores, predicted_rows
+from monitoring.labels import LabelJoin, predicted_rows, prediction_scores
 from monitoring.metrics import MonitorMetrics
 from monitoring.settings import MonitorSettings
 from monitoring.watch import ModelWatch, MonitorState, new_watch
@@ -41,7 +41,13 @@ from schemas.codec import decode_prediction, decode_request, request_tensors
 from schemas.errors import StreamInferError
 from schemas.headers import parse_request_headers
 from schemas.monitoring import DriftEvent, MetricEvent, decode_label, encode_event
-from streams.clients import ensure_topic_names, make_consumer, make_producer, partition_counts, start_client
+from streams.clients import (
+    ensure_topic_names,
+    make_consumer,
+    make_producer,
+    partition_counts,
+    start_client,
+)
 from streams.settings import KafkaSettings, TopicSettings
 from workers.repository import ModelRepository
 

@@ -34,8 +34,8 @@ from schemas.monitoring import encode_event
 from streams.batch import Decoded, decode_record, split_predictions, stack_inputs
 from streams.clients import make_consumer, make_producer, start_client
 from streams.delivery import AtLeastOnceDelivery, Delivery
-from streams.health import HealthWindow
 from streams.errors import DeadlineExceeded
+from streams.health import HealthWindow
 from streams.offsets import OffsetTracker
 from streams.records import Outgoing, dead_letter_record, prediction_record, source_of
 from streams.settings import KafkaSettings, PipelineSettings, TopicSettings

@@ -44,9 +44,9 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timezone
-from typing import Iterable
 
 import aiohttp
 import msgspec
@@ -130,7 +130,11 @@ def retry_after_s(value: str | None, now_s: float | None = None) -> float | None
 
 
 def backoff_s(
-    attempts: int, initial_s: float, cap_s: float, retry_after: float | None = None, rng: random.Random | None = None
+    attempts: int,
+    initial_s: float,
+    cap_s: float,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
 ) -> float:
     """Wait before attempt ``attempts + 1``: uniform below ``min(cap, initial * 2**(attempts-1))``
     (full jitter, so workers do not return in step), or the receiver's ``Retry-After``, capped."""
@@ -154,7 +158,11 @@ def request_headers(receiver: ReceiverConfig, notification_id: str, body: bytes)
 
 
 async def post(
-    session: aiohttp.ClientSession, receiver: ReceiverConfig, body: bytes, headers: dict[str, str], excerpt_chars: int
+    session: aiohttp.ClientSession,
+    receiver: ReceiverConfig,
+    body: bytes,
+    headers: dict[str, str],
+    excerpt_chars: int,
 ) -> Attempt:
     """One POST, its failures turned into an ``Attempt``; reads at most what the excerpt needs."""
     timeout = aiohttp.ClientTimeout(total=receiver.timeout_s)
@@ -163,7 +171,11 @@ async def post(
             receiver.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
         ) as response:
             raw = await response.content.read(4 * excerpt_chars) if excerpt_chars else b""
-            wait = retry_after_s(response.headers.get("Retry-After")) if response.status in RETRY_AFTER_STATUSES else None
+            wait = (
+                retry_after_s(response.headers.get("Retry-After"))
+                if response.status in RETRY_AFTER_STATUSES
+                else None
+            )
             return Attempt(response.status, raw.decode(errors="replace")[:excerpt_chars], wait)
     except asyncio.TimeoutError:
         return Attempt(None, error=f"no answer within {receiver.timeout_s} s")
@@ -222,13 +234,19 @@ class Endings:
 
     def retried(self, item: Pending, attempt: Attempt, attempts: int) -> None:
         receiver = item.notification.receiver
-        self._tracker.finish(item.source, item.offset)
         self._count(receiver).retried += 1
         self._metrics.notifications.labels(receiver, RETRIED).inc()
-        log.debug("webhook %s attempt %d for %s: %s", receiver, attempts, item.notification.id,
-                  attempt.status or attempt.error)
+        log.debug(
+            "webhook %s attempt %d for %s: %s",
+            receiver,
+            attempts,
+            item.notification.id,
+            attempt.status or attempt.error,
+        )
 
-    async def dead_letter(self, item: Pending, reason: str, attempts: int, attempt: Attempt | None = None) -> None:
+    async def dead_letter(
+        self, item: Pending, reason: str, attempts: int, attempt: Attempt | None = None
+    ) -> None:
         notification = item.notification
         failure = DeliveryFailure(
             notification=notification,
@@ -239,7 +257,9 @@ class Endings:
             failed_ms=int(time.time() * 1000),
         )
         try:
-            await self._producer.send_and_wait(self._topic, encode_alerting(failure), key=notification.receiver.encode())
+            await self._producer.send_and_wait(
+                self._topic, encode_alerting(failure), key=notification.receiver.encode()
+            )
         except KafkaError as exc:
             raise DeliveryFailed(
                 f"the broker did not acknowledge the dead letter of notification {notification.id} "
@@ -257,7 +277,10 @@ class Endings:
         self._metrics.notifications.labels("", INVALID_RECORD).inc()
         log.warning(
             "outbox record %s-%d@%d is not a notification and is skipped: %r",
-            record.topic, record.partition, record.offset, (record.value or b"")[:200],
+            record.topic,
+            record.partition,
+            record.offset,
+            (record.value or b"")[:200],
         )
 
     def _count(self, receiver: str) -> ReceiverCounts:
@@ -275,7 +298,11 @@ class ReceiverLane:
     the caller decides how long an attempt in progress may still run."""
 
     def __init__(
-        self, receiver: ReceiverConfig, session: aiohttp.ClientSession, settings: DeliverySettings, endings: Endings
+        self,
+        receiver: ReceiverConfig,
+        session: aiohttp.ClientSession,
+        settings: DeliverySettings,
+        endings: Endings,
     ) -> None:
         self.receiver = receiver
         self._session = session
@@ -343,7 +370,9 @@ class ReceiverLane:
         attempts = 0
         while not (item.abandoned or self._closing.is_set()):
             attempts += 1
-            attempt = await post(self._session, self.receiver, body, headers, self._settings.response_excerpt_chars)
+            attempt = await post(
+                self._session, self.receiver, body, headers, self._settings.response_excerpt_chars
+            )
             outcome = verdict(attempt.status)
             if outcome == DELIVERED:
                 self._endings.delivered(item)
@@ -355,7 +384,9 @@ class ReceiverLane:
             await self._pause_before_retry(attempts, attempt)
 
     async def _pause_before_retry(self, attempts: int, attempt: Attempt) -> None:
-        delay = backoff_s(attempts, self._settings.initial_backoff_s, self.receiver.max_backoff_s, attempt.retry_after_s)
+        delay = backoff_s(
+            attempts, self._settings.initial_backoff_s, self.receiver.max_backoff_s, attempt.retry_after_s
+        )
         try:
             await asyncio.wait_for(self._closing.wait(), delay)
         except asyncio.TimeoutError:
@@ -418,7 +449,11 @@ class WebhookDelivery:
         self._producer = make_producer(self._kafka)
         await start_client(self._producer, self._kafka.bootstrap)
         self._endings = Endings(
-            self._producer, self._deadletter, self._tracker, self._metrics, self._settings.response_excerpt_chars
+            self._producer,
+            self._deadletter,
+            self._tracker,
+            self._metrics,
+            self._settings.response_excerpt_chars,
         )
         self._lanes = {
             name: ReceiverLane(receiver, self._session, self._settings, self._endings)
@@ -475,7 +510,7 @@ class WebhookDelivery:
     def failure(self) -> BaseException | None:
         return self._failure
 
-    async def __aenter__(self) -> "WebhookDelivery":
+    async def __aenter__(self) -> WebhookDelivery:
         await self.start()
         return self
 
@@ -529,7 +564,9 @@ class WebhookDelivery:
             )
             unknown = [item for records in fetched.values() for item in self._dispatch(records)]
             if unknown:
-                await asyncio.gather(*(self._endings.dead_letter(item, UNKNOWN_RECEIVER, 0) for item in unknown))
+                await asyncio.gather(
+                    *(self._endings.dead_letter(item, UNKNOWN_RECEIVER, 0) for item in unknown)
+                )
 
     def _dispatch(self, records: Iterable[ConsumerRecord]) -> list[Pending]:
         """Hand each record to its receiver's lane; returns those for receivers not configured."""

@@ -26,7 +26,15 @@ from datetime import datetime, timezone
 from monitoring.alerting.config import RouteConfig, parse_matcher
 from monitoring.alerting.rules import Alert
 from monitoring.alerting.signals import matches
-from schemas.alerts import FIRING, RESOLVED, ZERO_TIME, Notification, Silence, WebhookAlert, WebhookPayload
+from schemas.alerts import (
+    FIRING,
+    RESOLVED,
+    ZERO_TIME,
+    Notification,
+    Silence,
+    WebhookAlert,
+    WebhookPayload,
+)
 
 DEFAULT_GROUP_BY = ["alertname"]
 DEFAULT_GROUP_WAIT_S = 10.0

@@ -41,6 +41,7 @@ def rules_file(tmp_path, receiver_url: str, group_by: str = "[alertname, model, 
           - name: team
             url: {receiver_url}
             secret_env: TEST_TEAM_SECRET
+            max_backoff_s: 2
         route:
           receiver: team
           group_by: {group_by}
@@ -191,3 +192,29 @@ async def _until(predicate, timeout_s: float) -> None:
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.1)
+
+
+async def test_the_whole_system_with_alerting_turns_demo_drift_into_a_webhook_call(
+    kafka_settings, topics, model_repo, ray_dashboard, tmp_path, monkeypatch
+):
+    """`run --alerts`: pipeline, monitor and alerting actors; drifting demo requests in, a
+    signed FeatureDrift notification out at the receiver."""
+    from tests.support.harness import app_settings, started
+
+    monkeypatch.setenv("TEST_TEAM_SECRET", SECRET)
+    async with WebhookReceiver(SECRET) as receiver:
+        stack = Stack(kafka_settings, tmp_path, model_repo, rules_file(tmp_path, receiver.url))
+        settings = app_settings(
+            kafka_settings, topics.model_copy(update={"partitions": 1}), model_repo,
+            monitor=stack.monitor_settings, consumers=1,
+        )
+        settings = settings.model_copy(update={"alerting": stack.alerting.model_copy(
+            update={"rules_file": rules_file(tmp_path, receiver.url)})})
+        app = await started(settings)
+        try:
+            stack.topics = settings.topics
+            await stack.send_drifting_requests()
+            await receiver.until(lambda r: {f for f, s in statuses(r) if s == "firing"} >= set(SHIFTED), timeout_s=90)
+        finally:
+            await app.stop()
+    assert all(r.signature_valid for r in receiver.received)

@@ -80,3 +80,44 @@ def test_demo_with_drift_answers_every_request_and_shows_drift_on_exactly_the_sh
 def test_drift_report_without_any_says_how_to_get_one(tmp_path):
     result = streaminfer("drift", "report", cwd=tmp_path, timeout=60)
     assert_one_line_error(result, "no report", "--bootstrap")
+
+
+def test_alerts_check_with_a_missing_secret_names_the_variable_to_export(tmp_path):
+    rules = tmp_path / "rules.yml"
+    rules.write_text((Path(__file__).parents[2] / "infra" / "alerts" / "rules.yml").read_text())
+    env_free = {k: v for k, v in os.environ.items() if not k.startswith("STREAMINFER_")}
+    result = subprocess.run([*CLI, "alerts", "check", "--rules", str(rules)], capture_output=True, text=True,
+                            timeout=60, env={**env_free, "COLUMNS": "200"})
+    assert_one_line_error(result, "receiver 'ml-team'", "export STREAMINFER_ML_TEAM_SECRET=")
+
+
+def test_alerts_check_with_an_unreachable_receiver_says_to_start_it_or_fix_the_url(tmp_path):
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        f"receivers: [{{name: team, url: 'http://127.0.0.1:{free_port()}/hook', secret_env: T_SECRET}}]\n"
+        "route: {receiver: team}\nrules: [{name: Drift, signal: drift}]\n"
+    )
+    result = subprocess.run([*CLI, "alerts", "check", "--rules", str(rules)], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "T_SECRET": "x", "COLUMNS": "200"})
+    assert_one_line_error(result, "receiver 'team'", "does not accept connections", "fix the URL")
+
+
+def test_a_silence_set_from_the_cli_is_listed_until_it_is_expired(tansu):
+    topics = [f"STREAMINFER_ALERTING__TOPICS__{name}=t-{name.lower()}-{os.getpid()}-{free_port()}"
+              for name in ("SILENCES", "OUTBOX")]
+    env = {**os.environ, "COLUMNS": "200", **dict(t.split("=", 1) for t in topics)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, *args, "--bootstrap", tansu.bootstrap], capture_output=True, text=True,
+                              timeout=60, env=env)
+
+    made = cli("alerts", "silence", "--match", "feature=~mean.*", "--match", "model=breast-cancer",
+               "--duration", "2h", "--comment", "known shift")
+    assert made.returncode == 0, made.stderr
+    silence_id = made.stdout.split()[1]
+    listed = cli("alerts", "list")
+    assert silence_id in listed.stdout and "feature=~mean.*" in listed.stdout and "known shift" in listed.stdout
+    assert cli("alerts", "expire", silence_id).returncode == 0
+    assert silence_id not in cli("alerts", "list").stdout
+    bad = cli("alerts", "silence", "--match", "feature=~mean(", "--duration", "2h")
+    assert_one_line_error(bad, "bad regex")

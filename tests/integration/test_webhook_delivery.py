@@ -11,9 +11,9 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import jsonschema
 import pytest
@@ -74,28 +74,46 @@ def notification(receiver: str, n: int) -> Notification:
     labels = {"alertname": "PredictionDrift", "model": "breast-cancer", "severity": "page", "n": str(n)}
     annotations = {"summary": f"drift #{n} on mean radius"}
     alert = WebhookAlert(
-        status=FIRING, labels=labels, annotations=annotations, startsAt="2025-01-02T03:04:05.678Z",
-        endsAt=ZERO_TIME, generatorURL="http://streaminfer.local/rules#drift", fingerprint=f"{n:016x}",
+        status=FIRING,
+        labels=labels,
+        annotations=annotations,
+        startsAt="2025-01-02T03:04:05.678Z",
+        endsAt=ZERO_TIME,
+        generatorURL="http://streaminfer.local/rules#drift",
+        fingerprint=f"{n:016x}",
     )
     payload = WebhookPayload(
-        version="4", groupKey='{}:{alertname="PredictionDrift"}', truncatedAlerts=0, status=FIRING,
-        receiver=receiver, groupLabels={"alertname": "PredictionDrift"}, commonLabels=labels,
-        commonAnnotations=annotations, externalURL="http://streaminfer.local", alerts=[alert],
+        version="4",
+        groupKey='{}:{alertname="PredictionDrift"}',
+        truncatedAlerts=0,
+        status=FIRING,
+        receiver=receiver,
+        groupLabels={"alertname": "PredictionDrift"},
+        commonLabels=labels,
+        commonAnnotations=annotations,
+        externalURL="http://streaminfer.local",
+        alerts=[alert],
     )
     return Notification(
-        id=f"{receiver}-{n}-{uuid.uuid4().hex[:8]}", receiver=receiver, created_ms=int(time.time() * 1000),
+        id=f"{receiver}-{n}-{uuid.uuid4().hex[:8]}",
+        receiver=receiver,
+        created_ms=int(time.time() * 1000),
         payload=payload,
     )
 
 
-async def write(kafka: KafkaSettings, topic: str, items: list[Notification | tuple[bytes, bytes]]) -> list[Written]:
+async def write(
+    kafka: KafkaSettings, topic: str, items: list[Notification | tuple[bytes, bytes]]
+) -> list[Written]:
     """Notifications keyed by receiver, or raw ``(key, value)`` records; returns where each went."""
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=5)
     await producer.start()
     try:
         futures = []
         for item in items:
-            key, value = (item.receiver.encode(), encode_alerting(item)) if isinstance(item, Notification) else item
+            key, value = (
+                (item.receiver.encode(), encode_alerting(item)) if isinstance(item, Notification) else item
+            )
             futures.append(await producer.send(topic, value, key=key))
         placed = await asyncio.gather(*futures)
     finally:
@@ -108,7 +126,11 @@ async def write(kafka: KafkaSettings, topic: str, items: list[Notification | tup
 
 def receiver_config(name: str, receiver: WebhookReceiver, timeout_s: float = 2.0) -> ReceiverConfig:
     return ReceiverConfig(
-        name=name, url=receiver.url, secret=SecretStr(receiver.secret), timeout_s=timeout_s, max_backoff_s=0.5,
+        name=name,
+        url=receiver.url,
+        secret=SecretStr(receiver.secret),
+        timeout_s=timeout_s,
+        max_backoff_s=0.5,
         headers={"X-Team": "ml-platform"},
     )
 
@@ -120,7 +142,9 @@ def delivery(
     settings: DeliverySettings = FAST,
     metrics: DeliveryMetrics | None = None,
 ) -> WebhookDelivery:
-    return WebhookDelivery(kafka, topics.outbox, topics.deadletter, kafka.group_id, receivers, settings, metrics)
+    return WebhookDelivery(
+        kafka, topics.outbox, topics.deadletter, kafka.group_id, receivers, settings, metrics
+    )
 
 
 async def eventually(predicate: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
@@ -136,7 +160,9 @@ def counts(worker: WebhookDelivery, receiver: str) -> dict[str, int]:
 
 async def committed(kafka: KafkaSettings, topic: str) -> dict[int, int]:
     """The group's committed offset per partition of ``topic`` (0 where none)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=kafka.group_id, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap, group_id=kafka.group_id, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         count = (await partition_counts(kafka, [topic]))[topic]
@@ -152,8 +178,12 @@ def end_offsets(written: list[Written]) -> dict[int, int]:
     return ends
 
 
-async def read_dead_letters(kafka: KafkaSettings, topic: str, count: int, timeout_s: float = 20.0) -> list[DeliveryFailure]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
+async def read_dead_letters(
+    kafka: KafkaSettings, topic: str, count: int, timeout_s: float = 20.0
+) -> list[DeliveryFailure]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
+    )
     await consumer.start()
     try:
         partitions = (await partition_counts(kafka, [topic]))[topic]
@@ -162,7 +192,9 @@ async def read_dead_letters(kafka: KafkaSettings, topic: str, count: int, timeou
         failures: list[DeliveryFailure] = []
         deadline = time.monotonic() + timeout_s
         while len(failures) < count:
-            assert time.monotonic() < deadline, f"{len(failures)} of {count} dead letters within {timeout_s} s"
+            assert time.monotonic() < deadline, (
+                f"{len(failures)} of {count} dead letters within {timeout_s} s"
+            )
             batches = await consumer.getmany(timeout_ms=200)
             failures += [decode_delivery_failure(r.value) for records in batches.values() for r in records]
         return failures
@@ -179,7 +211,9 @@ async def test_every_notification_arrives_once_signed_with_its_key_and_an_alertm
     sent = [notification("ops", n) for n in range(8)]
     written = await write(kafka_settings, topics.outbox, sent)
     async with WebhookReceiver("s3cret") as receiver:
-        async with delivery(kafka_settings, topics, [receiver_config("ops", receiver)], metrics=DeliveryMetrics(registry)) as worker:
+        async with delivery(
+            kafka_settings, topics, [receiver_config("ops", receiver)], metrics=DeliveryMetrics(registry)
+        ) as worker:
             await receiver.until(lambda r: len(r.by_idempotency_key()) == len(sent))
             await eventually(lambda: counts(worker, "ops")["delivered"] == len(sent), "delivered counted")
             await asyncio.sleep(0.5)  # room for a wrong second attempt to show up
@@ -195,7 +229,12 @@ async def test_every_notification_arrives_once_signed_with_its_key_and_an_alertm
         assert got.body == encode_alerting(by_key[got.idempotency_key].payload)
         assert IDEMPOTENCY_HEADER.lower() in got.headers
     assert state == {"delivered": 8, "retried": 0, "dead_lettered": 0, "pending": 0}
-    assert registry.get_sample_value("streaminfer_alert_notifications_total", {"receiver": "ops", "outcome": "delivered"}) == 8
+    assert (
+        registry.get_sample_value(
+            "streaminfer_alert_notifications_total", {"receiver": "ops", "outcome": "delivered"}
+        )
+        == 8
+    )
     assert registry.get_sample_value("streaminfer_alert_delivery_seconds_count", {"receiver": "ops"}) == 8
     assert registry.get_sample_value("streaminfer_alert_outbox_pending", {"receiver": "ops"}) == 0
     assert await committed(kafka_settings, topics.outbox) == end_offsets(written) | {
@@ -249,7 +288,9 @@ async def test_notifications_written_while_the_receiver_is_down_arrive_once_in_o
     sent = before + during
     for name, receiver in (("ops", ops), ("oncall", oncall)):
         expected = [n.id for n in sent if n.receiver == name]
-        assert receiver.by_idempotency_key() == {key: 1 for key in expected}, f"{name} got a notification twice"
+        assert receiver.by_idempotency_key() == {key: 1 for key in expected}, (
+            f"{name} got a notification twice"
+        )
         assert receiver.keys_in_arrival_order() == expected, f"{name} got notifications out of order"
         assert all(r.signature_valid for r in receiver.received)
         # the first worker committed what it delivered, so the second one starts after it
@@ -276,7 +317,9 @@ async def test_a_receiver_answering_400_is_tried_once_and_the_refusal_goes_to_de
         assert failure.failed_ms > 0
     assert state == {"delivered": 0, "retried": 0, "dead_lettered": 3, "pending": 0}
     offsets = await committed(kafka_settings, topics.outbox)
-    assert {p: offsets[p] for p in end_offsets(written)} == end_offsets(written), "offsets move on past dead letters"
+    assert {p: offsets[p] for p in end_offsets(written)} == end_offsets(written), (
+        "offsets move on past dead letters"
+    )
 
 
 async def test_unconfigured_receivers_go_to_dead_letters_and_unreadable_records_are_skipped_without_blocking(
@@ -298,7 +341,12 @@ async def test_unconfigured_receivers_go_to_dead_letters_and_unreadable_records_
     assert [(f.notification, f.reason, f.attempts) for f in failures] == [(stranger, "unknown_receiver", 0)]
     assert state["receivers"]["nobody"]["dead_lettered"] == 1  # type: ignore[index]
     assert receiver.keys_in_arrival_order() == [sent[0].id, sent[3].id]  # type: ignore[union-attr]
-    assert registry.get_sample_value("streaminfer_alert_notifications_total", {"receiver": "", "outcome": "invalid_record"}) == 1
+    assert (
+        registry.get_sample_value(
+            "streaminfer_alert_notifications_total", {"receiver": "", "outcome": "invalid_record"}
+        )
+        == 1
+    )
     offsets = await committed(kafka_settings, topics.outbox)
     assert {p: offsets[p] for p in end_offsets(written)} == end_offsets(written)
 
@@ -313,10 +361,7 @@ async def test_a_receiver_slower_than_its_timeout_does_not_delay_another_receive
         worker = delivery(kafka_settings, topics, receivers)
         await worker.start()
         try:
-            started = time.monotonic()
             await healthy.until(lambda r: len(r.by_idempotency_key()) == 10, timeout_s=15)
-            # the group join is part of this; the healthy receiver never waited on the slow one
-            took = time.monotonic() - started
             await eventually(lambda: counts(worker, "slow")["retried"] >= 2, "slow receiver retried")
         finally:
             stop_started = time.monotonic()
@@ -325,7 +370,10 @@ async def test_a_receiver_slower_than_its_timeout_does_not_delay_another_receive
 
     assert healthy.keys_in_arrival_order() == [n.id for n in sent if n.receiver == "healthy"]
     assert all(r.status == 200 for r in healthy.received)
-    assert took < 10, f"healthy receiver took {took:.1f} s"
+    # from the first request the worker made (to either receiver) to the healthy one's last
+    first_request = min(r.arrived for r in slow.received + healthy.received)
+    took = max(r.arrived for r in healthy.received) - first_request
+    assert took < 2, f"the healthy receiver's notifications took {took:.1f} s after the first request"
     assert stop_took < 3, f"stop took {stop_took:.1f} s with a hanging receiver"
     # nothing of the slow receiver's is committed: each partition stops at its first slow record
     first_slow = {}
@@ -337,7 +385,9 @@ async def test_a_receiver_slower_than_its_timeout_does_not_delay_another_receive
     assert {p: offsets[p] for p in ends} == {p: first_slow.get(p, end) for p, end in ends.items()}
 
 
-async def test_a_dead_receivers_backlog_waits_in_kafka_and_is_delivered_in_order_when_it_returns(kafka_settings):
+async def test_a_dead_receivers_backlog_waits_in_kafka_and_is_delivered_in_order_when_it_returns(
+    kafka_settings,
+):
     topics = await fresh_topics(kafka_settings)
     settings = FAST.model_copy(update={"max_inflight_per_receiver": 3, "fetch_max_records": 2})
     sent = [notification("ops", n) for n in range(30)]

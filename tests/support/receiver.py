@@ -96,7 +96,7 @@ class WebhookReceiver:
         if runner is not None:
             await runner.cleanup()
 
-    async def __aenter__(self) -> "WebhookReceiver":
+    async def __aenter__(self) -> WebhookReceiver:
         await self.start()
         return self
 
@@ -122,7 +122,7 @@ class WebhookReceiver:
         """Each key once, at its first arrival."""
         return list(dict.fromkeys(r.idempotency_key for r in self.received if r.idempotency_key is not None))
 
-    async def until(self, predicate, timeout_s: float = 20.0) -> "WebhookReceiver":  # noqa: ANN001
+    async def until(self, predicate, timeout_s: float = 20.0) -> WebhookReceiver:
         """Wait until ``predicate(self)`` holds, re-checked on every arrival."""
         assert self._arrivals is not None, "start() the receiver first"
         async with self._arrivals:
@@ -142,7 +142,9 @@ class WebhookReceiver:
                 body=body,
                 json=parsed,
                 arrived=time.monotonic(),
-                signature_valid=hmac.compare_digest(_expected_signature(body, self.secret).encode(), signature.encode()),
+                signature_valid=hmac.compare_digest(
+                    _expected_signature(body, self.secret).encode(), signature.encode()
+                ),
                 status=self._status,
             )
         )

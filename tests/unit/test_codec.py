@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import schema_path
-from schemas.codec import Prediction, decode_request, encode, prediction_outputs, request_body, request_tensors
+from schemas.codec import (
+    Prediction,
+    decode_request,
+    encode,
+    prediction_outputs,
+    request_body,
+    request_tensors,
+)
 from schemas.deadletter import Reason, error_headers, original_headers, read_error_headers
 from schemas.errors import InvalidJson, SchemaViolation, WrongShapeOrDtype
 from schemas.signature import Signature, TensorSpec

@@ -8,9 +8,9 @@ import pickle
 import pytest
 
 from monitoring.detectors import Reference, SampleDrift
-from monitoring.watch import reference_frame
 from monitoring.settings import DetectorKind
 from monitoring.simulate import Shift, drifting_rows
+from monitoring.watch import reference_frame
 from schemas.monitoring import PREDICTION_FEATURE
 from streaminfer.demo_model import DEMO_MODEL
 

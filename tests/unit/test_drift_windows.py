@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monitoring.watch import reference_frame
 from monitoring.simulate import Shift, drifting_rows
+from monitoring.watch import reference_frame
 from monitoring.windows import WindowDrift
 from streaminfer.demo_model import DEMO_MODEL
 
