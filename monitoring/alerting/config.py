@@ -106,8 +106,9 @@ class RuleConfig(_Strict):
 
     all: list[str] = []
     any: list[str] = []
-    on: list[str] = []
-    """composite: labels the referenced rules' series must share (default: any series at all)."""
+    match_on: list[str] = []
+    """composite: labels the referenced rules' series must share (default: any series at all).
+    (Not `on`: YAML 1.1 reads a bare `on` key as the boolean true.)"""
 
     for_s: float = Field(0.0, ge=0)
     severity: str = "warning"

@@ -9,7 +9,7 @@ Four kinds of condition, each evaluated per series (the signal's labels, or thos
   between them) compared with ``value``;
 - absence: nothing seen for ``period_s``, for a series seen before, or for the rule as a whole
   when nothing matching has come since the engine started;
-- composite: ``all`` or ``any`` of other rules true, sharing the labels named in ``on``.
+- composite: ``all`` or ``any`` of other rules true, sharing the labels named in ``match_on``.
 
 A condition that holds becomes a pending alert, and a firing one once it has held for
 ``for_s``; when it stops holding, a firing alert resolves (a pending one just goes away). All of
@@ -115,7 +115,7 @@ def absence(rule: RuleConfig, store: SignalStore, now_ms: int, started_ms: int) 
 
 
 def composite(rule: RuleConfig, results: dict[str, Active]) -> Active:
-    projected = [{_project(key, rule.on) for key in results.get(name, {})} for name in rule.all or rule.any]
+    projected = [{_project(key, rule.match_on) for key in results.get(name, {})} for name in rule.all or rule.any]
     if rule.all:
         keys = set.intersection(*projected) if projected else set()
     else:

@@ -79,3 +79,13 @@ def test_a_threshold_rule_without_a_signal_says_what_signals_exist(tmp_path):
 def test_a_missing_file_says_to_pass_an_existing_one(tmp_path):
     with pytest.raises(AlertConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yml", {})
+
+
+def test_the_example_rules_file_loads(tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).parents[2] / "infra" / "alerts" / "rules.yml"
+    environ = {"STREAMINFER_ML_TEAM_SECRET": "a", "STREAMINFER_ONCALL_SECRET": "b"}
+    config, receivers = load_config(example, environ)
+    assert {r.name for r in receivers} == {"ml-team", "oncall"}
+    assert {r.kind.value for r in config.rules} == {"threshold", "trend", "absence", "composite"}

@@ -73,7 +73,7 @@ def test_composite_all_needs_every_rule_true_on_the_same_model():
     rules = [
         RuleConfig(name="Drift", signal="drift", reduce="count", op=">=", value=1),
         RuleConfig(name="LowAccuracy", signal="accuracy", op="<", value=0.8),
-        RuleConfig(name="DriftHurts", kind="composite", all=["Drift", "LowAccuracy"], on=["model"], severity="critical"),
+        RuleConfig(name="DriftHurts", kind="composite", all=["Drift", "LowAccuracy"], match_on=["model"], severity="critical"),
     ]
     engine = RuleEngine(rules, started_ms=0)
     engine.store.add(sample("drift", 0.5, 1, feature="a", detector="adwin", kind="sample"))
