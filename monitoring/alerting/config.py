@@ -30,6 +30,7 @@ the detector's statistic) and the ``metric`` of quality and health events (``acc
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from enum import Enum
@@ -68,8 +69,10 @@ class Reduce(str, Enum):
 OPS = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__, "==": float.__eq__, "!=": float.__ne__}
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_matcher(text: str) -> Matcher:
-    """``name=value``, ``name!=value``, ``name=~regex``, ``name!~regex``; the regex must compile."""
+    """``name=value``, ``name!=value``, ``name=~regex``, ``name!~regex``; the regex must compile.
+    Cached: rules and routes are matched on every evaluation, and their text never changes."""
     found = _MATCHER.match(text)
     if not found:
         raise ValueError(f"matcher {text!r} is not name=value, name!=value, name=~regex or name!~regex")

@@ -3,6 +3,7 @@ back, and the matchers that select them."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -40,10 +41,15 @@ def matches(matchers: list[Matcher], labels: dict[str, str]) -> bool:
     """Alertmanager's semantics: a missing label matches as the empty string."""
     for matcher in matchers:
         value = labels.get(matcher.name, "")
-        hit = re.fullmatch(matcher.value, value) is not None if matcher.is_regex else value == matcher.value
+        hit = _compiled(matcher.value).fullmatch(value) is not None if matcher.is_regex else value == matcher.value
         if hit != matcher.is_equal:
             return False
     return True
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 @dataclass

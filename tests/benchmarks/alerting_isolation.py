@@ -1,18 +1,20 @@
-"""Does a slow webhook receiver slow the pipeline down? Side by side, alternating, medians of 3.
+"""Does a slow webhook receiver slow the pipeline down? Side by side, rotating the order, medians.
 
-    python tests/benchmarks/alerting_isolation.py [REQUESTS]
+    PYTHONPATH=. python tests/benchmarks/alerting_isolation.py [REQUESTS] [ROUNDS]
 
 Each round sends REQUESTS demo requests to the running pipeline (two consumer actors, monitor
-off) and times them until every prediction is back, twice: once with nothing else running, and
-once while the alerting consumer and the webhook delivery run with a receiver that sleeps 30 s
-per request, fed a new drift alert every 50 ms (so notifications pile up behind it the whole
-time). Not part of the test suite: a figure for the closing notes, taken with nothing else
+off) and times them until every prediction is back, three times: with nothing else running;
+while the alerting consumer and the webhook delivery run, fed a new drift alert every 50 ms,
+with a receiver that answers at once; and the same with a receiver that sleeps 30 s per request
+(so notifications pile up behind it the whole time). The last two differ only in the receiver. Not part of the test suite: a figure for the closing notes, taken with nothing else
 running on the machine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -21,19 +23,17 @@ import time
 import uuid
 from pathlib import Path
 
-from monitoring.alerting.config import load_config
-from monitoring.alerting.receivers import DeliverySettings
-from monitoring.settings import AlertingSettings, AlertTopics, MonitorSettings, MonitorTopics
+import psutil
+
+from monitoring.settings import MonitorSettings
 from schemas.monitoring import DriftEvent, DriftKind, encode_event
 from streaminfer.app import start_app, start_ray
 from streaminfer.broker import EmbeddedBroker, free_port
 from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME, build_demo_model, demo_data
 from streaminfer.loadgen import demo_payloads, send_all
 from streaminfer.settings import AppSettings
-from streams.alerting import AlertingService
 from streams.clients import make_consumer, make_producer, start_client
 from streams.settings import KafkaSettings, TopicSettings
-from streams.webhooks import WebhookDelivery
 from tests.support.receiver import WebhookReceiver
 from workers.repository import ModelRepository
 from workers.settings import RaySettings
@@ -63,7 +63,8 @@ async def time_requests(settings: AppSettings, count: int) -> float:
     return elapsed
 
 
-async def drift_forever(kafka: KafkaSettings, topic: str, stop: asyncio.Event) -> None:
+async def drift_forever(kafka: KafkaSettings, topic: str, stop: asyncio.Event) -> int:
+    """A drift event on a new feature every 50 ms (so a new alert each time); returns how many."""
     producer = make_producer(kafka)
     await start_client(producer, kafka.bootstrap)
     n = 0
@@ -76,51 +77,66 @@ async def drift_forever(kafka: KafkaSettings, topic: str, stop: asyncio.Event) -
         n += 1
         await asyncio.sleep(0.05)
     await producer.stop()
+    return n
 
 
-class SlowAlerting:
-    def __init__(self, kafka: KafkaSettings, scratch: Path) -> None:
+class AlertingBeside:
+    """`streaminfer alerts run` in a process of its own, as deployed, a receiver here (its 30 s
+    sleeps cost nothing), and a feeder writing a drift event every 50 ms."""
+
+    def __init__(self, kafka: KafkaSettings, scratch: Path, receiver_delay_s: float) -> None:
         suffix = uuid.uuid4().hex[:6]
         self.kafka = kafka
-        self.monitor_topics = MonitorTopics(labels=f"lb-{suffix}", drift=f"dr-{suffix}", metrics=f"mt-{suffix}")
-        self.settings = AlertingSettings(
-            group_id=f"al-{suffix}", delivery_group_id=f"dv-{suffix}", checkpoint_dir=scratch / f"al-{suffix}",
-            topics=AlertTopics(silences=f"si-{suffix}", outbox=f"ob-{suffix}", deadletter=f"adl-{suffix}"),
-        )
+        self.drift_topic = f"dr-{suffix}"
+        self.env = {
+            "STREAMINFER_MONITOR__TOPICS__DRIFT": self.drift_topic,
+            "STREAMINFER_MONITOR__TOPICS__METRICS": f"mt-{suffix}",
+            "STREAMINFER_ALERTING__TOPICS__SILENCES": f"si-{suffix}",
+            "STREAMINFER_ALERTING__TOPICS__OUTBOX": f"ob-{suffix}",
+            "STREAMINFER_ALERTING__TOPICS__DEADLETTER": f"adl-{suffix}",
+            "STREAMINFER_ALERTING__GROUP_ID": f"al-{suffix}",
+            "STREAMINFER_ALERTING__DELIVERY_GROUP_ID": f"dv-{suffix}",
+            "STREAMINFER_ALERTING__CHECKPOINT_DIR": str(scratch / f"al-{suffix}"),
+            "BENCH_SECRET": SECRET,
+        }
         self.scratch = scratch
         self.receiver = WebhookReceiver(SECRET)
+        self.receiver_delay_s = receiver_delay_s
+        self.notifications = 0
 
-    async def __aenter__(self) -> "SlowAlerting":
+    async def __aenter__(self) -> "AlertingBeside":
         await self.receiver.start()
-        self.receiver.delay(30)
-        rules = self.scratch / "rules.yml"
+        self.receiver.delay(self.receiver_delay_s)
+        rules = self.scratch / f"rules-{uuid.uuid4().hex[:6]}.yml"
         rules.write_text(textwrap.dedent(f"""
             receivers: [{{name: slow, url: "{self.receiver.url}", secret_env: BENCH_SECRET, timeout_s: 60}}]
             route: {{receiver: slow, group_by: [alertname, feature], group_wait_s: 0, group_interval_s: 1}}
             evaluation_interval_s: 0.25
             rules: [{{name: Drift, signal: drift, reduce: count, window_s: 60, op: ">=", value: 1}}]
         """))
-        config, receivers = load_config(rules, {"BENCH_SECRET": SECRET})
-        self.service = AlertingService(self.kafka, config, self.monitor_topics, self.settings)
-        self.delivery = WebhookDelivery(self.kafka, self.settings.topics.outbox, self.settings.topics.deadletter,
-                                        self.settings.delivery_group_id, receivers, DeliverySettings())
-        await self.service.start()
-        await self.delivery.start()
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "streaminfer.cli", "alerts", "run", "--rules", str(rules),
+            "--bootstrap", self.kafka.bootstrap, env={**os.environ, **self.env},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )
+        line = await asyncio.wait_for(self.process.stdout.readline(), 60)  # "alerting: ..." once it runs
+        assert line.startswith(b"alerting:"), line
         self.stop = asyncio.Event()
-        self.feeder = asyncio.create_task(drift_forever(self.kafka, self.monitor_topics.drift, self.stop))
+        self.feeder = asyncio.create_task(drift_forever(self.kafka, self.drift_topic, self.stop))
         await asyncio.sleep(2)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop.set()
-        await self.feeder
-        self.notifications = self.service.state.notifications
-        await self.service.stop()
-        await asyncio.wait_for(self.delivery.stop(), 60)
+        self.notifications = await self.feeder
+        times = psutil.Process(self.process.pid).cpu_times()
+        self.cpu_s = times.user + times.system
+        self.process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(self.process.wait(), 60)
         await self.receiver.stop()
 
 
-async def main(bootstrap: str, count: int) -> None:
+async def main(bootstrap: str, count: int, rounds: int) -> None:
     scratch = Path(tempfile.mkdtemp())
     repository = ModelRepository(scratch / "models")
     build_demo_model(repository)
@@ -136,23 +152,33 @@ async def main(bootstrap: str, count: int) -> None:
     app = await start_app(settings)
     try:
         await time_requests(settings, count)  # warm-up
-        alone, beside = [], []
-        for _ in range(3):
-            alone.append(await time_requests(settings, count))
-            async with SlowAlerting(settings.kafka, scratch) as slow:
-                beside.append(await time_requests(settings, count))
-            pending = slow.notifications - len(slow.receiver.received)
-            print(f"round: alone {count / alone[-1]:,.0f}/s, beside a 30 s receiver {count / beside[-1]:,.0f}/s "
-                  f"({slow.notifications} notifications, {pending} still waiting for the receiver)", flush=True)
+        runs: dict[str, list[float]] = {"alone": [], "fast": [], "slow": []}
+        arms = ["alone", "fast", "slow"]
+        for round_ in range(rounds):
+            order = arms[round_ % 3:] + arms[:round_ % 3]  # each arm first, second and third in turn
+            notes = []
+            for arm in order:
+                if arm == "alone":
+                    runs[arm].append(await time_requests(settings, count))
+                    continue
+                async with AlertingBeside(settings.kafka, scratch, 30.0 if arm == "slow" else 0.0) as beside:
+                    runs[arm].append(await time_requests(settings, count))
+                notes.append(f"{arm}: {beside.notifications} alerts, {len(beside.receiver.received)} received, "
+                             f"alerting process {beside.cpu_s:.1f} CPU s")
+            print("round " + ", ".join(f"{arm} {count / runs[arm][-1]:,.0f}/s" for arm in order)
+                  + f" ({'; '.join(notes)})", flush=True)
     finally:
         await app.stop()
-    a, b = count / statistics.median(alone), count / statistics.median(beside)
-    print(f"median: alone {a:,.0f} req/s, beside a slow receiver {b:,.0f} req/s, ratio {b / a:.2f}")
+    a, f, s = (count / statistics.median(runs[arm]) for arm in ("alone", "fast", "slow"))
+    print(f"median req/s: alone {a:,.0f}, alerting + fast receiver {f:,.0f}, alerting + 30 s receiver {s:,.0f}; "
+          f"slow/fast {s / f:.2f}, slow/alone {s / a:.2f}")
 
 
 if __name__ == "__main__":
     broker = EmbeddedBroker().start()
     try:
-        asyncio.run(main(broker.bootstrap, int(sys.argv[1]) if len(sys.argv) > 1 else 20_000))
+        count = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+        rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 6
+        asyncio.run(main(broker.bootstrap, count, rounds))
     finally:
         broker.stop()
