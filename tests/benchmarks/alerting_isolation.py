@@ -63,8 +63,10 @@ async def time_requests(settings: AppSettings, count: int) -> float:
     return elapsed
 
 
-async def drift_forever(kafka: KafkaSettings, topic: str, stop: asyncio.Event) -> int:
-    """A drift event on a new feature every 50 ms (so a new alert each time); returns how many."""
+async def drift_forever(kafka: KafkaSettings, topic: str, stop: asyncio.Event, every_s: float,
+                        sent_at: dict[str, float]) -> int:
+    """A drift event on a new feature every ``every_s`` (so a new alert each time); records when
+    each was sent and returns how many."""
     producer = make_producer(kafka)
     await start_client(producer, kafka.bootstrap)
     n = 0
@@ -73,9 +75,10 @@ async def drift_forever(kafka: KafkaSettings, topic: str, stop: asyncio.Event) -
         event = DriftEvent(model=DEMO_MODEL, version="1.0.0", feature=f"f{n}", detector="adwin",
                            kind=DriftKind.SAMPLE, statistic=1.0, threshold=0.002, window_start_ms=now,
                            window_end_ms=now, samples=n, detected_at_ms=now)
-        await producer.send(topic, encode_event(event), key=DEMO_MODEL.encode())
+        await (await producer.send(topic, encode_event(event), key=DEMO_MODEL.encode()))
+        sent_at[event.feature] = now / 1000
         n += 1
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(every_s)
     await producer.stop()
     return n
 
@@ -84,7 +87,8 @@ class AlertingBeside:
     """`streaminfer alerts run` in a process of its own, as deployed, a receiver here (its 30 s
     sleeps cost nothing), and a feeder writing a drift event every 50 ms."""
 
-    def __init__(self, kafka: KafkaSettings, scratch: Path, receiver_delay_s: float) -> None:
+    def __init__(self, kafka: KafkaSettings, scratch: Path, receiver_delay_s: float, feed_every_s: float = 0.05,
+                 evaluation_interval_s: float = 0.25, max_backoff_s: float = 60.0) -> None:
         suffix = uuid.uuid4().hex[:6]
         self.kafka = kafka
         self.drift_topic = f"dr-{suffix}"
@@ -102,6 +106,10 @@ class AlertingBeside:
         self.scratch = scratch
         self.receiver = WebhookReceiver(SECRET)
         self.receiver_delay_s = receiver_delay_s
+        self.feed_every_s = feed_every_s
+        self.evaluation_interval_s = evaluation_interval_s
+        self.max_backoff_s = max_backoff_s
+        self.sent_at: dict[str, float] = {}
         self.notifications = 0
 
     async def __aenter__(self) -> "AlertingBeside":
@@ -109,9 +117,10 @@ class AlertingBeside:
         self.receiver.delay(self.receiver_delay_s)
         rules = self.scratch / f"rules-{uuid.uuid4().hex[:6]}.yml"
         rules.write_text(textwrap.dedent(f"""
-            receivers: [{{name: slow, url: "{self.receiver.url}", secret_env: BENCH_SECRET, timeout_s: 60}}]
+            receivers: [{{name: slow, url: "{self.receiver.url}", secret_env: BENCH_SECRET, timeout_s: 60,
+                          max_backoff_s: {self.max_backoff_s}}}]
             route: {{receiver: slow, group_by: [alertname, feature], group_wait_s: 0, group_interval_s: 1}}
-            evaluation_interval_s: 0.25
+            evaluation_interval_s: {self.evaluation_interval_s}
             rules: [{{name: Drift, signal: drift, reduce: count, window_s: 60, op: ">=", value: 1}}]
         """))
         self.process = await asyncio.create_subprocess_exec(
@@ -122,7 +131,9 @@ class AlertingBeside:
         line = await asyncio.wait_for(self.process.stdout.readline(), 60)  # "alerting: ..." once it runs
         assert line.startswith(b"alerting:"), line
         self.stop = asyncio.Event()
-        self.feeder = asyncio.create_task(drift_forever(self.kafka, self.drift_topic, self.stop))
+        self.feeder = asyncio.create_task(
+            drift_forever(self.kafka, self.drift_topic, self.stop, self.feed_every_s, self.sent_at)
+        )
         await asyncio.sleep(2)
         return self
 
