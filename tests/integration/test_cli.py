@@ -61,7 +61,8 @@ def test_produce_to_an_unreachable_broker_fails_in_one_line():
 
 def test_demo_with_drift_answers_every_request_and_shows_drift_on_exactly_the_shifted_features(tmp_path):
     result = streaminfer(
-        "demo", "--drift", "--requests", "1200", "--model-repo", str(tmp_path / "models"), timeout=400, cwd=tmp_path
+        "demo", "--drift", "--requests", "1200", "--timeout", "200", "--model-repo", str(tmp_path / "models"),
+        timeout=400, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary, drift = result.stdout.strip().splitlines()[-2:]
