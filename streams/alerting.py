@@ -133,11 +133,8 @@ class AlertingService:
         if saved.source != self._state.source:
             log.warning("alerting checkpoint is for %s, not %s: starting fresh", saved.source, self._state.source)
             return
-        names = {rule.name for rule in self._config.rules}
         engine = self._state.engine
-        engine.store = saved.engine.store
-        engine.started_ms = saved.engine.started_ms
-        engine._states = {key: s for key, s in saved.engine._states.items() if key[0] in names}
+        engine.adopt(saved.engine)
         saved.dispatcher.tree = self._config.route
         saved.dispatcher.external_url = self._config.external_url
         self._state = AlertingState(engine, saved.dispatcher, saved.silences, saved.offsets, saved.notifications, saved.source)

@@ -144,6 +144,14 @@ class RuleEngine:
         horizon = max([r.window_s for r in self.rules] + [r.period_s for r in self.rules] + [60.0])
         self.store = SignalStore(int(horizon * 1000))
 
+    def adopt(self, saved: RuleEngine) -> None:
+        """Carry a checkpointed engine's series and alert states over to this one's rules: the
+        rules file may have changed between runs; states of rules no longer in it are dropped."""
+        names = {rule.name for rule in self.rules}
+        self.store = saved.store
+        self.started_ms = saved.started_ms
+        self._states = {key: state for key, state in saved._states.items() if key[0] in names}
+
     def evaluate(self, now_ms: int) -> tuple[list[Alert], list[Alert]]:
         """Alerts firing now, and alerts that resolved on this evaluation."""
         self.store.prune(now_ms)

@@ -92,3 +92,19 @@ def test_annotations_fill_in_labels_and_the_value():
     engine.store.add(sample("accuracy", 0.5, 0))
     (alert,), _ = engine.evaluate(0)
     assert alert.annotations["summary"] == "m accuracy is 0.5 ({unknown})"
+
+
+def test_an_engine_restored_from_a_checkpoint_keeps_firing_alerts_firing_and_drops_removed_rules():
+    import pickle
+
+    low = RuleConfig(name="LowAccuracy", signal="accuracy", op="<", value=0.8, for_s=30)
+    gone = RuleConfig(name="Gone", signal="accuracy", op="<", value=0.9)
+    before = RuleEngine([low, gone], started_ms=0)
+    before.store.add(sample("accuracy", 0.7, 0))
+    before.evaluate(0)
+    before.evaluate(30_000)
+    restored = RuleEngine([low], started_ms=40_000)
+    restored.adopt(pickle.loads(pickle.dumps(before)))
+    firing, resolved = restored.evaluate(31_000)
+    assert [(a.labels["alertname"], a.starts_ms) for a in firing] == [("LowAccuracy", 30_000)]
+    assert resolved == []  # "Gone" is not resolved: it no longer exists, and nobody is told twice
