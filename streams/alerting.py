@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass, field
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 
 from monitoring.alerting.config import AlertingConfig
 from monitoring.alerting.dispatch import Dispatcher
@@ -33,14 +33,14 @@ from monitoring.checkpoint import load_checkpoint, save_checkpoint
 from monitoring.settings import AlertingSettings, MonitorTopics
 from schemas.alerts import Notification, Silence, decode_silence, encode_alerting
 from schemas.monitoring import decode_drift_event, decode_metric_event
-from streams.clients import (
-    ensure_topic_names,
-    make_consumer,
-    make_producer,
-    partition_counts,
-    start_client,
-)
+from streams.clients import ensure_topic_names
 from streams.settings import KafkaSettings
+from streams.single_reader import (
+    assign_all,
+    commit_for_lag_tools,
+    open_clients,
+    stop_task_and_clients,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,22 +98,14 @@ class AlertingService:
         # backlog does not pause the delivery of another's
         partitions = max(4, len(self._config.receivers))
         await ensure_topic_names(self._kafka, [self._settings.topics.outbox], partitions, 1)
-        self._producer = make_producer(self._kafka)
-        await start_client(self._producer, self._kafka.bootstrap)
-        self._consumer = make_consumer(self._kafka, group_id=self._settings.group_id)
-        await start_client(self._consumer, self._kafka.bootstrap)
-        await self._assign()
+        self._producer, self._consumer = await open_clients(self._kafka, self._settings.group_id)
+        await assign_all(self._consumer, self._kafka, self._inputs(), self._state.offsets, group_fallback=False)
         self._task = asyncio.create_task(self._run(), name="alerting")
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        for client in (self._consumer, self._producer):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+        await stop_task_and_clients(self._task, self._consumer, self._producer)
+        self._task = None
         self._consumer = self._producer = None
 
     async def wait(self) -> None:
@@ -139,18 +131,6 @@ class AlertingService:
         saved.dispatcher.external_url = self._config.external_url
         self._state = AlertingState(engine, saved.dispatcher, saved.silences, saved.offsets, saved.notifications, saved.source)
         self.restored = True
-
-    async def _assign(self) -> None:
-        assert self._consumer is not None
-        counts = await partition_counts(self._kafka, self._inputs())
-        partitions = [TopicPartition(t, p) for t in self._inputs() for p in range(counts[t])]
-        self._consumer.assign(partitions)
-        for tp in partitions:
-            offset = self._state.offsets.get((tp.topic, tp.partition))
-            if offset is None:
-                await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, offset)
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -211,11 +191,7 @@ class AlertingService:
     async def _checkpoint(self) -> None:
         save_checkpoint(self._settings.checkpoint_dir, self._state)
         self._last_checkpoint = time.monotonic()
-        if self._consumer is None or not self._state.offsets:
-            return
-        offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "") for (t, p), o in self._state.offsets.items()}
-        with contextlib.suppress(Exception):  # lag reporting only; the checkpoint is the truth
-            await self._consumer.commit(offsets)
+        await commit_for_lag_tools(self._consumer, self._state.offsets)
 
     def describe(self) -> dict[str, object]:
         return {

@@ -23,13 +23,12 @@ unknown models) are counted under ``stream="skipped"``, never raised.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from aiokafka.structs import ConsumerRecord
 
 from monitoring.checkpoint import load_checkpoint, save_checkpoint
 from monitoring.labels import LabelJoin, predicted_rows, prediction_scores
@@ -41,14 +40,14 @@ from schemas.codec import decode_prediction, decode_request, request_tensors
 from schemas.errors import StreamInferError
 from schemas.headers import parse_request_headers
 from schemas.monitoring import DriftEvent, MetricEvent, decode_label, encode_event
-from streams.clients import (
-    ensure_topic_names,
-    make_consumer,
-    make_producer,
-    partition_counts,
-    start_client,
-)
+from streams.clients import ensure_topic_names
 from streams.settings import KafkaSettings, TopicSettings
+from streams.single_reader import (
+    assign_all,
+    commit_for_lag_tools,
+    open_clients,
+    stop_task_and_clients,
+)
 from workers.repository import ModelRepository
 
 log = logging.getLogger(__name__)
@@ -105,23 +104,15 @@ class Monitor:
         watched = [self._topics.requests, self._topics.predictions, self._settings.topics.labels]
         emitted = [self._settings.topics.drift, self._settings.topics.metrics]
         await ensure_topic_names(self._kafka, watched + emitted, self._topics.partitions, self._topics.replication_factor)
-        self._producer = make_producer(self._kafka)
-        await start_client(self._producer, self._kafka.bootstrap)
-        self._consumer = make_consumer(self._kafka, group_id=self._settings.group_id)
-        await start_client(self._consumer, self._kafka.bootstrap)
-        await self._assign(watched)
+        self._producer, self._consumer = await open_clients(self._kafka, self._settings.group_id)
+        await assign_all(self._consumer, self._kafka, watched, self._state.offsets, group_fallback=True)
         self._task = asyncio.create_task(self._run(), name="monitor")
 
     async def stop(self) -> None:
         """Finish the batch in hand, checkpoint it, and close the clients. Safe to call twice."""
         self._stopping.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        for client in (self._consumer, self._producer):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+        await stop_task_and_clients(self._task, self._consumer, self._producer)
+        self._task = None
         self._consumer = self._producer = None
 
     async def wait(self) -> None:
@@ -152,20 +143,6 @@ class Monitor:
         self._state = saved
         self.restored = True
         log.info("monitor resumes from its checkpoint at %d partitions' offsets", len(saved.offsets))
-
-    async def _assign(self, topics: list[str]) -> None:
-        assert self._consumer is not None
-        counts = await partition_counts(self._kafka, topics)
-        partitions = [TopicPartition(topic, p) for topic in topics for p in range(counts[topic])]
-        self._consumer.assign(partitions)
-        for tp in partitions:
-            offset = self._state.offsets.get((tp.topic, tp.partition))
-            if offset is None:
-                offset = await self._consumer.committed(tp)
-            if offset is None:
-                await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, offset)
 
     # the loop --------------------------------------------------------------------------------
 
@@ -333,12 +310,7 @@ class Monitor:
         await self._producer.flush()
         save_checkpoint(self._settings.checkpoint_dir, self._state)
         self._last_checkpoint = time.monotonic()
-        offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "") for (t, p), o in self._state.offsets.items()}
-        if offsets:
-            try:
-                await self._consumer.commit(offsets)
-            except Exception as exc:  # noqa: BLE001 - lag reporting only; the checkpoint is the truth
-                log.debug("monitor could not commit offsets to its group: %s", exc)
+        await commit_for_lag_tools(self._consumer, self._state.offsets)
 
     def describe(self) -> dict[str, object]:
         join = self._state.join
