@@ -31,14 +31,19 @@ def seeded_stream(n: int = 3000, seed: int = 4):
     return truth, p1, delay, lost, ts, events
 
 
-def test_join_gives_the_offline_figures_on_the_pairs_within_the_ttl():
-    truth, p1, delay, lost, ts, events = seeded_stream()
+def replay(events, truth, p1) -> LabelJoin:
     join = LabelJoin(TTL_MS)
     for at, side, i in events:
         if side == "p":
             join.add_prediction(f"r{i}", rows(float(p1[i]), at))
         else:
             join.add_label(f"r{i}", [int(truth[i])], at)
+    return join
+
+
+def test_join_gives_the_offline_figures_on_the_pairs_within_the_ttl():
+    truth, p1, delay, lost, ts, events = seeded_stream()
+    join = replay(events, truth, p1)
     in_time = (~lost) & (delay <= TTL_MS)
     figures = join.quality[("m", "1")].values()
     assert join.quality[("m", "1")].joined == int(in_time.sum())
@@ -49,12 +54,7 @@ def test_join_gives_the_offline_figures_on_the_pairs_within_the_ttl():
 
 def test_late_and_missing_labels_are_counted_not_dropped_silently():
     truth, p1, delay, lost, ts, events = seeded_stream()
-    join = LabelJoin(TTL_MS)
-    for at, side, i in events:
-        if side == "p":
-            join.add_prediction(f"r{i}", rows(float(p1[i]), at))
-        else:
-            join.add_label(f"r{i}", [int(truth[i])], at)
+    join = replay(events, truth, p1)
     late = (~lost) & (delay > TTL_MS) & (delay <= 2 * TTL_MS)
     too_late = (~lost) & (delay > 2 * TTL_MS)  # the expired prediction's id is forgotten by then
     assert join.outcome_count("m", "1", "late") == int(late.sum())
