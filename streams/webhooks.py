@@ -39,6 +39,7 @@ committing what has not ended (``wait()`` re-raises the error).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import random
@@ -387,10 +388,8 @@ class ReceiverLane:
         delay = backoff_s(
             attempts, self._settings.initial_backoff_s, self.receiver.max_backoff_s, attempt.retry_after_s
         )
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):  # the wait is over; closing ends it early
             await asyncio.wait_for(self._closing.wait(), delay)
-        except asyncio.TimeoutError:
-            pass
 
 
 # the worker ------------------------------------------------------------------------------------
@@ -608,10 +607,8 @@ class WebhookDelivery:
         assert self._stopping is not None
         interval = self._settings.commit_interval_ms / 1000
         while not self._stopping.is_set():
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):  # an interval passed, or stop was asked
                 await asyncio.wait_for(self._stopping.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
             await self._commit()
             self._export_pending()
 
