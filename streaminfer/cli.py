@@ -3,37 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import Progress
 
-from schemas.errors import StreamInferError
+from streaminfer.cli_alerts import alerts_app
+from streaminfer.cli_common import (
+    BootstrapOpt,
+    RepoOpt,
+    console,
+    err_console,
+    friendly_errors,
+    load_settings,
+    until_signal_or,
+)
+from streaminfer.cli_monitoring import drift_app, monitor_command
 from streaminfer.settings import AppSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming inference on Kafka with Ray and ONNX Runtime.")
 models_app = typer.Typer(no_args_is_help=True, help="The model repository.")
 app.add_typer(models_app, name="models")
-drift_app = typer.Typer(no_args_is_help=True, help="Drift reports.")
-app.add_typer(drift_app, name="drift")
-alerts_app = typer.Typer(no_args_is_help=True, help="Alert rules, silences and webhook delivery.")
-app.add_typer(alerts_app, name="alerts")
-RulesOpt = typer.Option(..., "--rules", "-r", help="Alerting rules file (YAML; see infra/alerts/rules.yml).")
-
-console = Console()
-err_console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-BootstrapOpt = typer.Option(None, "--bootstrap", "-b", help="Kafka bootstrap HOST:PORT (default: settings).")
-RepoOpt = typer.Option(None, "--model-repo", help="Model repository root (default: ./models).")
-
-
 @app.callback()
 def configure_logging(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show client library logs.")) -> None:
     """Client libraries log connection failures that we report ourselves, in one line; keep
@@ -42,40 +35,6 @@ def configure_logging(verbose: bool = typer.Option(False, "--verbose", "-v", hel
     if not verbose:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
-
-def friendly_errors(command: F) -> F:
-    """Our errors become one line on stderr and exit code 2; Ctrl-C exits 130 without a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except StreamInferError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def load_settings(
-    bootstrap: str | None = None,
-    model_repo: Path | None = None,
-    **nested: dict[str, Any],
-) -> AppSettings:
-    """Environment first, then the flags given on the command line (flags win)."""
-    settings = AppSettings()
-    update: dict[str, Any] = {}
-    if model_repo is not None:
-        update["model_repository"] = model_repo
-    if bootstrap is not None:
-        nested.setdefault("kafka", {})["bootstrap"] = bootstrap
-    for section, values in nested.items():
-        values = {k: v for k, v in values.items() if v is not None}
-        if values:
-            update[section] = getattr(settings, section).model_copy(update=values)
-    return settings.model_copy(update=update)
 
 
 @app.command()
@@ -146,208 +105,8 @@ async def _run_until_signal(settings: AppSettings) -> None:
     console.print(f"serving {', '.join(settings.served_model_names())} with actors "
                   f"{', '.join(str(a['label']) for a in running.actors)}")
     console.print(f"consuming {settings.topics.requests} on {settings.kafka.bootstrap} (Ctrl-C to stop)")
-    await _until_signal_or(running.wait(), running.stop)
+    await until_signal_or(running.wait(), running.stop)
 
-
-async def _until_signal_or(work: Any, cleanup: Callable[[], Any]) -> None:
-    """Await ``work`` until it ends or SIGINT/SIGTERM arrives, then ``cleanup``; raises what ended it."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    waiter = asyncio.create_task(work)
-    stopper = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if waiter.done():
-            waiter.result()
-    finally:
-        stopper.cancel()
-        waiter.cancel()
-        await cleanup()
-
-
-@app.command("monitor")
-@friendly_errors
-def monitor_command(
-    bootstrap: Optional[str] = BootstrapOpt,
-    model_repo: Optional[Path] = RepoOpt,
-    model: str = typer.Option(None, "--model", "-m", help="Model of requests without a model-name header."),
-    metrics_port: Optional[int] = typer.Option(None, help="Prometheus endpoint port (0: any free port)."),
-) -> None:
-    """Run only the monitor (drift and online accuracy) in this process, until interrupted: for
-    deployments that run it apart from `streaminfer run --no-monitor`."""
-    settings = load_settings(bootstrap, model_repo, metrics={"port": metrics_port}, pipeline={"default_model": model})
-    asyncio.run(_monitor_until_signal(settings))
-
-
-async def _monitor_until_signal(settings: AppSettings) -> None:
-    from prometheus_client import CollectorRegistry
-
-    from monitoring.endpoint import stop_serving
-    from monitoring.metrics import MonitorMetrics
-    from streaminfer.app import _serve_metrics
-    from streams.clients import check_reachable
-    from streams.monitor import Monitor
-    from workers.repository import ModelRepository
-
-    await check_reachable(settings.kafka.bootstrap)
-    registry = CollectorRegistry()
-    server, url = _serve_metrics(settings, registry)
-    monitor = Monitor(
-        settings.kafka, settings.topics, settings.monitor, ModelRepository(settings.model_repository),
-        settings.pipeline.default_model, MonitorMetrics(registry),
-    )
-    await monitor.start()
-    console.print(f"metrics:  {url or 'off'}")
-    console.print(f"watching {settings.topics.requests}, {settings.topics.predictions} and "
-                  f"{settings.monitor.topics.labels}; events to {settings.monitor.topics.drift} and "
-                  f"{settings.monitor.topics.metrics}; reports in {settings.monitor.reports_dir} (Ctrl-C to stop)")
-
-    async def cleanup() -> None:
-        await monitor.stop()
-        stop_serving(server)
-
-    await _until_signal_or(monitor.wait(), cleanup)
-
-
-@alerts_app.command("check")
-@friendly_errors
-def alerts_check(
-    rules: Path = RulesOpt,
-    check_receivers: bool = typer.Option(True, help="Also check that every receiver accepts connections."),
-) -> None:
-    """Validate a rules file (and reach its receivers) without starting anything."""
-    from monitoring.alerting.config import load_config
-    from streams.alerting import check_receivers as reach
-
-    config, receivers = load_config(rules)
-    if check_receivers:
-        asyncio.run(reach(receivers))
-    console.print(f"{rules}: {len(config.rules)} rules, receivers {', '.join(r.name for r in receivers)}: ok")
-
-
-@alerts_app.command("run")
-@friendly_errors
-def alerts_run(
-    rules: Path = RulesOpt,
-    bootstrap: Optional[str] = BootstrapOpt,
-    check_receivers: bool = typer.Option(True, help="Refuse to start if a receiver does not accept connections."),
-) -> None:
-    """Evaluate the rules on the monitoring topics and deliver notifications to the webhooks,
-    until interrupted. Runs apart from the pipeline: a slow receiver never slows predictions."""
-    settings = load_settings(bootstrap, alerting={"rules_file": rules, "check_receivers": check_receivers})
-    asyncio.run(_alerts_until_signal(settings))
-
-
-async def _alerts_until_signal(settings: AppSettings) -> None:
-    from streaminfer.alerting import start_alerting
-    from streams.clients import check_reachable
-
-    await check_reachable(settings.kafka.bootstrap)
-    running = await start_alerting(settings)
-    console.print(f"alerting: {len(running.config.rules)} rules on {settings.monitor.topics.drift} and "
-                  f"{settings.monitor.topics.metrics}; outbox {settings.alerting.topics.outbox}; receivers "
-                  f"{', '.join(r.name for r in running.receivers)} (Ctrl-C to stop)")
-    await _until_signal_or(running.wait(), running.stop)
-
-
-@alerts_app.command("silence")
-@friendly_errors
-def alerts_silence(
-    match: list[str] = typer.Option(..., "--match", "-m", help="Label matcher: name=value, name!=value, name=~regex, name!~regex (repeat)."),
-    duration: str = typer.Option("1h", help="How long: 30m, 2h, 1d."),
-    comment: str = typer.Option("", help="Why."),
-    author: str = typer.Option("", "--by", help="Who (default: $USER)."),
-    bootstrap: Optional[str] = BootstrapOpt,
-) -> None:
-    """Mute alerts whose labels match, until the silence expires."""
-    from streaminfer.alerting import add_silence
-
-    settings = load_settings(bootstrap)
-    silence = asyncio.run(add_silence(settings, match, duration, comment, author))
-    console.print(f"silence {silence.id} until {_when(silence.ends_ms)} for {', '.join(match)}")
-
-
-@alerts_app.command("expire")
-@friendly_errors
-def alerts_expire(silence_id: str = typer.Argument(..., help="Silence id from `alerts list`."),
-                  bootstrap: Optional[str] = BootstrapOpt) -> None:
-    """End a silence now."""
-    from streaminfer.alerting import expire_silence
-
-    asyncio.run(expire_silence(load_settings(bootstrap), silence_id))
-    console.print(f"silence {silence_id} expired")
-
-
-@alerts_app.command("list")
-@friendly_errors
-def alerts_list(bootstrap: Optional[str] = BootstrapOpt) -> None:
-    """Alerts as last notified (firing or resolved) and the active silences."""
-    from rich.table import Table
-
-    from streaminfer.alerting import current_alerts
-
-    alerts, silences = asyncio.run(current_alerts(load_settings(bootstrap)))
-    table = Table(title="alerts (as last notified)")
-    for column in ("status", "alertname", "labels", "since", "receiver"):
-        table.add_column(column)
-    for alert, receiver in alerts:
-        labels = ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()) if k not in ("alertname",))
-        table.add_row(alert.status, alert.labels.get("alertname", ""), labels, alert.startsAt, receiver)
-    console.print(table)
-    table = Table(title="active silences")
-    for column in ("id", "matchers", "until", "by", "comment"):
-        table.add_column(column)
-    for silence in silences:
-        matchers = ", ".join(_show_matcher(m) for m in silence.matchers)
-        table.add_row(silence.id, matchers, _when(silence.ends_ms), silence.created_by, silence.comment)
-    console.print(table)
-
-
-def _show_matcher(matcher: Any) -> str:
-    op = ("=" if matcher.is_equal else "!=") if not matcher.is_regex else ("=~" if matcher.is_equal else "!~")
-    return f"{matcher.name}{op}{matcher.value}"
-
-
-def _when(ms: int) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-@drift_app.command("report")
-@friendly_errors
-def drift_report(
-    bootstrap: Optional[str] = BootstrapOpt,
-    model_repo: Optional[Path] = RepoOpt,
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model whose requests to test (default: settings)."),
-    rows: int = typer.Option(500, min=20, help="With --bootstrap: test the newest this many requests."),
-    open_report: bool = typer.Option(False, "--open", help="Open the report in a browser."),
-) -> None:
-    """Show the newest evidently window report the monitor wrote; with --bootstrap, write a new
-    one now from the newest requests on the topic against the model's training reference."""
-    from monitoring.windows import latest_report
-    from streaminfer.drift_report import report_from_topic
-
-    settings = load_settings(bootstrap, model_repo)
-    if bootstrap is not None:
-        path, drifted = asyncio.run(report_from_topic(settings, model or settings.pipeline.default_model, rows))
-        console.print(f"drifted features: {', '.join(drifted) or 'none'}")
-    else:
-        path = latest_report(settings.monitor.reports_dir)
-        if path is None:
-            from streaminfer.errors import NothingToReport
-
-            raise NothingToReport(
-                f"no report in {settings.monitor.reports_dir}: run the monitor (streaminfer run or demo --drift), "
-                "or pass --bootstrap to test the newest requests now"
-            )
-    console.print(f"report: {path.resolve()}")
-    if open_report:
-        import webbrowser
-
-        webbrowser.open(path.resolve().as_uri())
 
 
 @app.command()
@@ -548,6 +307,11 @@ def list_models(model_repo: Optional[Path] = RepoOpt) -> None:
         console.print(f"no models in {repository.root}: run `streaminfer models build-demo`")
     for name in names:
         console.print(f"{name}: {', '.join(repository.versions(name))}")
+
+
+app.add_typer(drift_app, name="drift")
+app.add_typer(alerts_app, name="alerts")
+app.command("monitor")(monitor_command)
 
 
 def main() -> None:

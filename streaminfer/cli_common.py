@@ -1,0 +1,77 @@
+"""What every command-line module shares: consoles, options, settings, errors, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import signal
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import typer
+from rich.console import Console
+
+from schemas.errors import StreamInferError
+from streaminfer.settings import AppSettings
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+BootstrapOpt = typer.Option(None, "--bootstrap", "-b", help="Kafka bootstrap HOST:PORT (default: settings).")
+RepoOpt = typer.Option(None, "--model-repo", help="Model repository root (default: ./models).")
+
+
+def friendly_errors(command: F) -> F:
+    """Our errors become one line on stderr and exit code 2; Ctrl-C exits 130 without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except StreamInferError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load_settings(
+    bootstrap: str | None = None,
+    model_repo: Path | None = None,
+    **nested: dict[str, Any],
+) -> AppSettings:
+    """Environment first, then the flags given on the command line (flags win)."""
+    settings = AppSettings()
+    update: dict[str, Any] = {}
+    if model_repo is not None:
+        update["model_repository"] = model_repo
+    if bootstrap is not None:
+        nested.setdefault("kafka", {})["bootstrap"] = bootstrap
+    for section, values in nested.items():
+        values = {k: v for k, v in values.items() if v is not None}
+        if values:
+            update[section] = getattr(settings, section).model_copy(update=values)
+    return settings.model_copy(update=update)
+
+
+
+async def until_signal_or(work: Any, cleanup: Callable[[], Any]) -> None:
+    """Await ``work`` until it ends or SIGINT/SIGTERM arrives, then ``cleanup``; raises what ended it."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(work)
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter.done():
+            waiter.result()
+    finally:
+        stopper.cancel()
+        waiter.cancel()
+        await cleanup()
+

@@ -1,0 +1,99 @@
+"""Commands of monitoring: the monitor on its own, and drift reports."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from streaminfer.cli_common import (
+    BootstrapOpt,
+    RepoOpt,
+    console,
+    friendly_errors,
+    load_settings,
+    until_signal_or,
+)
+from streaminfer.settings import AppSettings
+
+drift_app = typer.Typer(no_args_is_help=True, help="Drift reports.")
+
+
+@friendly_errors
+def monitor_command(
+    bootstrap: Optional[str] = BootstrapOpt,
+    model_repo: Optional[Path] = RepoOpt,
+    model: str = typer.Option(None, "--model", "-m", help="Model of requests without a model-name header."),
+    metrics_port: Optional[int] = typer.Option(None, help="Prometheus endpoint port (0: any free port)."),
+) -> None:
+    """Run only the monitor (drift and online accuracy) in this process, until interrupted: for
+    deployments that run it apart from `streaminfer run --no-monitor`."""
+    settings = load_settings(bootstrap, model_repo, metrics={"port": metrics_port}, pipeline={"default_model": model})
+    asyncio.run(_monitor_until_signal(settings))
+
+
+async def _monitor_until_signal(settings: AppSettings) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.endpoint import stop_serving
+    from monitoring.metrics import MonitorMetrics
+    from streaminfer.app import _serve_metrics
+    from streams.clients import check_reachable
+    from streams.monitor import Monitor
+    from workers.repository import ModelRepository
+
+    await check_reachable(settings.kafka.bootstrap)
+    registry = CollectorRegistry()
+    server, url = _serve_metrics(settings, registry)
+    monitor = Monitor(
+        settings.kafka, settings.topics, settings.monitor, ModelRepository(settings.model_repository),
+        settings.pipeline.default_model, MonitorMetrics(registry),
+    )
+    await monitor.start()
+    console.print(f"metrics:  {url or 'off'}")
+    console.print(f"watching {settings.topics.requests}, {settings.topics.predictions} and "
+                  f"{settings.monitor.topics.labels}; events to {settings.monitor.topics.drift} and "
+                  f"{settings.monitor.topics.metrics}; reports in {settings.monitor.reports_dir} (Ctrl-C to stop)")
+
+    async def cleanup() -> None:
+        await monitor.stop()
+        stop_serving(server)
+
+    await until_signal_or(monitor.wait(), cleanup)
+
+
+@drift_app.command("report")
+@friendly_errors
+def drift_report(
+    bootstrap: Optional[str] = BootstrapOpt,
+    model_repo: Optional[Path] = RepoOpt,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model whose requests to test (default: settings)."),
+    rows: int = typer.Option(500, min=20, help="With --bootstrap: test the newest this many requests."),
+    open_report: bool = typer.Option(False, "--open", help="Open the report in a browser."),
+) -> None:
+    """Show the newest evidently window report the monitor wrote; with --bootstrap, write a new
+    one now from the newest requests on the topic against the model's training reference."""
+    from monitoring.windows import latest_report
+    from streaminfer.drift_report import report_from_topic
+
+    settings = load_settings(bootstrap, model_repo)
+    if bootstrap is not None:
+        path, drifted = asyncio.run(report_from_topic(settings, model or settings.pipeline.default_model, rows))
+        console.print(f"drifted features: {', '.join(drifted) or 'none'}")
+    else:
+        path = latest_report(settings.monitor.reports_dir)
+        if path is None:
+            from streaminfer.errors import NothingToReport
+
+            raise NothingToReport(
+                f"no report in {settings.monitor.reports_dir}: run the monitor (streaminfer run or demo --drift), "
+                "or pass --bootstrap to test the newest requests now"
+            )
+    console.print(f"report: {path.resolve()}")
+    if open_report:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+
