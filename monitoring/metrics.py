@@ -148,3 +148,33 @@ class MonitorMetrics:
             ["side"],
             registry=registry,
         )
+
+
+class FeatureSinkMetrics:
+    """Writes of the feature sink to the feature store."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.rows_written = Counter(
+            "streaminfer_feature_rows_written_total",
+            "Rows written to the feature store, by feature view and store (online, offline).",
+            ["view", "store"],
+            registry=registry,
+        )
+        self.write_seconds = Histogram(
+            "streaminfer_feature_write_seconds",
+            "Duration of one batched write to the feature store, retries included.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.write_retries = Counter(
+            "streaminfer_feature_write_retries_total",
+            "Failed writes to the feature store that were tried again.",
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "streaminfer_feature_dead_letters_total",
+            "Rows the sink could not write after its retries, sent to the features dead-letter topic.",
+            ["view"],
+            registry=registry,
+        )

@@ -22,6 +22,12 @@ class Reason(str, Enum):
     UNKNOWN_MODEL = "unknown_model"
     INFERENCE_ERROR = "inference_error"
     DEADLINE_EXCEEDED = "deadline_exceeded"
+    FEATURE_MISSING = "feature_missing"
+    """The model enriches requests from the feature store, and the named entity (or one of its
+    required features) is not there."""
+    FEATURE_STORE_UNAVAILABLE = "feature_store_unavailable"
+    FEATURE_WRITE_FAILED = "feature_write_failed"
+    """Not a request: features the sink could not write to the feature store after its retries."""
 
 
 _INT_FIELDS = ("partition", "offset")

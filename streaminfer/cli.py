@@ -21,6 +21,7 @@ from streaminfer.cli_common import (
     load_settings,
     until_signal_or,
 )
+from streaminfer.cli_features import features_app
 from streaminfer.cli_monitoring import drift_app, monitor_command
 from streaminfer.settings import AppSettings
 
@@ -311,6 +312,7 @@ def list_models(model_repo: Optional[Path] = RepoOpt) -> None:
 
 app.add_typer(drift_app, name="drift")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(features_app, name="features")
 app.command("monitor")(monitor_command)
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitoring.settings import AlertingSettings, MonitorSettings
+from streams.features.settings import FeatureSettings
 from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from workers.settings import PoolSettings, RaySettings, RuntimeSettings
 
@@ -46,6 +47,7 @@ class AppSettings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     monitor: MonitorSettings = MonitorSettings()
     alerting: AlertingSettings = AlertingSettings()
+    features: FeatureSettings = FeatureSettings()
 
     def served_model_names(self) -> list[str]:
         names = [self.pipeline.default_model, *self.models]

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Sequence
+from typing import Awaitable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -114,21 +114,41 @@ class Pipeline:
     async def stop(self) -> None:
         """Finish what is in flight, commit it, and close the clients. Safe to call twice."""
         self._stopping.set()
-        for task in self._tasks:
-            if task is not asyncio.current_task():
-                await asyncio.gather(task, return_exceptions=True)
-        self._tasks = []
+        await self._end_loops()
         await self._drain()
         for batcher in self._batchers.values():
             await batcher.stop()
         if self._failure is None and self._delivery is not None:
-            await self._delivery.commit()
+            await self._within_stop_timeout(self._delivery.commit(), "final commit")
         if self._consumer is not None:
-            await self._consumer.stop()
+            await self._within_stop_timeout(self._consumer.stop(), "leaving the consumer group")
             self._consumer = None
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+    async def _end_loops(self) -> None:
+        """The loops notice ``_stopping`` at their next turn; a fetch parked in a rebalance that
+        does not finish is cancelled instead (its records were not tracked, so none is lost)."""
+        loops = [task for task in self._tasks if task is not asyncio.current_task()]
+        self._tasks = []
+        if not loops:
+            return
+        _, late = await asyncio.wait(loops, timeout=self._settings.stop_step_timeout_s)
+        for task in late:
+            log.warning("pipeline stop: %s did not finish in %.0f s; cancelled", task.get_name(),
+                        self._settings.stop_step_timeout_s)
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+
+    async def _within_stop_timeout(self, step: Awaitable[None], what: str) -> None:
+        try:
+            await asyncio.wait_for(step, self._settings.stop_step_timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("pipeline stop: %s took over %.0f s; skipped (uncommitted records are redelivered)",
+                        what, self._settings.stop_step_timeout_s)
+        except KafkaError as exc:
+            log.warning("pipeline stop: %s failed: %r (uncommitted records are redelivered)", what, exc)
 
     @property
     def failure(self) -> BaseException | None:

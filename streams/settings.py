@@ -78,3 +78,9 @@ class PipelineSettings(BaseModel):
 
     commit_interval_ms: int = Field(200, ge=0)
     """Offsets are committed at most this often (and always on rebalance and shutdown)."""
+
+    stop_step_timeout_s: float = Field(10.0, gt=0)
+    """On shutdown, the longest each step that needs the broker (the last fetch, the final commit,
+    leaving the group) may take. A group stuck in a rebalance (a member that left and is still
+    awaited) would otherwise hold the shutdown for ever; what could not be committed in time is
+    redelivered to the next owner, so nothing is lost."""

@@ -1,0 +1,93 @@
+"""Commands of the feature store: create the Feast repository, run the feature worker, read an
+entity's online features, and materialise offline features into the online store."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from streaminfer.cli_common import BootstrapOpt, console, friendly_errors, load_settings
+from streaminfer.settings import AppSettings
+
+features_app = typer.Typer(no_args_is_help=True, help="Streaming features in a Feast feature repository.")
+
+RepoPathOpt = typer.Option(None, "--repo", help="Feast repository (default: .streaminfer/features).")
+OnlineOpt = typer.Option(None, "--online-store", help="sqlite (default) or redis.")
+RedisOpt = typer.Option(None, "--redis", help="Redis HOST:PORT for --online-store redis.")
+
+
+def _settings(bootstrap: str | None, repo: Path | None, online: str | None, redis: str | None) -> AppSettings:
+    return load_settings(bootstrap, features={"repo_path": repo, "online_store": online, "redis_url": redis})
+
+
+@features_app.command("init")
+@friendly_errors
+def init(repo: Optional[Path] = RepoPathOpt, online_store: Optional[str] = OnlineOpt,
+         redis: Optional[str] = RedisOpt) -> None:
+    """Create the Feast repository (feature_store.yaml, registry, offline files) and register the
+    feature views. Safe to run again: existing data is kept."""
+    from streams.features.store import init_repository, stats_features
+
+    settings = _settings(None, repo, online_store, redis).features
+    root = init_repository(settings)
+    console.print(f"feast repository  {root.resolve()}  (online store: {settings.online_store})")
+    console.print(f"features          {', '.join(stats_features(settings))}")
+
+
+@features_app.command("worker")
+@friendly_errors
+def worker(bootstrap: Optional[str] = BootstrapOpt, repo: Optional[Path] = RepoPathOpt,
+           online_store: Optional[str] = OnlineOpt, redis: Optional[str] = RedisOpt,
+           metrics_port: Optional[int] = typer.Option(None, help="Prometheus endpoint port (0: any free port).")) -> None:
+    """Run the feature app (Faust) and the Feast sink until interrupted."""
+    from streams.clients import check_reachable
+    from streams.features.store import init_repository
+    from streams.features.worker import run_worker
+    import asyncio
+
+    settings = _settings(bootstrap, repo, online_store, redis)
+    asyncio.run(check_reachable(settings.kafka.bootstrap))
+    init_repository(settings.features)
+    port = settings.metrics.port if metrics_port is None else metrics_port
+    host = settings.metrics.host if port is not None else None
+
+    def ready(url: str | None) -> None:
+        console.print(f"feature worker    reading {settings.topics.requests}, {settings.topics.predictions}; "
+                      f"writing {settings.features.repo_path.resolve()}; metrics {url or 'off'}", highlight=False)
+
+    run_worker(settings.kafka, settings.topics, settings.features, host, port or 0, on_ready=ready)
+
+
+@features_app.command("get")
+@friendly_errors
+def get(entity: list[str] = typer.Argument(..., help="Entity ids."), repo: Optional[Path] = RepoPathOpt,
+        online_store: Optional[str] = OnlineOpt, redis: Optional[str] = RedisOpt) -> None:
+    """Print an entity's online features as JSON (null where the store has none)."""
+    import json
+
+    from streams.features.online import OnlineFeatures
+    from streams.features.store import stats_features
+
+    settings = _settings(None, repo, online_store, redis).features
+    values = OnlineFeatures(settings).read(entity, stats_features(settings))
+    console.print_json(json.dumps(values))
+
+
+@features_app.command("materialize")
+@friendly_errors
+def materialize(repo: Optional[Path] = RepoPathOpt, online_store: Optional[str] = OnlineOpt,
+                redis: Optional[str] = RedisOpt,
+                since_days: float = typer.Option(7.0, help="Load offline rows newer than this many days.")) -> None:
+    """Load the newest offline feature values into the online store: after switching online
+    stores, or to rebuild one that was lost."""
+    from datetime import timedelta
+
+    from streams.features.store import open_store
+
+    settings = _settings(None, repo, online_store, redis).features
+    end = datetime.now(timezone.utc)
+    open_store(settings).materialize(start_date=end - timedelta(days=since_days), end_date=end)
+    console.print(f"materialized      offline → {settings.online_store} online store, up to {end.isoformat()}")

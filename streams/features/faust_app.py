@@ -1,0 +1,146 @@
+"""The feature app: a Faust app with three agents, each re-keying for the next.
+
+::
+
+    requests, predictions, dead letters ──extract──▶ features.joinable   (key: request id)
+    features.joinable ──join (table ``pending``)──▶ features.scored      (key: entity)
+                                                 └─▶ features.log         (key: request id)
+    features.scored ──aggregate (table ``entity-windows``)──▶ features.rows (key: entity)
+
+Both tables are backed by changelog topics, so a restarted worker recovers them. Faust commits
+at least once: after a crash it reads again what it had not committed and forwards it again.
+That is harmless here: the join only pairs halves it still holds, and the aggregates keep the
+request ids of each bucket, so a replayed request is recognised and not counted twice (see
+``streams.features.aggregates``). The aggregate re-sends the entity's current row even for a
+replayed request, so a row lost between the changelog write and the crash is written again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+import msgspec
+
+from streams.features import aggregates
+from streams.features.records import (
+    PredictionLog,
+    Scored,
+    FeatureRow,
+    dead_letter_part,
+    decode_part,
+    encode,
+    prediction_part,
+    request_part,
+)
+from streams.features.settings import FeatureSettings
+from streams.features.store import window_spec
+from streams.settings import KafkaSettings, TopicSettings
+
+
+
+def raw() -> faust.Schema:
+    """Bytes in, bytes out: every stage encodes its own records. A new schema per topic and
+    table, because Faust fills in a shared one's unset parts for the first user."""
+    return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+_state = msgspec.json.Decoder(dict)
+
+
+def changelog_topics(settings: FeatureSettings) -> list[str]:
+    """Pre-created with the app's partition count (brokers that auto-create topics pick their own)."""
+    return [f"{settings.app_id}-{table}-changelog" for table in ("pending", "entity-windows")]
+
+
+def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSettings) -> faust.App:
+    seconds = 1000.0
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{kafka.bootstrap}",
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        topic_partitions=topics.partitions,
+        topic_replication_factor=topics.replication_factor,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=kafka.session_timeout_ms / seconds,
+        broker_heartbeat_interval=kafka.heartbeat_interval_ms / seconds,
+        broker_rebalance_timeout=kafka.rebalance_timeout_ms / seconds,
+        broker_commit_interval=0.5,
+        processing_guarantee="at_least_once",
+    )
+    sources = app.topic(topics.requests, topics.predictions, topics.deadletter, schema=raw())
+    joinable = app.topic(settings.topics.joinable, schema=raw())
+    scored = app.topic(settings.topics.scored, schema=raw())
+    rows = app.topic(settings.topics.rows, schema=raw())
+    log = app.topic(settings.topics.log, schema=raw())
+    pending = app.Table("pending", default=None, schema=raw())
+    windows = app.Table("entity-windows", default=None, schema=raw())
+    spec = window_spec(settings)
+
+    @app.agent(sources)
+    async def extract(stream: Any) -> None:
+        async for event in stream.events():
+            part = _part_of(event.message, topics, settings)
+            if part is not None:
+                await joinable.send(key=part.request_id.encode(), value=encode(part))
+
+    @app.agent(joinable)
+    async def join(stream: Any) -> None:
+        async for event in stream.events():
+            part = decode_part(event.value)
+            held = pending.get(event.key)
+            if part.kind == "dead_letter":
+                if held is not None:
+                    del pending[event.key]
+                continue
+            if held is None or decode_part(held).kind == part.kind:
+                pending[event.key] = event.value
+                continue
+            del pending[event.key]
+            other = decode_part(held)
+            request, prediction = (part, other) if part.kind == "request" else (other, part)
+            score = prediction.score or 0.0
+            entity = request.entity or ""
+            await log.send(key=event.key, value=encode(PredictionLog(
+                request.request_id, entity, request.ts_ms, prediction.model or request.model or "",
+                prediction.version or "", request.inputs or "[]", score)))
+            if entity:
+                await scored.send(key=entity.encode(), value=encode(Scored(request.request_id, entity, request.ts_ms, score)))
+
+    @app.agent(scored)
+    async def aggregate(stream: Any) -> None:
+        async for event in stream.events():
+            item = msgspec.json.decode(event.value, type=Scored)
+            held = windows.get(event.key)
+            state = _state.decode(held) if held is not None else aggregates.empty_state()
+            if aggregates.apply(state, spec, item.request_id, item.ts_ms, item.score):
+                windows[event.key] = encode(state)
+            row = FeatureRow(item.entity, state["latest_ms"], aggregates.features(state, spec))
+            await rows.send(key=event.key, value=encode(row))
+
+    return app
+
+
+def _part_of(message: Any, topics: TopicSettings, settings: FeatureSettings) -> Any:
+    headers = _header_list(message.headers)
+    ts_ms = _ms(message.timestamp)
+    if message.topic == topics.requests:
+        return request_part(message.value, dict(headers), ts_ms, settings.entity_parameter)
+    if message.topic == topics.predictions:
+        return prediction_part(message.value, ts_ms)
+    return dead_letter_part(headers, ts_ms)
+
+
+def _ms(timestamp: float) -> int:
+    """Faust gives record timestamps in seconds (a float)."""
+    return int(round(timestamp * 1000))
+
+
+def _header_list(headers: Any) -> list[tuple[str, bytes]]:
+    if not headers:
+        return []
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return list(headers)

@@ -1,0 +1,44 @@
+"""Rows from the stream as the data frames Feast's push sources take."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+
+from streams.features.records import FeatureRow, PredictionLog
+from streams.features.store import ENTITY_KEY, REQUEST_KEY, TIMESTAMP
+
+
+def stats_frame(rows: Sequence[FeatureRow], feature_names: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            ENTITY_KEY: [r.entity for r in rows],
+            TIMESTAMP: pd.to_datetime([r.ts_ms for r in rows], unit="ms", utc=True),
+            **{name: [r.values.get(name, 0) for r in rows] for name in feature_names},
+        }
+    )
+    for name in feature_names:
+        if name.startswith("requests_"):
+            frame[name] = frame[name].astype("int64")
+    return frame
+
+
+def latest_per_entity(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per entity, its newest: what the online store should hold. Some online stores
+    (SQLite) keep the last row written rather than the newest, so older rows never go there."""
+    return frame.sort_values(TIMESTAMP, kind="stable").drop_duplicates(ENTITY_KEY, keep="last")
+
+
+def log_frame(logs: Sequence[PredictionLog]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            REQUEST_KEY: [r.request_id for r in logs],
+            TIMESTAMP: pd.to_datetime([r.ts_ms for r in logs], unit="ms", utc=True),
+            ENTITY_KEY: [r.entity for r in logs],
+            "model": [r.model for r in logs],
+            "version": [r.version for r in logs],
+            "inputs": [r.inputs for r in logs],
+            "score": [float(r.score) for r in logs],
+        }
+    )

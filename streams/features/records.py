@@ -1,0 +1,115 @@
+"""What flows between the stages of the feature app, and what the sink writes to Feast.
+
+Every stage re-keys its output by what the next stage groups on, so a stage's table and its
+input are always co-partitioned, whatever keys the applications used for their requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from schemas import headers as h
+from schemas.codec import Prediction, decode_prediction, decode_request
+from schemas.deadletter import read_error_headers
+
+
+class Part(msgspec.Struct, omit_defaults=True, gc=False):
+    """One side of a request/prediction pair, keyed by request id on ``features.joinable``."""
+
+    kind: str  # "request" | "prediction" | "dead_letter"
+    request_id: str
+    ts_ms: int
+    entity: str | None = None
+    model: str | None = None
+    inputs: str | None = None  # the request's inputs exactly as received (OIP JSON)
+    version: str | None = None
+    score: float | None = None
+
+
+class Scored(msgspec.Struct, gc=False):
+    """A request joined with its prediction, keyed by entity on ``features.scored``."""
+
+    request_id: str
+    entity: str
+    ts_ms: int
+    score: float
+
+
+class PredictionLog(msgspec.Struct, gc=False):
+    """The exact inputs a prediction was made on, with what it said: the training log."""
+
+    request_id: str
+    entity: str
+    ts_ms: int
+    model: str
+    version: str
+    inputs: str
+    score: float
+
+
+class FeatureRow(msgspec.Struct, gc=False):
+    """One entity's features as of ``ts_ms`` (its latest event), keyed by entity."""
+
+    entity: str
+    ts_ms: int
+    values: dict[str, float]
+
+
+_encoder = msgspec.json.Encoder()
+encode = _encoder.encode
+decode_part = msgspec.json.Decoder(Part).decode
+decode_scored = msgspec.json.Decoder(Scored).decode
+decode_log = msgspec.json.Decoder(PredictionLog).decode
+decode_row = msgspec.json.Decoder(FeatureRow).decode
+
+
+def request_part(value: bytes | None, headers: dict[str, bytes], ts_ms: int, entity_parameter: str) -> Part | None:
+    """None for a request the pipeline will dead-letter anyway (it cannot be decoded)."""
+    try:
+        request = decode_request(value)
+    except Exception:  # noqa: BLE001 - the pipeline gives it a reason; here it is just skipped
+        return None
+    request_id = request.id or _text(headers.get(h.REQUEST_ID))
+    if not request_id:
+        return None
+    entity = (request.parameters or {}).get(entity_parameter)
+    inputs = _encoder.encode([{"name": t.name, "shape": t.shape, "data": t.data} for t in request.inputs]).decode()
+    return Part("request", request_id, ts_ms, entity=None if entity is None else str(entity),
+                model=_text(headers.get(h.MODEL_NAME)), inputs=inputs)
+
+
+def prediction_part(value: bytes | None, ts_ms: int) -> Part | None:
+    try:
+        prediction = decode_prediction(value or b"")
+    except Exception:  # noqa: BLE001 - not ours to judge; nothing to join
+        return None
+    return Part("prediction", prediction.id, ts_ms, model=prediction.model_name,
+                version=prediction.model_version, score=score_of(prediction))
+
+
+def dead_letter_part(headers: list[tuple[str, bytes]], ts_ms: int) -> Part | None:
+    """A request that ended as a dead letter never gets a prediction: its waiting half is dropped."""
+    request_id = read_error_headers(headers).get("request_id")
+    return Part("dead_letter", str(request_id), ts_ms) if request_id else None
+
+
+def score_of(prediction: Prediction) -> float:
+    """The positive-class probability when the model gives class probabilities (mean over the
+    request's rows), else the first output's first value."""
+    outputs = {o.name: o for o in prediction.outputs}
+    probabilities = outputs.get("probabilities")
+    if probabilities is not None and len(probabilities.shape) == 2 and probabilities.shape[1] >= 2:
+        width = probabilities.shape[1]
+        rows = probabilities.data[width - 1 :: width]
+        return float(sum(rows) / len(rows)) if rows else 0.0
+    first = prediction.outputs[0].data if prediction.outputs else []
+    return float(first[0]) if first else 0.0
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value else None
+
+
+def as_dict(struct: Any) -> dict[str, Any]:
+    return msgspec.structs.asdict(struct)

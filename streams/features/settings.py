@@ -1,0 +1,66 @@
+"""Settings of the feature app, its sink and the Feast repository it writes to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class FeatureTopics(BaseModel):
+    """The app's own topics, each keyed by what the stage that reads it groups on."""
+
+    joinable: str = "features.joinable"
+    scored: str = "features.scored"
+    rows: str = "features.rows"
+    log: str = "features.log"
+    deadletter: str = "features.deadletter"
+
+    def all(self) -> list[str]:
+        return [self.joinable, self.scored, self.rows, self.log, self.deadletter]
+
+
+class FeatureSettings(BaseModel):
+    repo_path: Path = Path(".streaminfer/features")
+    """The Feast feature repository (``feature_store.yaml``, registry, offline files)."""
+
+    project: str = "streaminfer"
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    """SQLite: a file in the repository, nothing to run. Redis: for several readers and writers."""
+
+    redis_url: str = "127.0.0.1:6379"
+    """``host:port`` of the Redis online store (Feast's connection-string form)."""
+
+    entity_parameter: str = "entity_id"
+    """Request ``parameters`` field that names the entity a request is about."""
+
+    step_s: int = Field(60, ge=1)
+    """Tumbling window of the per-entity features, and the hop of the hopping window."""
+
+    size_s: int = Field(300, ge=1)
+    """Hopping window length (a multiple of ``step_s``)."""
+
+    app_id: str = "streaminfer-features"
+    """Faust app id: its consumer group and the prefix of its changelog topics."""
+
+    sink_group_id: str = "streaminfer-feature-sink"
+    sink_batch_rows: int = Field(500, ge=1)
+    """Most rows in one write to the feature store."""
+
+    sink_batch_wait_ms: int = Field(200, ge=0)
+    """Longest a row waits for others to fill its write."""
+
+    sink_retries: int = Field(4, ge=0)
+    """Retries of a failed write (exponential backoff with jitter) before its rows become dead
+    letters on ``topics.deadletter``."""
+
+    sink_retry_backoff_s: float = Field(0.2, gt=0)
+
+    topics: FeatureTopics = FeatureTopics()
+
+    @model_validator(mode="after")
+    def _hop_divides_window(self) -> "FeatureSettings":
+        if self.size_s % self.step_s:
+            raise ValueError(f"features size_s={self.size_s} must be a multiple of step_s={self.step_s}")
+        return self

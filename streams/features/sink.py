@@ -1,0 +1,142 @@
+"""The feature sink: rows and prediction logs from Kafka into the Feast repository, batched.
+
+A plain consumer group with manual commits rather than a Faust agent: offsets move only after a
+batch is written or, when the store keeps refusing it, after its records are dead letters on the
+features dead-letter topic. A failed write is retried with exponential backoff and jitter; the
+write itself runs in a thread, so the consumer keeps its group membership while Feast works.
+The sink is its own consumer group, so however slow the store, the inference path never waits
+for it: the backlog waits in Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any, Protocol, Sequence
+
+from aiokafka.structs import ConsumerRecord
+
+from monitoring.metrics import FeatureSinkMetrics
+from schemas.deadletter import Reason, error_headers
+from streams.clients import make_consumer, make_producer, start_client
+from streams.features.frames import latest_per_entity, log_frame, stats_frame
+from streams.features.records import decode_log, decode_row
+from streams.features.settings import FeatureSettings
+from streams.features.store import LOG_PUSH, LOG_VIEW, STATS_PUSH, STATS_VIEW, window_spec
+from streams.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+class FeatureWriter(Protocol):
+    """Blocking writes (they run in a thread); raise on failure."""
+
+    def write_stats(self, frame: Any) -> None: ...
+
+    def write_log(self, frame: Any) -> None: ...
+
+
+class FeastWriter:
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def write_stats(self, frame: Any) -> None:
+        from feast.data_source import PushMode
+
+        self._store.push(STATS_PUSH, latest_per_entity(frame), to=PushMode.ONLINE)
+        self._store.push(STATS_PUSH, frame, to=PushMode.OFFLINE)
+
+    def write_log(self, frame: Any) -> None:
+        from feast.data_source import PushMode
+
+        self._store.push(LOG_PUSH, frame, to=PushMode.OFFLINE)
+
+
+def backoff_s(attempt: int, base_s: float, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, base * 2^attempt], so retrying sinks do not hit the store in step."""
+    return rng.uniform(0, base_s * (2**attempt))
+
+
+class FeatureSink:
+    def __init__(self, kafka: KafkaSettings, settings: FeatureSettings, writer: FeatureWriter,
+                 metrics: FeatureSinkMetrics) -> None:
+        self._kafka, self._settings = kafka, settings
+        self._writer, self._metrics = writer, metrics
+        self._names = window_spec(settings).feature_names()
+        self._rng = random.Random()
+        self._stopping = asyncio.Event()
+        self.written = {"rows": 0, "logs": 0}
+
+    async def run(self) -> None:
+        """Until ``stop()``: fetch a batch, write it (or dead-letter it), commit, repeat."""
+        topics = self._settings.topics
+        consumer = make_consumer(self._kafka, topics.rows, topics.log, group_id=self._settings.sink_group_id)
+        producer = make_producer(self._kafka)
+        await start_client(producer, self._kafka.bootstrap)
+        await start_client(consumer, self._kafka.bootstrap)
+        try:
+            while not self._stopping.is_set():
+                fetched = await consumer.getmany(
+                    timeout_ms=self._settings.sink_batch_wait_ms, max_records=self._settings.sink_batch_rows
+                )
+                records = [r for batch in fetched.values() for r in batch]
+                if records:
+                    await self._write(records, producer)
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _write(self, records: list[ConsumerRecord], producer: Any) -> None:
+        rows = [r for r in records if r.topic == self._settings.topics.rows]
+        logs = [r for r in records if r.topic == self._settings.topics.log]
+        if rows:
+            frame = stats_frame([decode_row(r.value) for r in rows], self._names)
+            if await self._with_retries(self._writer.write_stats, frame, rows, producer, STATS_VIEW):
+                self._metrics.rows_written.labels(STATS_VIEW, "online").inc(frame["entity_id"].nunique())
+                self._metrics.rows_written.labels(STATS_VIEW, "offline").inc(len(frame))
+                self.written["rows"] += len(rows)
+        if logs:
+            frame = log_frame([decode_log(r.value) for r in logs])
+            if await self._with_retries(self._writer.write_log, frame, logs, producer, LOG_VIEW):
+                self._metrics.rows_written.labels(LOG_VIEW, "offline").inc(len(frame))
+                self.written["logs"] += len(logs)
+
+    async def _with_retries(self, write: Any, frame: Any, records: Sequence[ConsumerRecord], producer: Any,
+                            view: str) -> bool:
+        started = time.perf_counter()
+        error: BaseException | None = None
+        for attempt in range(self._settings.sink_retries + 1):
+            if attempt:
+                self._metrics.write_retries.inc()
+                await asyncio.sleep(backoff_s(attempt - 1, self._settings.sink_retry_backoff_s, self._rng))
+            try:
+                await asyncio.to_thread(write, frame)
+                self._metrics.write_seconds.observe(time.perf_counter() - started)
+                return True
+            except Exception as exc:  # noqa: BLE001 - any store failure is retried, then dead-lettered
+                error = exc
+                log.warning("feature store write of %d %s rows failed (attempt %d): %r", len(frame), view, attempt + 1, exc)
+        await self._dead_letter(records, producer, view, error)
+        return False
+
+    async def _dead_letter(self, records: Sequence[ConsumerRecord], producer: Any, view: str,
+                           error: BaseException | None) -> None:
+        topic = self._settings.topics.deadletter
+        message = f"writing {view} to the feature store failed after {self._settings.sink_retries} retries: {error!r}"
+        sends = [
+            await producer.send(
+                topic, r.value, key=r.key,
+                headers=list(r.headers) + error_headers(
+                    reason=Reason.FEATURE_WRITE_FAILED, message=message, topic=r.topic,
+                    partition=r.partition, offset=r.offset),
+            )
+            for r in records
+        ]
+        await asyncio.gather(*sends)
+        self._metrics.dead_letters.labels(view).inc(len(records))

@@ -1,0 +1,62 @@
+"""One feature worker process: the Faust app and the Feast sink side by side.
+
+Run by ``streaminfer features worker``; Faust owns the process (its event loop, its signal
+handling), so SIGTERM stops both cleanly and a SIGKILL loses nothing either (see the app's and
+the sink's docstrings for why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from monitoring.endpoint import serve_metrics, stop_serving
+from monitoring.metrics import FeatureSinkMetrics
+from streams.clients import ensure_topic_names, ensure_topics
+from streams.features.faust_app import changelog_topics, make_app
+from streams.features.settings import FeatureSettings
+from streams.features.sink import FeastWriter, FeatureSink
+from streams.features.store import open_store
+from streams.settings import KafkaSettings, TopicSettings
+
+
+async def prepare_topics(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSettings) -> None:
+    """Every topic the app reads or writes, with the requests topic's partition count: Faust
+    refuses tables whose changelog is partitioned unlike their source."""
+    await ensure_topics(kafka, topics)
+    names = settings.topics.all() + changelog_topics(settings)
+    await ensure_topic_names(kafka, names, topics.partitions, topics.replication_factor)
+
+
+def run_worker(
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    settings: FeatureSettings,
+    metrics_host: str | None = None,
+    metrics_port: int = 0,
+    on_ready: Callable[[str | None], None] = lambda url: None,
+) -> None:
+    """Blocks until the process is told to stop."""
+    asyncio.run(prepare_topics(kafka, topics, settings))
+    store = open_store(settings)
+    registry = CollectorRegistry()
+    server, url = serve_metrics(metrics_host, metrics_port, registry) if metrics_host else (None, None)
+    sink = FeatureSink(kafka, settings, FeastWriter(store), FeatureSinkMetrics(registry))
+    app = make_app(kafka, topics, settings)
+
+    @app.task
+    async def feast_sink() -> None:
+        await sink.run()
+
+    @app.task
+    async def announce() -> None:
+        on_ready(url)
+
+    try:
+        faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    finally:
+        sink.stop()
+        stop_serving(server)
