@@ -172,12 +172,14 @@ def decode_prediction(body: bytes) -> Prediction:
 
 
 def request_body(
-    request_id: str, input_name: str, rows: np.ndarray, datatype: str = "FP32"
+    request_id: str, input_name: str, rows: np.ndarray, datatype: str = "FP32",
+    parameters: dict[str, Any] | None = None,
 ) -> bytes:
     """Build a request body for ``rows`` (2-D); used by the CLI's producer and by tests."""
     rows = np.atleast_2d(rows)
     request = InferenceRequest(
         id=request_id,
+        parameters=parameters,
         inputs=[
             RequestTensor(
                 name=input_name,

@@ -37,6 +37,8 @@ from monitoring.metrics import ActorMetrics, PipelineMetrics
 from streaminfer.alerting_actor import AlertingActor
 from streaminfer.broker import port_in_use
 from streaminfer.consumer_actor import ConsumerActor
+from streams.enrichment import feast_enricher
+from streams.features.settings import FeatureSettings
 from streaminfer.errors import PortInUse
 from streaminfer.monitor_actor import MonitorActor
 from streaminfer.process import tune_gc_for_streaming
@@ -380,6 +382,7 @@ async def _start_consumer_group(app: ConsumerGroupApp) -> None:
             ).remote(
                 index, name, str(settings.model_repository.resolve()), settings.served_model_names(),
                 settings.kafka, settings.topics, settings.pipeline, settings.runtime, _metrics_host(settings),
+                _absolute_features(settings),
             )
         )
     app.actors = list(await asyncio.gather(*(h.ensure_started.remote() for h in app.handles)))
@@ -397,9 +400,15 @@ async def _start_driver(app: DriverApp, repository: ModelRepository) -> None:
     tune_gc_for_streaming(settings.pipeline.gc_gen0_threshold)
     app.pipeline = Pipeline(
         settings.kafka, settings.topics, settings.pipeline, app.models, PipelineMetrics(app.registry),
-        concurrent_batches=settings.pool.size,
+        concurrent_batches=settings.pool.size, enricher=feast_enricher(_absolute_features(settings)),
     )
     await app.pipeline.start()
+
+
+def _absolute_features(settings: AppSettings) -> FeatureSettings:
+    """Actors may run elsewhere than the driver's working directory."""
+    features = settings.features
+    return features.model_copy(update={"repo_path": features.repo_path.resolve()})
 
 
 def _serve_metrics(settings: AppSettings, registry: CollectorRegistry) -> tuple[object | None, str | None]:

@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry
 from monitoring.endpoint import serve_metrics, stop_serving
 from monitoring.metrics import PipelineMetrics
 from streaminfer.process import tune_gc_for_streaming
+from streams.enrichment import feast_enricher
+from streams.features.settings import FeatureSettings
 from streams.pipeline import Pipeline
 from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from workers.local import LocalPool
@@ -39,6 +41,7 @@ class ConsumerActor:
         pipeline: PipelineSettings,
         runtime: RuntimeSettings,
         metrics_host: str | None,
+        features: FeatureSettings | None = None,
     ) -> None:
         self.index = index
         self.label = label
@@ -47,6 +50,7 @@ class ConsumerActor:
         self._kafka, self._topics, self._pipeline_settings = kafka, topics, pipeline
         self._runtime = runtime
         self._metrics_host = metrics_host
+        self._features = features
         self._models: ServedModels | None = None
         self._pipeline: Pipeline | None = None
         self._metrics_url: str | None = None
@@ -67,7 +71,8 @@ class ConsumerActor:
             if self._metrics_host is not None:
                 self._metrics_server, self._metrics_url = serve_metrics(self._metrics_host, 0, registry)
             pipeline = Pipeline(
-                self._kafka, self._topics, self._pipeline_settings, models, PipelineMetrics(registry), label=self.label
+                self._kafka, self._topics, self._pipeline_settings, models, PipelineMetrics(registry), label=self.label,
+                enricher=feast_enricher(self._features) if self._features is not None else None,
             )
             await pipeline.start()
             self._models, self._pipeline = models, pipeline

@@ -28,6 +28,7 @@ class Decoded:
     served: ServedModel
     arrays: dict[str, np.ndarray]
     rows: int
+    parameters: dict[str, object] | None = None
 
 
 def decode_record(record: ConsumerRecord, models: ServedModels) -> Decoded:
@@ -38,9 +39,9 @@ def decode_record(record: ConsumerRecord, models: ServedModels) -> Decoded:
         raise SchemaViolation(f"header deadline-ms must be epoch milliseconds: {exc}") from exc
     request = decode_request(record.value)
     served = models.resolve(headers.model_name, headers.model_version)
-    arrays, rows = request_tensors(request, served.entry.metadata.signature)
+    arrays, rows = request_tensors(request, served.entry.request_signature)
     request_id = request.id or headers.request_id or fallback_request_id(record)
-    return Decoded(record, request_id, headers, served, arrays, rows)
+    return Decoded(record, request_id, headers, served, arrays, rows, request.parameters)
 
 
 def stack_inputs(items: list[Decoded]) -> dict[str, np.ndarray]:

@@ -4,7 +4,10 @@
 
     StreamInferError
     ├── RequestError
-    │   └── DeadlineExceeded        the request's deadline passed before it could run
+    │   ├── DeadlineExceeded        the request's deadline passed before it could run
+    │   ├── FeatureMissing          its model enriches from the feature store; the entity or a
+    │   │                           required feature is not there
+    │   └── FeatureStoreUnavailable the online store could not be read; replay the dead letter later
     ├── BrokerUnreachable           no Kafka answered at the bootstrap address
     ├── TopicsMissing               topics still unknown to the broker after creating them
     └── DeliveryFailed              the broker did not acknowledge a prediction or dead letter;
@@ -19,6 +22,14 @@ from schemas.errors import RequestError, StreamInferError
 
 class DeadlineExceeded(RequestError):
     reason = Reason.DEADLINE_EXCEEDED
+
+
+class FeatureMissing(RequestError):
+    reason = Reason.FEATURE_MISSING
+
+
+class FeatureStoreUnavailable(RequestError):
+    reason = Reason.FEATURE_STORE_UNAVAILABLE
 
 
 class BrokerUnreachable(StreamInferError):

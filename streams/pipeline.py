@@ -34,6 +34,7 @@ from schemas.monitoring import encode_event
 from streams.batch import Decoded, decode_record, split_predictions, stack_inputs
 from streams.clients import make_consumer, make_producer, start_client
 from streams.delivery import AtLeastOnceDelivery, Delivery
+from streams.enrichment import Enricher
 from streams.errors import DeadlineExceeded
 from streams.health import HealthWindow
 from streams.offsets import OffsetTracker
@@ -58,15 +59,18 @@ class Pipeline:
         metrics: PipelineMetrics,
         concurrent_batches: int = 1,
         label: str = "driver",
+        enricher: Enricher | None = None,
     ) -> None:
         """``concurrent_batches``: inference batches per model at once (the pool's worker count);
-        ``label`` names this consumer in its health reports."""
+        ``label`` names this consumer in its health reports; ``enricher`` adds online features
+        to the requests of models that ask for them."""
         self._kafka = kafka
         self._topics = topics
         self._settings = settings
         self._models = models
         self._metrics = metrics
         self._concurrent_batches = concurrent_batches
+        self._enricher = enricher
         self._tracker = OffsetTracker()
         self._batchers: dict[str, ModelBatcher] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -91,6 +95,10 @@ class Pipeline:
             return
         self._started = True
         self._slots = asyncio.Semaphore(self._settings.max_inflight_batches)
+        enriched = [s.entry.name for s in self._models.all() if s.entry.metadata.enrichment is not None]
+        if enriched and self._enricher is None:
+            raise ValueError(f"models {', '.join(enriched)} enrich requests from the feature store, "
+                             "but this pipeline was given no enricher")
         for served in self._models.all():
             self._batchers[served.entry.name] = self._make_batcher(served)
             self._batchers[served.entry.name].start()
@@ -282,13 +290,16 @@ class Pipeline:
         assert self._delivery is not None
         try:
             outgoing: list[Outgoing] = []
-            groups: dict[str, list[Decoded]] = {}
+            decoded: list[Decoded] = []
             for record in records:
                 try:
-                    item = decode_record(record, self._models)
+                    decoded.append(decode_record(record, self._models))
                 except RequestError as exc:
                     outgoing.append(self._dead_letter(record, exc))
-                    continue
+            if self._enricher is not None:
+                decoded = await self._enrich(decoded, outgoing)
+            groups: dict[str, list[Decoded]] = {}
+            for item in decoded:
                 groups.setdefault(item.served.entry.name, []).append(item)
             results = await asyncio.gather(*(self._batchers[name].submit(items) for name, items in groups.items()))
             for items, outcomes in zip(groups.values(), results):
@@ -298,6 +309,19 @@ class Pipeline:
         finally:
             self._release_slot()
             self._metrics.inflight_batches.set(len(self._inflight) - 1)
+
+    async def _enrich(self, items: list[Decoded], outgoing: list[Outgoing]) -> list[Decoded]:
+        """Items of enriched models get their features; those that cannot become dead letters."""
+        assert self._enricher is not None
+        wanted = [item for item in items if Enricher.wanted(item) is not None]
+        if not wanted:
+            return items
+        failed = set()
+        for item, error in await self._enricher.enrich(wanted):
+            if error is not None:
+                outgoing.append(self._dead_letter(item.record, error, item))
+                failed.add(id(item))
+        return [item for item in items if id(item) not in failed] if failed else items
 
     def _answer(self, item: Decoded, outcome: Prediction | BaseException) -> Outgoing:
         if isinstance(outcome, BaseException):

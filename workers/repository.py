@@ -29,6 +29,23 @@ HOLDOUT_FILE = "holdout.parquet"
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$")
 
 
+class Enrichment(msgspec.Struct, frozen=True):
+    """Features the pipeline adds to each request from the online feature store before inference.
+
+    The request sends the input ``input`` without the last ``len(features)`` columns and names
+    its entity in ``parameters.<entity_parameter>``; the pipeline appends the entity's values of
+    ``features`` (Feast references, ``view:feature``), in order.
+    """
+
+    input: str
+    features: list[str]
+    required: bool = True
+    """Required: a request whose entity or features are missing becomes a dead letter
+    (``feature_missing``). Not required: missing values are filled with ``default``."""
+
+    default: float = 0.0
+
+
 class ModelMetadata(msgspec.Struct, omit_defaults=True):
     name: str
     version: str
@@ -38,6 +55,7 @@ class ModelMetadata(msgspec.Struct, omit_defaults=True):
     framework: str = ""
     description: str = ""
     metrics: dict[str, float] = {}
+    enrichment: Enrichment | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +72,20 @@ class ModelVersion:
     @property
     def version(self) -> str:
         return self.metadata.version
+
+    @property
+    def request_signature(self) -> Signature:
+        """What a request must send: the model's signature less the enriched columns."""
+        signature = self.metadata.signature
+        enrichment = self.metadata.enrichment
+        if enrichment is None:
+            return signature
+        inputs = tuple(
+            msgspec.structs.replace(spec, shape=(*spec.shape[:-1], spec.shape[-1] - len(enrichment.features)))
+            if spec.name == enrichment.input else spec
+            for spec in signature.inputs
+        )
+        return msgspec.structs.replace(signature, inputs=inputs)
 
     @property
     def model_path(self) -> Path:

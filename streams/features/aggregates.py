@@ -1,16 +1,20 @@
 """Per-entity aggregates over time windows, as pure functions over a JSON-able state.
 
-The state of one entity is a set of buckets, one per ``step_s`` of event time, each holding the
-count, the score sum and the ids of the requests in it. Two features come out of it:
+The state of one entity keeps, per ``step_s`` bucket of event time, the requests in it (id,
+timestamp, score). Two features come out of it, as of any time ``t``:
 
-* tumbling: the bucket that holds the entity's latest event;
-* hopping: the ``size_s / step_s`` buckets that end with it (a window of ``size_s`` that hops
-  every ``step_s``).
+* tumbling: the requests in ``t``'s bucket up to ``t``;
+* hopping: the requests in the ``size_s / step_s`` buckets that end with ``t``'s, up to ``t``.
+
+Every change yields the feature rows to write: one as of the new request's time and, when the
+request arrived after later ones (an entity's requests come through several partitions), a
+corrected row for each later time whose windows include it. So the offline store holds, for
+every request time, the features exactly as of that time: what point-in-time joins need.
 
 Keeping the request ids makes applying an event idempotent: a Faust worker restarted mid-stream
-re-reads what it had not committed and re-forwards what it had already forwarded, and neither
-counts twice. Buckets older than the hopping window are dropped, so memory per entity stays
-bounded by the traffic of one window.
+re-reads what it had not committed, and nothing counts twice. A request more than one hopping
+window older than the entity's newest is ignored, and buckets older than two windows are
+dropped, so memory per entity stays bounded by the traffic of two windows.
 """
 
 from __future__ import annotations
@@ -48,35 +52,64 @@ def empty_state() -> State:
     return {"buckets": {}, "latest_ms": 0}
 
 
-def apply(state: State, spec: WindowSpec, request_id: str, ts_ms: int, score: float) -> bool:
-    """Add one scored request; False when it was already counted or is older than every window
-    still kept (too late to change a feature anyone can read)."""
+@dataclass(frozen=True)
+class Update:
+    changed: bool
+    """Whether the state changed (and must be saved)."""
+
+    times: list[int]
+    """Times whose feature rows to write (again)."""
+
+
+def apply(state: State, spec: WindowSpec, request_id: str, ts_ms: int, score: float) -> Update:
+    """Add one scored request. A request seen before changes nothing but yields its own time
+    again (its row may have been lost in a crash); one older than every window still kept
+    yields nothing."""
     latest = max(state["latest_ms"], ts_ms)
     bucket = spec.bucket_of(ts_ms)
     if bucket <= spec.bucket_of(latest) - spec.buckets:
-        return False
+        return Update(False, [])
     key = str(bucket)  # JSON object keys are strings; keep them so across a changelog restore
-    count, total, ids = state["buckets"].get(key, (0, 0.0, []))
-    if request_id in ids:
-        return False
-    state["buckets"][key] = (count + 1, total + score, [*ids, request_id])
+    entries = state["buckets"].get(key, [])
+    if any(entry[0] == request_id for entry in entries):
+        return Update(False, [ts_ms])
+    state["buckets"][key] = [*entries, [request_id, ts_ms, score]]
     state["latest_ms"] = latest
     _drop_expired(state, spec)
-    return True
+    later = sorted({
+        entry[1]
+        for k, kept in state["buckets"].items()
+        if bucket <= int(k) < bucket + spec.buckets  # the later requests whose windows include this one
+        for entry in kept
+        if entry[1] > ts_ms
+    })
+    return Update(True, [ts_ms, *later])
 
 
 def _drop_expired(state: State, spec: WindowSpec) -> None:
-    oldest_kept = spec.bucket_of(state["latest_ms"]) - spec.buckets + 1
+    """Requests are accepted up to one hopping window behind the newest; a late one changes rows
+    up to one more window back, so buckets are kept for two."""
+    oldest_kept = spec.bucket_of(state["latest_ms"]) - 2 * spec.buckets + 1
     for key in [k for k in state["buckets"] if int(k) < oldest_kept]:
         del state["buckets"][key]
 
 
-def features(state: State, spec: WindowSpec) -> dict[str, float | int]:
-    """The feature values as of the entity's latest event."""
-    current = spec.bucket_of(state["latest_ms"])
-    buckets = state["buckets"]
-    count, total = _sum(buckets, [current])
-    hop_count, hop_total = _sum(buckets, range(current - spec.buckets + 1, current + 1))
+def features_at(state: State, spec: WindowSpec, ts_ms: int) -> dict[str, float | int]:
+    """The feature values as of ``ts_ms`` (requests up to and including that time)."""
+    current = spec.bucket_of(ts_ms)
+    count, total, hop_count, hop_total = 0, 0.0, 0, 0.0
+    for key, entries in state["buckets"].items():
+        bucket = int(key)
+        if not current - spec.buckets < bucket <= current:
+            continue
+        for _, ts, score in entries:
+            if ts > ts_ms:
+                continue
+            hop_count += 1
+            hop_total += score
+            if bucket == current:
+                count += 1
+                total += score
     names = spec.feature_names()
     return {
         names[0]: count,
@@ -86,10 +119,6 @@ def features(state: State, spec: WindowSpec) -> dict[str, float | int]:
     }
 
 
-def _sum(buckets: dict[str, Any], keys: Any) -> tuple[int, float]:
-    count, total = 0, 0.0
-    for key in keys:
-        if (entry := buckets.get(str(key))) is not None:
-            count += entry[0]
-            total += entry[1]
-    return count, total
+def features(state: State, spec: WindowSpec) -> dict[str, float | int]:
+    """The feature values as of the entity's latest request: what the online store holds."""
+    return features_at(state, spec, state["latest_ms"])

@@ -17,6 +17,7 @@ replayed request, so a row lost between the changelog write and the crash is wri
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import faust
@@ -40,8 +41,8 @@ from streams.settings import KafkaSettings, TopicSettings
 
 
 def raw() -> faust.Schema:
-    """Bytes in, bytes out: every stage encodes its own records. A new schema per topic and
-    table, because Faust fills in a shared one's unset parts for the first user."""
+    """Bytes in, bytes out: every stage encodes its own records. A new schema per topic, because
+    Faust fills in a shared one's unset parts for the first user."""
     return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 _state = msgspec.json.Decoder(dict)
@@ -75,8 +76,9 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
     scored = app.topic(settings.topics.scored, schema=raw())
     rows = app.topic(settings.topics.rows, schema=raw())
     log = app.topic(settings.topics.log, schema=raw())
-    pending = app.Table("pending", default=None, schema=raw())
-    windows = app.Table("entity-windows", default=None, schema=raw())
+    # tables pick their changelog serializers from the key and value types (bytes: raw)
+    pending = app.Table("pending", default=None, key_type=bytes, value_type=bytes)
+    windows = app.Table("entity-windows", default=None, key_type=bytes, value_type=bytes)
     spec = window_spec(settings)
 
     @app.agent(sources)
@@ -115,10 +117,13 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
             item = msgspec.json.decode(event.value, type=Scored)
             held = windows.get(event.key)
             state = _state.decode(held) if held is not None else aggregates.empty_state()
-            if aggregates.apply(state, spec, item.request_id, item.ts_ms, item.score):
+            update = aggregates.apply(state, spec, item.request_id, item.ts_ms, item.score)
+            if update.changed:
                 windows[event.key] = encode(state)
-            row = FeatureRow(item.entity, state["latest_ms"], aggregates.features(state, spec))
-            await rows.send(key=event.key, value=encode(row))
+            created = time.time_ns() // 1000
+            for ts in update.times:
+                row = FeatureRow(item.entity, ts, created, ts == state["latest_ms"], aggregates.features_at(state, spec, ts))
+                await rows.send(key=event.key, value=encode(row))
 
     return app
 

@@ -7,7 +7,9 @@ from typing import Sequence
 import pandas as pd
 
 from streams.features.records import FeatureRow, PredictionLog
-from streams.features.store import ENTITY_KEY, REQUEST_KEY, TIMESTAMP
+from streams.features.store import CREATED, ENTITY_KEY, REQUEST_KEY, TIMESTAMP
+
+CURRENT = "current"
 
 
 def stats_frame(rows: Sequence[FeatureRow], feature_names: list[str]) -> pd.DataFrame:
@@ -15,6 +17,8 @@ def stats_frame(rows: Sequence[FeatureRow], feature_names: list[str]) -> pd.Data
         {
             ENTITY_KEY: [r.entity for r in rows],
             TIMESTAMP: pd.to_datetime([r.ts_ms for r in rows], unit="ms", utc=True),
+            CREATED: pd.to_datetime([r.created_us for r in rows], unit="us", utc=True),
+            CURRENT: [r.current for r in rows],
             **{name: [r.values.get(name, 0) for r in rows] for name in feature_names},
         }
     )
@@ -25,9 +29,23 @@ def stats_frame(rows: Sequence[FeatureRow], feature_names: list[str]) -> pd.Data
 
 
 def latest_per_entity(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per entity, its newest: what the online store should hold. Some online stores
-    (SQLite) keep the last row written rather than the newest, so older rows never go there."""
-    return frame.sort_values(TIMESTAMP, kind="stable").drop_duplicates(ENTITY_KEY, keep="last")
+    """One row per entity, as of its newest request and the latest correction of it: what the
+    online store should hold. Some online stores (SQLite) keep the last row written rather than
+    the newest, so rows as of older times never go there."""
+    current = frame[frame[CURRENT]]
+    return current.sort_values([TIMESTAMP, CREATED], kind="stable").drop_duplicates(ENTITY_KEY, keep="last")
+
+
+def online_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The newest row per entity, stamped with when it was computed: online stores keep the row
+    with the newest timestamp (Redis ignores one with an equal timestamp), and a correction of
+    the current row has the same event time as the row it corrects."""
+    latest = latest_per_entity(frame)
+    return latest.assign(**{TIMESTAMP: latest[CREATED]}).drop(columns=[CURRENT])
+
+
+def offline_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=[CURRENT])
 
 
 def log_frame(logs: Sequence[PredictionLog]) -> pd.DataFrame:

@@ -49,10 +49,14 @@ class PredictionLog(msgspec.Struct, gc=False):
 
 
 class FeatureRow(msgspec.Struct, gc=False):
-    """One entity's features as of ``ts_ms`` (its latest event), keyed by entity."""
+    """One entity's features as of ``ts_ms``, keyed by entity. ``created_us`` orders rows for the
+    same time (a later one corrects an earlier one); ``current`` marks the row as of the entity's
+    latest request, the only kind the online store takes."""
 
     entity: str
     ts_ms: int
+    created_us: int
+    current: bool
     values: dict[str, float]
 
 

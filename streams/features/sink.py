@@ -21,10 +21,21 @@ from aiokafka.structs import ConsumerRecord
 from monitoring.metrics import FeatureSinkMetrics
 from schemas.deadletter import Reason, error_headers
 from streams.clients import make_consumer, make_producer, start_client
-from streams.features.frames import latest_per_entity, log_frame, stats_frame
+from streams.features.frames import latest_per_entity, log_frame, offline_rows, online_rows, stats_frame
 from streams.features.records import decode_log, decode_row
 from streams.features.settings import FeatureSettings
-from streams.features.store import LOG_PUSH, LOG_VIEW, STATS_PUSH, STATS_VIEW, window_spec
+from streams.features.offline import append_rows
+from streams.features.store import (
+    CREATED,
+    ENTITY_KEY,
+    LOG_VIEW,
+    REQUEST_KEY,
+    STATS_PUSH,
+    STATS_VIEW,
+    TIMESTAMP,
+    offline_path,
+    window_spec,
+)
 from streams.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -39,19 +50,24 @@ class FeatureWriter(Protocol):
 
 
 class FeastWriter:
-    def __init__(self, store: Any) -> None:
+    """Online rows through Feast's push source; offline rows straight into the push source's
+    batch files (see ``streams.features.offline`` for why)."""
+
+    def __init__(self, store: Any, settings: FeatureSettings) -> None:
         self._store = store
+        self._stats_path = offline_path(settings, STATS_VIEW)
+        self._log_path = offline_path(settings, LOG_VIEW)
 
     def write_stats(self, frame: Any) -> None:
         from feast.data_source import PushMode
 
-        self._store.push(STATS_PUSH, latest_per_entity(frame), to=PushMode.ONLINE)
-        self._store.push(STATS_PUSH, frame, to=PushMode.OFFLINE)
+        online = online_rows(frame)
+        if not online.empty:
+            self._store.push(STATS_PUSH, online, to=PushMode.ONLINE)
+        append_rows(self._stats_path, offline_rows(frame), keys=[ENTITY_KEY, TIMESTAMP], newest_by=CREATED)
 
     def write_log(self, frame: Any) -> None:
-        from feast.data_source import PushMode
-
-        self._store.push(LOG_PUSH, frame, to=PushMode.OFFLINE)
+        append_rows(self._log_path, frame, keys=[REQUEST_KEY])
 
 
 def backoff_s(attempt: int, base_s: float, rng: random.Random) -> float:
@@ -98,7 +114,7 @@ class FeatureSink:
         if rows:
             frame = stats_frame([decode_row(r.value) for r in rows], self._names)
             if await self._with_retries(self._writer.write_stats, frame, rows, producer, STATS_VIEW):
-                self._metrics.rows_written.labels(STATS_VIEW, "online").inc(frame["entity_id"].nunique())
+                self._metrics.rows_written.labels(STATS_VIEW, "online").inc(len(latest_per_entity(frame)))
                 self._metrics.rows_written.labels(STATS_VIEW, "offline").inc(len(frame))
                 self.written["rows"] += len(rows)
         if logs:

@@ -33,12 +33,19 @@ LOG_PUSH = "prediction_log_push"
 ENTITY_KEY = "entity_id"
 REQUEST_KEY = "request_id"
 TIMESTAMP = "event_timestamp"
+CREATED = "created"
+"""When a row was computed: of two rows for the same entity and time, the later corrects the other."""
 CONFIG_FILE = "feature_store.yaml"
 
 
 class FeatureRepoMissing(StreamInferError):
     def __init__(self, path: Path) -> None:
         super().__init__(f"no feature repository at {path}: create it with `streaminfer features init`")
+
+
+def offline_path(settings: FeatureSettings, view: str) -> Path:
+    """The file behind a view's push source: what the offline store (and training) reads."""
+    return settings.repo_path.resolve() / "data" / f"{view}.parquet"
 
 
 def window_spec(settings: FeatureSettings) -> WindowSpec:
@@ -69,7 +76,8 @@ def repo_config(settings: FeatureSettings) -> dict[str, Any]:
 
 def _stats_schema(settings: FeatureSettings) -> pa.Schema:
     names = window_spec(settings).feature_names()
-    columns = [(ENTITY_KEY, pa.string()), (TIMESTAMP, pa.timestamp("us", tz="UTC"))]
+    columns = [(ENTITY_KEY, pa.string()), (TIMESTAMP, pa.timestamp("us", tz="UTC")),
+               (CREATED, pa.timestamp("us", tz="UTC"))]
     columns += [(name, pa.int64() if name.startswith("requests_") else pa.float64()) for name in names]
     return pa.schema(columns)
 
@@ -88,14 +96,14 @@ def definitions(settings: FeatureSettings) -> list[Any]:
     from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
     from feast.types import Float64, Int64, String
 
-    data = settings.repo_path.resolve() / "data"
     entity = Entity(name="entity", join_keys=[ENTITY_KEY], value_type=ValueType.STRING,
                     description="What a request is about (a customer, a device, ...)")
     request = Entity(name="request", join_keys=[REQUEST_KEY], value_type=ValueType.STRING)
     stats_push = PushSource(name=STATS_PUSH, batch_source=FileSource(
-        name=f"{STATS_VIEW}_files", path=str(data / f"{STATS_VIEW}.parquet"), timestamp_field=TIMESTAMP))
+        name=f"{STATS_VIEW}_files", path=str(offline_path(settings, STATS_VIEW)), timestamp_field=TIMESTAMP,
+        created_timestamp_column=CREATED))
     log_push = PushSource(name=LOG_PUSH, batch_source=FileSource(
-        name=f"{LOG_VIEW}_files", path=str(data / f"{LOG_VIEW}.parquet"), timestamp_field=TIMESTAMP))
+        name=f"{LOG_VIEW}_files", path=str(offline_path(settings, LOG_VIEW)), timestamp_field=TIMESTAMP))
     stats_fields = [
         Field(name=name, dtype=Int64 if name.startswith("requests_") else Float64)
         for name in window_spec(settings).feature_names()
@@ -118,7 +126,7 @@ def init_repository(settings: FeatureSettings) -> Path:
     (root / "data").mkdir(parents=True, exist_ok=True)
     (root / CONFIG_FILE).write_text(yaml.safe_dump(repo_config(settings), sort_keys=False))
     for view, schema in ((STATS_VIEW, stats_schema(settings)), (LOG_VIEW, LOG_SCHEMA)):
-        path = root / "data" / f"{view}.parquet"
+        path = offline_path(settings, view)
         if not path.exists():
             pq.write_table(schema.empty_table(), path)  # typed, so appends cast cleanly
     store = open_store(settings)

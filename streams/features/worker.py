@@ -44,7 +44,7 @@ def run_worker(
     store = open_store(settings)
     registry = CollectorRegistry()
     server, url = serve_metrics(metrics_host, metrics_port, registry) if metrics_host else (None, None)
-    sink = FeatureSink(kafka, settings, FeastWriter(store), FeatureSinkMetrics(registry))
+    sink = FeatureSink(kafka, settings, FeastWriter(store, settings), FeatureSinkMetrics(registry))
     app = make_app(kafka, topics, settings)
 
     @app.task

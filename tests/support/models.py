@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from workers.repository import METADATA_FILE, MODEL_FILE, ModelMetadata, ModelRepository
+from workers.repository import METADATA_FILE, MODEL_FILE, Enrichment, ModelMetadata, ModelRepository
 from workers.runtime import ModelRuntime
 from workers.settings import RuntimeSettings
 
@@ -50,3 +50,34 @@ def write_lookup_model(repository: ModelRepository, version: str = "1.0.0") -> N
     signature = ModelRuntime(directory / MODEL_FILE, RuntimeSettings()).signature
     repository.save_metadata(ModelMetadata(name=LOOKUP_MODEL, version=version, signature=signature))
     assert (directory / METADATA_FILE).is_file()
+
+
+ENRICHED_MODEL = "entity-sum"
+
+
+def row_sum_model(width: int) -> onnx.ModelProto:
+    """``score[i] = sum(input[i, :])``: a prediction shows exactly which values the model saw."""
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["input", "axes"], ["score"], keepdims=0)],
+        "row_sum",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])],
+        initializer=[axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_enriched_model(repository: ModelRepository, features: list[str], version: str = "1.0.0") -> None:
+    """A row-sum model over one request column plus ``features`` from the online store."""
+    directory = repository.root / ENRICHED_MODEL / version
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MODEL_FILE).write_bytes(row_sum_model(1 + len(features)).SerializeToString())
+    signature = ModelRuntime(directory / MODEL_FILE, RuntimeSettings()).signature
+    repository.save_metadata(ModelMetadata(
+        name=ENRICHED_MODEL, version=version, signature=signature,
+        enrichment=Enrichment(input="input", features=features),
+    ))
