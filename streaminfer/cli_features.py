@@ -41,12 +41,14 @@ def init(repo: Optional[Path] = RepoPathOpt, online_store: Optional[str] = Onlin
 @friendly_errors
 def worker(bootstrap: Optional[str] = BootstrapOpt, repo: Optional[Path] = RepoPathOpt,
            online_store: Optional[str] = OnlineOpt, redis: Optional[str] = RedisOpt,
-           metrics_port: Optional[int] = typer.Option(None, help="Prometheus endpoint port (0: any free port).")) -> None:
+           metrics_port: Optional[int] = typer.Option(None, help="Prometheus endpoint port (0: any free port)."),
+           log_level: str = typer.Option("warning", help="Faust's log level (info shows rebalances and recovery).")) -> None:
     """Run the feature app (Faust) and the Feast sink until interrupted."""
+    import asyncio
+
     from streams.clients import check_reachable
     from streams.features.store import init_repository
     from streams.features.worker import run_worker
-    import asyncio
 
     settings = _settings(bootstrap, repo, online_store, redis)
     asyncio.run(check_reachable(settings.kafka.bootstrap))
@@ -58,7 +60,8 @@ def worker(bootstrap: Optional[str] = BootstrapOpt, repo: Optional[Path] = RepoP
         console.print(f"feature worker    reading {settings.topics.requests}, {settings.topics.predictions}; "
                       f"writing {settings.features.repo_path.resolve()}; metrics {url or 'off'}", highlight=False)
 
-    run_worker(settings.kafka, settings.topics, settings.features, host, port or 0, on_ready=ready)
+    run_worker(settings.kafka, settings.topics, settings.features, host, port or 0, on_ready=ready,
+               log_level=log_level.upper())
 
 
 @features_app.command("get")

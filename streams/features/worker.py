@@ -38,6 +38,7 @@ def run_worker(
     metrics_host: str | None = None,
     metrics_port: int = 0,
     on_ready: Callable[[str | None], None] = lambda url: None,
+    log_level: str = "WARNING",
 ) -> None:
     """Blocks until the process is told to stop."""
     asyncio.run(prepare_topics(kafka, topics, settings))
@@ -56,7 +57,7 @@ def run_worker(
         on_ready(url)
 
     try:
-        faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+        faust.Worker(app, loglevel=log_level, quiet=True).execute_from_commandline()
     finally:
         sink.stop()
         stop_serving(server)

@@ -232,6 +232,10 @@ async def enrich(bootstrap: str, topics: TopicSettings, outcome: Outcome, run: s
 
 
 SCENARIOS = [("tansu", "sqlite"), ("tansu", "redis"), ("apache_kafka", "sqlite")]
+# Restarts run on Apache Kafka: recovering a Faust table reads its changelog up to the end offset
+# the broker reports, and the embedded broker reports the start of the last record batch + 1, so
+# a worker restarted against it would miss the tail of its changelogs (see the README).
+RESTARTS = [("apache_kafka", "sqlite"), ("apache_kafka", "redis")]
 
 
 def scenario(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, kill: bool) -> Outcome:
@@ -254,7 +258,7 @@ def streamed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     return scenario(request, tmp_path_factory, kill=False)
 
 
-@pytest.fixture(scope="module", params=SCENARIOS[:2], ids=["tansu-sqlite", "tansu-redis"])
+@pytest.fixture(scope="module", params=RESTARTS, ids=["kafka-sqlite", "kafka-redis"])
 def restarted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Outcome:
     return scenario(request, tmp_path_factory, kill=True)
 

@@ -88,7 +88,7 @@ class FeatureWorker:
 
     def start(self) -> "FeatureWorker":
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "streaminfer.cli", "features", "worker", "--metrics-port", "0"],
+            [sys.executable, "-m", "streaminfer.cli", "features", "worker", "--metrics-port", "0", "--log-level", "info"],
             env=self._env, cwd=ROOT, stdout=self._log.open("ab"), stderr=subprocess.STDOUT,
         )
         return self
