@@ -45,7 +45,7 @@ class FeatureSettings(BaseModel):
     """Faust app id: its consumer group and the prefix of its changelog topics."""
 
     sink_group_id: str = "streaminfer-feature-sink"
-    sink_batch_rows: int = Field(500, ge=1)
+    sink_batch_rows: int = Field(2000, ge=1)
     """Most rows in one write to the feature store."""
 
     sink_batch_wait_ms: int = Field(200, ge=0)

@@ -84,6 +84,8 @@ class FeatureSink:
         self._rng = random.Random()
         self._stopping = asyncio.Event()
         self.written = {"rows": 0, "logs": 0}
+        self.first_fetch_at: float | None = None
+        """``time.perf_counter()`` when the first records arrived (after the group join)."""
 
     async def run(self) -> None:
         """Until ``stop()``: fetch a batch, write it (or dead-letter it), commit, repeat."""
@@ -99,6 +101,7 @@ class FeatureSink:
                 )
                 records = [r for batch in fetched.values() for r in batch]
                 if records:
+                    self.first_fetch_at = self.first_fetch_at or time.perf_counter()
                     await self._write(records, producer)
                     await consumer.commit()
         finally:

@@ -17,7 +17,7 @@ from streams.settings import TopicSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
-SERVICES = {"kafka", "kafka-init", "ray-head", "pipeline", "prometheus"}
+SERVICES = {"kafka", "kafka-init", "ray-head", "pipeline", "prometheus", "redis", "features"}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def _prometheus_targets(services: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
-def test_the_stack_has_exactly_the_five_services(services: dict[str, dict[str, Any]]) -> None:
+def test_the_stack_has_exactly_its_seven_services(services: dict[str, dict[str, Any]]) -> None:
     assert set(services) == SERVICES
 
 
@@ -64,11 +64,11 @@ def test_every_image_is_pinned_to_a_version(services: dict[str, dict[str, Any]])
         assert tag and tag != "latest", f"{name}: pin {image!r} to a version"
 
 
-def test_the_pipeline_and_the_ray_head_share_one_locally_built_image(
+def test_the_pipeline_the_feature_worker_and_the_ray_head_share_one_locally_built_image(
     services: dict[str, dict[str, Any]],
 ) -> None:
     pipeline, head = services["pipeline"], services["ray-head"]
-    assert pipeline["image"] == head["image"]
+    assert pipeline["image"] == head["image"] == services["features"]["image"]
     dockerfile = REPO_ROOT / pipeline["build"]["context"] / pipeline["build"]["dockerfile"]
     assert dockerfile.is_file()
     assert "FROM python:3.11-slim" in dockerfile.read_text()
@@ -155,3 +155,17 @@ def test_prometheus_discovers_every_process_through_the_targets_file_the_pipelin
     assert f"scrape-targets:{targets_dir}" in services["pipeline"]["volumes"]
     assert "scrape-targets:/etc/prometheus/targets:ro" in services["prometheus"]["volumes"]
     assert any(m.endswith("alerts.yml:/etc/prometheus/alerts.yml:ro") for m in services["prometheus"]["volumes"])
+
+
+def test_enrichment_and_the_feature_worker_share_one_feast_repository_and_online_store(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    worker = _command(services["features"])
+    assert worker[:3] == ["streaminfer", "features", "worker"]
+    assert worker[worker.index("--redis") + 1] == services["pipeline"]["environment"]["STREAMINFER_FEATURES__REDIS_URL"]
+    assert worker[worker.index("--redis") + 1].split(":")[0] in services
+    repo = services["features"]["environment"]["STREAMINFER_FEATURES__REPO_PATH"]
+    assert services["pipeline"]["environment"]["STREAMINFER_FEATURES__REPO_PATH"] == repo
+    for name in ("features", "ray-head"):  # consumer actors run on the Ray head
+        assert f"feature-repo:{repo}" in services[name]["volumes"], name
+    assert f"features:{worker[worker.index('--metrics-port') + 1]}" in _prometheus_targets(services)
