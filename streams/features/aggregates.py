@@ -12,9 +12,9 @@ corrected row for each later time whose windows include it. So the offline store
 every request time, the features exactly as of that time: what point-in-time joins need.
 
 Keeping the request ids makes applying an event idempotent: a Faust worker restarted mid-stream
-re-reads what it had not committed, and nothing counts twice. A request more than one hopping
-window older than the entity's newest is ignored, and buckets older than two windows are
-dropped, so memory per entity stays bounded by the traffic of two windows.
+re-reads what it had not committed, and nothing counts twice. A request later than the allowed
+lateness behind the entity's newest is ignored, and older buckets are dropped, so memory per
+entity stays bounded by its traffic over the lateness plus one hopping window.
 """
 
 from __future__ import annotations
@@ -33,13 +33,24 @@ class WindowSpec:
     size_s: int = 300
     """Hopping window length: a multiple of ``step_s``."""
 
+    lateness_s: int = 600
+    """How far behind the entity's newest request one may arrive and still count. Requests of
+    one entity come through several partitions, and a backfill or a lagging partition delivers
+    them minutes apart in event time."""
+
     def __post_init__(self) -> None:
         if self.step_s <= 0 or self.size_s < self.step_s or self.size_s % self.step_s:
             raise ValueError(f"hopping window {self.size_s} s must be a positive multiple of its step {self.step_s} s")
+        if self.lateness_s < 0:
+            raise ValueError(f"allowed lateness must be 0 s or more, got {self.lateness_s}")
 
     @property
     def buckets(self) -> int:
         return self.size_s // self.step_s
+
+    @property
+    def late_buckets(self) -> int:
+        return -(-self.lateness_s // self.step_s)
 
     def bucket_of(self, ts_ms: int) -> int:
         return ts_ms // (self.step_s * 1000)
@@ -67,7 +78,7 @@ def apply(state: State, spec: WindowSpec, request_id: str, ts_ms: int, score: fl
     yields nothing."""
     latest = max(state["latest_ms"], ts_ms)
     bucket = spec.bucket_of(ts_ms)
-    if bucket <= spec.bucket_of(latest) - spec.buckets:
+    if bucket < spec.bucket_of(latest) - spec.late_buckets:
         return Update(False, [])
     key = str(bucket)  # JSON object keys are strings; keep them so across a changelog restore
     entries = state["buckets"].get(key, [])
@@ -87,9 +98,9 @@ def apply(state: State, spec: WindowSpec, request_id: str, ts_ms: int, score: fl
 
 
 def _drop_expired(state: State, spec: WindowSpec) -> None:
-    """Requests are accepted up to one hopping window behind the newest; a late one changes rows
-    up to one more window back, so buckets are kept for two."""
-    oldest_kept = spec.bucket_of(state["latest_ms"]) - 2 * spec.buckets + 1
+    """Requests are accepted up to the allowed lateness behind the newest; the rows a late one
+    changes have windows reaching one more hopping window back, so buckets are kept that long."""
+    oldest_kept = spec.bucket_of(state["latest_ms"]) - spec.late_buckets - spec.buckets + 1
     for key in [k for k in state["buckets"] if int(k) < oldest_kept]:
         del state["buckets"][key]
 

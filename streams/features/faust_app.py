@@ -102,9 +102,9 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
         broker_heartbeat_interval=kafka.heartbeat_interval_ms / seconds,
         broker_rebalance_timeout=kafka.rebalance_timeout_ms / seconds,
         processing_guarantee="at_least_once",
-        # Faust's default commit interval (2.8 s): with much shorter ones, a worker restarted
-        # mid-stream was seen to leave a few fetched records unprocessed (its commits then stall
-        # behind them until the next restart re-reads them)
+        # broker_commit_interval stays at Faust's default (2.8 s): with much shorter ones, a
+        # worker restarted mid-stream was seen to leave a few fetched records unprocessed (its
+        # commits then stall behind them until the next restart reads them again)
     )
     sources = app.topic(topics.requests, topics.predictions, topics.deadletter, schema=raw())
     joinable = app.topic(settings.topics.joinable, schema=raw())

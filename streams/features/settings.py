@@ -41,6 +41,10 @@ class FeatureSettings(BaseModel):
     size_s: int = Field(300, ge=1)
     """Hopping window length (a multiple of ``step_s``)."""
 
+    allowed_lateness_s: int = Field(600, ge=0)
+    """How far (event time) behind an entity's newest request one may arrive and still count;
+    the state kept per entity grows with it."""
+
     app_id: str = "streaminfer-features"
     """Faust app id: its consumer group and the prefix of its changelog topics."""
 

@@ -49,7 +49,7 @@ def offline_path(settings: FeatureSettings, view: str) -> Path:
 
 
 def window_spec(settings: FeatureSettings) -> WindowSpec:
-    return WindowSpec(step_s=settings.step_s, size_s=settings.size_s)
+    return WindowSpec(step_s=settings.step_s, size_s=settings.size_s, lateness_s=settings.allowed_lateness_s)
 
 
 def stats_features(settings: FeatureSettings) -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 from streams.features import aggregates
 from streams.features.aggregates import WindowSpec
 
-SPEC = WindowSpec(step_s=60, size_s=300)
+SPEC = WindowSpec(step_s=60, size_s=300, lateness_s=300)
 MIN = 60_000
 
 
@@ -62,10 +62,10 @@ def test_a_request_that_arrives_after_later_ones_corrects_their_rows():
     assert aggregates.features_at(state, SPEC, 2 * MIN)["requests_300s"] == 4
 
 
-def test_buckets_older_than_two_hopping_windows_are_dropped_and_requests_older_than_one_ignored():
+def test_requests_later_than_the_allowed_lateness_are_ignored_and_older_buckets_dropped():
     state = run([(f"r{m}", m * MIN, 1.0) for m in range(20)])
-    assert len(state["buckets"]) == 2 * SPEC.buckets
-    assert aggregates.apply(state, SPEC, "late", 14 * MIN, 1.0) == aggregates.Update(changed=False, times=[])
+    assert len(state["buckets"]) == SPEC.late_buckets + SPEC.buckets
+    assert aggregates.apply(state, SPEC, "late", 13 * MIN, 1.0) == aggregates.Update(changed=False, times=[])
     assert aggregates.features(state, SPEC)["requests_300s"] == 5
 
 
