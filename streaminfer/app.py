@@ -37,14 +37,14 @@ from monitoring.metrics import ActorMetrics, PipelineMetrics
 from streaminfer.alerting_actor import AlertingActor
 from streaminfer.broker import port_in_use
 from streaminfer.consumer_actor import ConsumerActor
-from streams.enrichment import feast_enricher
-from streams.features.settings import FeatureSettings
 from streaminfer.errors import PortInUse
 from streaminfer.monitor_actor import MonitorActor
 from streaminfer.process import tune_gc_for_streaming
 from streaminfer.settings import AppSettings
 from streaminfer.supervision import ActorWatcher, Sighting
 from streams.clients import check_reachable, ensure_topics
+from streams.enrichment import feast_enricher
+from streams.features.settings import FeatureSettings
 from streams.pipeline import Pipeline
 from workers.pool import WorkerPool
 from workers.repository import ModelRepository

@@ -26,11 +26,12 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.features import aggregates
 from streams.features.records import (
+    FeatureRow,
     PredictionLog,
     Scored,
-    FeatureRow,
     dead_letter_part,
     decode_part,
+    decode_scored,
     encode,
     prediction_part,
     request_part,
@@ -38,7 +39,6 @@ from streams.features.records import (
 from streams.features.settings import FeatureSettings
 from streams.features.store import window_spec
 from streams.settings import KafkaSettings, TopicSettings
-
 
 
 def raw() -> faust.Schema:
@@ -149,7 +149,7 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
     @app.agent(scored)
     async def aggregate(stream: Any) -> None:
         async for event in stream.events():
-            item = msgspec.json.decode(event.value, type=Scored)
+            item = decode_scored(event.value)
             held = windows.get(event.key)
             state = _state.decode(held) if held is not None else aggregates.empty_state()
             update = aggregates.apply(state, spec, item.request_id, item.ts_ms, item.score)

@@ -5,8 +5,6 @@ input are always co-partitioned, whatever keys the applications used for their r
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from schemas import headers as h
@@ -113,7 +111,3 @@ def score_of(prediction: Prediction) -> float:
 
 def _text(value: bytes | None) -> str | None:
     return value.decode() if value else None
-
-
-def as_dict(struct: Any) -> dict[str, Any]:
-    return msgspec.structs.asdict(struct)

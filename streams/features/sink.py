@@ -21,10 +21,16 @@ from aiokafka.structs import ConsumerRecord
 from monitoring.metrics import FeatureSinkMetrics
 from schemas.deadletter import Reason, error_headers
 from streams.clients import make_consumer, make_producer, start_client
-from streams.features.frames import latest_per_entity, log_frame, offline_rows, online_rows, stats_frame
+from streams.features.frames import (
+    latest_per_entity,
+    log_frame,
+    offline_rows,
+    online_rows,
+    stats_frame,
+)
+from streams.features.offline import append_rows
 from streams.features.records import decode_log, decode_row
 from streams.features.settings import FeatureSettings
-from streams.features.offline import append_rows
 from streams.features.store import (
     CREATED,
     ENTITY_KEY,

@@ -74,7 +74,7 @@ def repo_config(settings: FeatureSettings) -> dict[str, Any]:
     }
 
 
-def _stats_schema(settings: FeatureSettings) -> pa.Schema:
+def stats_schema(settings: FeatureSettings) -> pa.Schema:
     names = window_spec(settings).feature_names()
     columns = [(ENTITY_KEY, pa.string()), (TIMESTAMP, pa.timestamp("us", tz="UTC")),
                (CREATED, pa.timestamp("us", tz="UTC"))]
@@ -86,10 +86,6 @@ LOG_SCHEMA = pa.schema([
     (REQUEST_KEY, pa.string()), (TIMESTAMP, pa.timestamp("us", tz="UTC")), (ENTITY_KEY, pa.string()),
     ("model", pa.string()), ("version", pa.string()), ("inputs", pa.string()), ("score", pa.float64()),
 ])
-
-
-def stats_schema(settings: FeatureSettings) -> pa.Schema:
-    return _stats_schema(settings)
 
 
 def definitions(settings: FeatureSettings) -> list[Any]:

@@ -11,7 +11,15 @@ from __future__ import annotations
 import pandas as pd
 
 from streams.features.settings import FeatureSettings
-from streams.features.store import ENTITY_KEY, LOG_VIEW, REQUEST_KEY, TIMESTAMP, offline_path, open_store, stats_features
+from streams.features.store import (
+    ENTITY_KEY,
+    LOG_VIEW,
+    REQUEST_KEY,
+    TIMESTAMP,
+    offline_path,
+    open_store,
+    stats_features,
+)
 
 
 def prediction_log(settings: FeatureSettings) -> pd.DataFrame:
