@@ -22,6 +22,7 @@ import textwrap
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -30,7 +31,7 @@ from schemas.monitoring import DriftEvent, DriftKind, encode_event
 from streaminfer.app import start_app, start_ray
 from streaminfer.broker import EmbeddedBroker, free_port
 from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME, build_demo_model, demo_data
-from streaminfer.loadgen import demo_payloads, send_all
+from streaminfer.loadgen import Payload, demo_payloads, send_all
 from streaminfer.settings import AppSettings
 from streams.clients import make_consumer, make_producer, start_client
 from streams.settings import KafkaSettings, TopicSettings
@@ -41,10 +42,16 @@ from workers.settings import RaySettings
 SECRET = "bench-secret"
 
 
-async def time_requests(settings: AppSettings, count: int) -> float:
-    """Seconds from the first request sent to the last prediction read."""
+def demo_requests(count: int, run: str) -> list[Payload]:
+    return demo_payloads(demo_data().x_test, count, DEMO_MODEL, INPUT_NAME, run)
+
+
+async def time_requests(settings: AppSettings, count: int,
+                        make_payloads: Callable[[int, str], list[Payload]] = demo_requests) -> float:
+    """Seconds from the first request sent to the last prediction read (requests keyed
+    ``<run>-<n>``, as ``make_payloads(count, run)`` builds them)."""
     run = uuid.uuid4().hex[:6]
-    payloads = demo_payloads(demo_data().x_test, count, DEMO_MODEL, INPUT_NAME, run)
+    payloads = make_payloads(count, run)
     reader = make_consumer(settings.kafka, settings.topics.predictions, group_id=None)
     await start_client(reader, settings.kafka.bootstrap)
     await reader.seek_to_end()

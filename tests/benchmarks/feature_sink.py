@@ -37,14 +37,15 @@ from schemas.codec import request_body
 from streaminfer.app import start_app, start_ray
 from streaminfer.broker import EmbeddedBroker, free_port
 from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME, build_demo_model, demo_data
-from streaminfer.loadgen import Payload, send_all
+from streaminfer.loadgen import Payload
 from streaminfer.settings import AppSettings
-from streams.clients import ensure_topic_names, make_consumer, make_producer, start_client
+from streams.clients import ensure_topic_names, make_producer, start_client
 from streams.features.online import OnlineFeatures
 from streams.features.records import FeatureRow, PredictionLog, encode
 from streams.features.sink import FeastWriter, FeatureSink
 from streams.features.store import init_repository, open_store, stats_features, window_spec
 from streams.settings import KafkaSettings, TopicSettings
+from tests.benchmarks.alerting_isolation import time_requests
 from tests.support.features import FeatureWorker, RedisServer, feature_settings
 from workers.repository import ModelRepository
 from workers.settings import RaySettings
@@ -59,28 +60,6 @@ def entity_payloads(count: int, run: str, entities: int = 500) -> list[Payload]:
                             parameters={"entity_id": f"e{n % entities}"})
         payloads.append(Payload(request_id.encode(), body, [(h.REQUEST_ID, request_id.encode())]))
     return payloads
-
-
-async def time_requests(settings: AppSettings, count: int) -> float:
-    """Seconds from the first request sent to the last prediction read."""
-    run = uuid.uuid4().hex[:6]
-    payloads = entity_payloads(count, run)
-    reader = make_consumer(settings.kafka, settings.topics.predictions, group_id=None)
-    await start_client(reader, settings.kafka.bootstrap)
-    await reader.seek_to_end()
-    producer = make_producer(settings.kafka)
-    await start_client(producer, settings.kafka.bootstrap)
-    started = time.perf_counter()
-    sender = asyncio.create_task(send_all(producer, settings.topics.requests, payloads))
-    seen = 0
-    while seen < count:
-        batches = await reader.getmany(timeout_ms=100)
-        seen += sum(1 for records in batches.values() for r in records if r.key and r.key.startswith(run.encode()))
-    elapsed = time.perf_counter() - started
-    await sender
-    await producer.stop()
-    await reader.stop()
-    return elapsed
 
 
 # 1. sink throughput -----------------------------------------------------------------------------
@@ -178,7 +157,7 @@ async def main(bootstrap: str, count: int, rounds: int, parts: set[str]) -> None
                   log_to_driver=False)
         app = await start_app(settings)
         try:
-            await time_requests(settings, count)  # warm-up
+            await time_requests(settings, count, entity_payloads)  # warm-up
             if "overhead" not in parts:
                 rounds = 0
             print(f"2. inference path, {count} requests naming entities, alone vs with the feature worker", flush=True)
@@ -188,18 +167,18 @@ async def main(bootstrap: str, count: int, rounds: int, parts: set[str]) -> None
                 order = ["alone", "features"] if round_ % 2 == 0 else ["features", "alone"]
                 for arm in order:
                     if arm == "alone":
-                        runs[arm].append(await time_requests(settings, count))
+                        runs[arm].append(await time_requests(settings, count, entity_payloads))
                         continue
                     worker = FeatureWorker(kafka, topics, features, scratch / "worker.log").start()
                     await asyncio.sleep(8)  # joined its group and caught up with what came before
                     process = psutil.Process(worker._process.pid)  # type: ignore[union-attr]
                     before = process.cpu_times()
-                    runs[arm].append(await time_requests(settings, count))
+                    runs[arm].append(await time_requests(settings, count, entity_payloads))
                     after = process.cpu_times()
                     cpu.append(after.user + after.system - before.user - before.system)
                     worker.stop()
                 print("   round " + ", ".join(f"{arm} {count / runs[arm][-1]:,.0f}/s" for arm in order)
-                      + f" (feature worker {cpu[-1]:.1f} CPU s during its arm)", flush=True)
+                      + f" (feature worker {cpu[-1]:.1f} CPU s over its arm, client start-up included)", flush=True)
             if rounds:
                 alone = count / statistics.median(runs["alone"])
                 with_features = count / statistics.median(runs["features"])
