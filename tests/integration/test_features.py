@@ -11,8 +11,8 @@ order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -50,8 +50,7 @@ ENRICHED_FEATURES = ["entity_stats:requests_60s", "entity_stats:mean_score_60s"]
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
+    """Fails, naming the package, where redis-server is missing: it is installable everywhere."""
     server = RedisServer()
     yield server
     server.stop()
@@ -152,12 +151,10 @@ async def wait_until_online_matches(settings: FeatureSettings, want: dict, worke
 async def logged(settings: FeatureSettings, count: int, timeout_s: float = 60) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
+        with contextlib.suppress(OSError, ValueError):  # the file is replaced atomically; retry on a bad read
             log = prediction_log(settings)
             if len(log) >= count:
                 return log
-        except Exception:  # noqa: BLE001 - the sink may be rewriting the file right now
-            pass
         assert time.monotonic() < deadline, "the prediction log never held every prediction"
         await asyncio.sleep(1)
 
