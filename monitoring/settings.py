@@ -106,3 +106,24 @@ class AlertingSettings(BaseModel):
     check_receivers: bool = True
     """Refuse to start when a receiver's host does not accept connections (a typo in the URL
     would otherwise only show as undelivered alerts)."""
+
+
+class ExperimentSettings(BaseModel):
+    """The experiment controller: evidence per arm, canary gates, snapshots for the report."""
+
+    enabled: bool = True
+    """Start the controller with ``streaminfer run`` (a Ray actor named ``experiments``). Without
+    it, traffic policies still apply, but no canary moves on or rolls back."""
+
+    group_id: str = "streaminfer-experiments"
+    look_interval_s: float = Field(1.0, gt=0)
+    """How often every running experiment is looked at: snapshot, gates, decisions."""
+
+    alpha: float = Field(0.05, gt=0, lt=1)
+    """Error rate of the always-valid tests, whatever the number of looks."""
+
+    score_outputs: list[str] = ["probabilities", "score"]
+    """Outputs compared across arms (the first present; its last column for class probabilities)."""
+
+    snapshots_dir: Path = Path(".streaminfer/experiments")
+    """One ``<experiment>.jsonl`` per experiment: the looks the report plots."""

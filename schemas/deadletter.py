@@ -33,6 +33,10 @@ class Reason(str, Enum):
 _INT_FIELDS = ("partition", "offset")
 
 
+#: Reasons that are the serving version's fault, not the request's: what canary gates count.
+MODEL_FAULTS = frozenset({Reason.INFERENCE_ERROR.value, Reason.DEADLINE_EXCEEDED.value})
+
+
 def error_headers(
     *,
     reason: Reason,
@@ -41,7 +45,10 @@ def error_headers(
     partition: int,
     offset: int,
     model: str | None = None,
+    version: str | None = None,
     request_id: str | None = None,
+    experiment: str = "",
+    arm: str = "",
 ) -> list[tuple[str, bytes]]:
     """The headers appended to a dead letter, in a fixed order."""
     fields: dict[str, object] = {
@@ -53,8 +60,13 @@ def error_headers(
     }
     if model is not None:
         fields["model"] = model
+    if version is not None:
+        fields["version"] = version
     if request_id is not None:
         fields["request_id"] = request_id
+    if experiment:
+        fields["experiment"] = experiment
+        fields["arm"] = arm
     return [(HEADER_PREFIX + name, str(value).encode()) for name, value in fields.items()]
 
 

@@ -18,6 +18,11 @@ TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 #: On predictions: the request record's timestamp, so consumers can measure end-to-end latency.
 REQUEST_TIMESTAMP_MS = "request-timestamp-ms"
+#: On predictions, shadow outputs and dead letters of requests under a traffic experiment.
+EXPERIMENT = "experiment"
+ARM = "arm"
+#: On shadow outputs only: the error the shadow version failed with (its reason code).
+SHADOW_ERROR = "shadow-error"
 
 TRACE_HEADERS = (TRACEPARENT, TRACESTATE)
 

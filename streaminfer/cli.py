@@ -21,6 +21,7 @@ from streaminfer.cli_common import (
     load_settings,
     until_signal_or,
 )
+from streaminfer import cli_registry
 from streaminfer.cli_features import features_app
 from streaminfer.cli_monitoring import drift_app, monitor_command
 from streaminfer.settings import AppSettings
@@ -296,18 +297,10 @@ def optimize(
                   "that precision applies to (tree ensembles), so the variant computes as FP32 does.")
 
 
-@models_app.command("list")
-@friendly_errors
-def list_models(model_repo: Optional[Path] = RepoOpt) -> None:
-    """Models and versions in the repository."""
-    from workers.repository import ModelRepository
-
-    repository = ModelRepository(load_settings(model_repo=model_repo).model_repository)
-    names = repository.model_names()
-    if not names:
-        console.print(f"no models in {repository.root}: run `streaminfer models build-demo`")
-    for name in names:
-        console.print(f"{name}: {', '.join(repository.versions(name))}")
+models_app.command("list")(cli_registry.list_models)
+models_app.command("promote")(cli_registry.promote)
+models_app.command("rollback")(cli_registry.rollback)
+models_app.command("history")(cli_registry.history)
 
 
 app.add_typer(drift_app, name="drift")

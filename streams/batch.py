@@ -15,7 +15,8 @@ from schemas.codec import BatchOutputs, Prediction, decode_request, request_tens
 from schemas.errors import SchemaViolation
 from schemas.headers import RequestHeaders, parse_request_headers
 from streams.records import fallback_request_id
-from workers.served import ServedModel, ServedModels
+from workers.repository import ModelVersion
+from workers.served import Route, ServedModel, ServedModels
 
 
 @dataclass(slots=True)
@@ -25,23 +26,28 @@ class Decoded:
     record: ConsumerRecord
     request_id: str
     headers: RequestHeaders
-    served: ServedModel
+    route: Route
     arrays: dict[str, np.ndarray]
     rows: int
     parameters: dict[str, object] | None = None
 
+    @property
+    def served(self) -> ServedModel:
+        return self.route.served
+
 
 def decode_record(record: ConsumerRecord, models: ServedModels) -> Decoded:
-    """Decode and validate one record; every failure is a ``RequestError`` with its reason."""
+    """Decode and validate one record; every failure is a ``RequestError`` with its reason.
+    The route is chosen by the record's key (else its request id), so assignment is sticky."""
     try:
         headers = parse_request_headers(record.headers)
     except ValueError as exc:
         raise SchemaViolation(f"header deadline-ms must be epoch milliseconds: {exc}") from exc
     request = decode_request(record.value)
-    served = models.resolve(headers.model_name, headers.model_version)
-    arrays, rows = request_tensors(request, served.entry.request_signature)
     request_id = request.id or headers.request_id or fallback_request_id(record)
-    return Decoded(record, request_id, headers, served, arrays, rows, request.parameters)
+    route = models.route(headers.model_name, headers.model_version, record.key or request_id.encode())
+    arrays, rows = request_tensors(request, route.served.entry.request_signature)
+    return Decoded(record, request_id, headers, route, arrays, rows, request.parameters)
 
 
 def stack_inputs(items: list[Decoded]) -> dict[str, np.ndarray]:
@@ -52,14 +58,13 @@ def stack_inputs(items: list[Decoded]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([item.arrays[name] for item in items]) for name in names}
 
 
-def split_predictions(items: list[Decoded], outputs: dict[str, np.ndarray]) -> list[Prediction]:
-    """Cut a batch's outputs back into one prediction per request."""
+def split_predictions(items: list[Decoded], outputs: dict[str, np.ndarray], entry: ModelVersion) -> list[Prediction]:
+    """Cut a batch that ``entry`` computed back into one prediction per request."""
     predictions = []
     start = 0
     columns = BatchOutputs(outputs)
     for item in items:
         stop = start + item.rows
-        entry = item.served.entry
         predictions.append(
             Prediction(
                 id=item.request_id,

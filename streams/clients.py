@@ -65,7 +65,7 @@ async def check_reachable(bootstrap: str, timeout_s: float = 10.0) -> None:
 
 async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> None:
     """Create the pipeline's topics if missing (brokers that auto-create pick their own counts)."""
-    names = [topics.requests, topics.predictions, topics.deadletter] + ([topics.health] if topics.health else [])
+    names = [topics.requests, topics.predictions, topics.deadletter, topics.shadow] + ([topics.health] if topics.health else [])
     await ensure_topic_names(kafka, names, topics.partitions, topics.replication_factor)
 
 

@@ -11,7 +11,8 @@ to do. Nothing in the pipeline changes.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -43,7 +44,8 @@ class AtLeastOnceDelivery:
         except KafkaError as exc:
             raise DeliveryFailed(f"broker did not acknowledge {len(batch)} records: {exc!r}") from exc
         for out in batch:
-            self._tracker.finish(out.source, out.source_offset)
+            if not out.mirror:
+                self._tracker.finish(out.source, out.source_offset)
 
     async def commit(self) -> None:
         async with self._commit_lock:

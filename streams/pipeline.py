@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Awaitable, Sequence
+from collections.abc import Awaitable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -38,11 +38,18 @@ from streams.enrichment import Enricher
 from streams.errors import DeadlineExceeded
 from streams.health import HealthWindow
 from streams.offsets import OffsetTracker
-from streams.records import Outgoing, dead_letter_record, prediction_record, source_of
+from streams.records import (
+    Outgoing,
+    dead_letter_record,
+    experiment_headers,
+    prediction_record,
+    shadow_record,
+    source_of,
+)
 from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from workers.batching import DynamicBatcher
 from workers.errors import InferenceFailed
-from workers.served import ServedModel, ServedModels
+from workers.served import ServedModel, ServedModels, VersionKey
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +79,8 @@ class Pipeline:
         self._concurrent_batches = concurrent_batches
         self._enricher = enricher
         self._tracker = OffsetTracker()
-        self._batchers: dict[str, ModelBatcher] = {}
+        self._batchers: dict[VersionKey, ModelBatcher] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._delivery: Delivery | None = None
@@ -100,8 +108,7 @@ class Pipeline:
             raise ValueError(f"models {', '.join(enriched)} enrich requests from the feature store, "
                              "but this pipeline was given no enricher")
         for served in self._models.all():
-            self._batchers[served.entry.name] = self._make_batcher(served)
-            self._batchers[served.entry.name].start()
+            self._batcher_for(served)
         self._producer = make_producer(self._kafka)
         self._consumer = make_consumer(self._kafka)
         await start_client(self._producer, self._kafka.bootstrap)
@@ -111,6 +118,7 @@ class Pipeline:
         self._tasks = [
             self._watch(asyncio.create_task(self._consume_loop(), name="consume")),
             self._watch(asyncio.create_task(self._commit_loop(), name="commit")),
+            self._watch(asyncio.create_task(self._routing_loop(), name="routing")),
         ]
 
     async def wait(self) -> None:
@@ -124,6 +132,7 @@ class Pipeline:
         self._stopping.set()
         await self._end_loops()
         await self._drain()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         for batcher in self._batchers.values():
             await batcher.stop()
         if self._failure is None and self._delivery is not None:
@@ -171,7 +180,7 @@ class Pipeline:
         """Recent inference batch sizes, all models together."""
         return [size for b in self._batchers.values() for size in b.batch_sizes]
 
-    async def __aenter__(self) -> "Pipeline":
+    async def __aenter__(self) -> Pipeline:
         await self.start()
         return self
 
@@ -243,6 +252,27 @@ class Pipeline:
             if time.monotonic() - self._last_health >= self._settings.health_interval_s:
                 await self._report_health()
 
+    async def _routing_loop(self) -> None:
+        """Apply promotions, rollbacks and traffic policies live. New versions' pools start
+        before the switch (inside ``refresh``); retired ones stop after every batch fetched
+        before the switch has ended, since only those can still be routed to them."""
+        while not self._stopping.is_set():
+            await asyncio.sleep(self._settings.routing_poll_s)
+            retired = await self._models.refresh()
+            if retired:
+                task = asyncio.create_task(self._retire(retired, list(self._inflight)))
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, retired: list[ServedModel], before: list[asyncio.Task[None]]) -> None:
+        await asyncio.gather(*before, return_exceptions=True)
+        for served in retired:
+            batcher = self._batchers.pop(served.key, None)
+            if batcher is not None:
+                await batcher.stop()
+            await served.pool.stop()
+            log.info("retired %s/%s", *served.key)
+
     async def _report_health(self) -> None:
         """Fire and forget: a health report must never hold up predictions."""
         self._last_health = time.monotonic()
@@ -298,13 +328,25 @@ class Pipeline:
                     outgoing.append(self._dead_letter(record, exc))
             if self._enricher is not None:
                 decoded = await self._enrich(decoded, outgoing)
-            groups: dict[str, list[Decoded]] = {}
+            groups: dict[VersionKey, list[Decoded]] = {}
             for item in decoded:
-                groups.setdefault(item.served.entry.name, []).append(item)
-            results = await asyncio.gather(*(self._batchers[name].submit(items) for name, items in groups.items()))
+                groups.setdefault(item.served.key, []).append(item)
+            shadows: dict[VersionKey, list[Decoded]] = {}
+            for item in decoded:
+                if item.route.shadow is not None:
+                    shadows.setdefault(item.route.shadow.key, []).append(item)
+            results = await asyncio.gather(
+                *(self._batcher_for(items[0].served).submit(items) for items in groups.values()),
+                *(self._batcher_for(items[0].route.shadow).submit(items) for items in shadows.values()),  # type: ignore[arg-type]
+            )
             for items, outcomes in zip(groups.values(), results):
                 outgoing.extend(self._answer(item, outcome) for item, outcome in zip(items, outcomes))
-            await self._delivery.deliver(outgoing)
+            mirrored = [
+                self._shadow_answer(item, outcome)
+                for items, outcomes in zip(shadows.values(), results[len(groups):])
+                for item, outcome in zip(items, outcomes)
+            ]
+            await self._delivery.deliver(outgoing + mirrored if mirrored else outgoing)
             self._count(outgoing)
         finally:
             self._release_slot()
@@ -328,7 +370,28 @@ class Pipeline:
             if getattr(outcome, "reason", None) is None:
                 raise outcome  # not a request's fault (a bug): stop without committing
             return self._dead_letter(item.record, outcome, item)  # type: ignore[arg-type]
-        return prediction_record(self._topics.predictions, item.record, outcome, item.headers.trace)
+        route = item.route
+        return prediction_record(self._topics.predictions, item.record, outcome, item.headers.trace,
+                                 experiment_headers(route.experiment, route.arm) if route.experiment else None)
+
+    def _shadow_answer(self, item: Decoded, outcome: Prediction | BaseException) -> Outgoing:
+        """A shadow's failure is data for the comparison, never a dead letter of the request."""
+        shadow = item.route.shadow
+        assert shadow is not None
+        if isinstance(outcome, BaseException):
+            reason = getattr(outcome, "reason", None)
+            outcome_value: Prediction | str = reason.value if reason is not None else type(outcome).__name__
+        else:
+            outcome_value = outcome
+        return shadow_record(self._topics.shadow, item.record, item.request_id, shadow.entry.name,
+                             shadow.entry.version, outcome_value, experiment_headers(item.route.experiment, "shadow"))
+
+    def _batcher_for(self, served: ServedModel) -> ModelBatcher:
+        batcher = self._batchers.get(served.key)
+        if batcher is None:
+            batcher = self._batchers[served.key] = self._make_batcher(served)
+            batcher.start()
+        return batcher
 
     def _make_batcher(self, served: ServedModel) -> ModelBatcher:
         model = served.entry.name
@@ -338,7 +401,7 @@ class Pipeline:
             outputs = await served.pool.infer(stack_inputs(items))
             self._metrics.inference_seconds.labels(model).observe(time.perf_counter() - started)
             self._metrics.batch_size.labels(model).observe(len(items))
-            return split_predictions(items, outputs)
+            return split_predictions(items, outputs, served.entry)
 
         return DynamicBatcher(
             run,
@@ -356,10 +419,13 @@ class Pipeline:
         return dead_letter_record(
             self._topics.deadletter,
             record,
-            getattr(exc, "reason"),
+            exc.reason,
             str(exc),
             model=item.served.entry.name if item else None,
+            version=item.served.entry.version if item else None,
             request_id=item.request_id if item else None,
+            experiment=item.route.experiment if item else "",
+            arm=item.route.arm if item else "",
         )
 
     def _count(self, outgoing: Sequence[Outgoing]) -> None:

@@ -28,6 +28,8 @@ class Outgoing:
     model: str | None = None
     version: str | None = None
     request_timestamp_ms: int = 0
+    #: A shadow output: sent with its batch, but it does not end the request (its answer does).
+    mirror: bool = False
 
 
 @functools.lru_cache(maxsize=4096)
@@ -45,17 +47,24 @@ def fallback_request_id(record: ConsumerRecord) -> str:
     return f"{record.topic}-{record.partition}-{record.offset}"
 
 
+def experiment_headers(experiment: str, arm: str) -> Headers:
+    """Which experiment and arm served a request (none outside experiments)."""
+    return [(h.EXPERIMENT, experiment.encode()), (h.ARM, arm.encode())] if experiment else []
+
+
 def prediction_record(
     topic: str,
     record: ConsumerRecord,
     prediction: Prediction,
     trace: tuple[tuple[str, bytes], ...],
+    experiment: Headers | None = None,
 ) -> Outgoing:
     headers: Headers = [
         (h.REQUEST_ID, prediction.id.encode()),
         (h.MODEL_NAME, prediction.model_name.encode()),
         (h.MODEL_VERSION, prediction.model_version.encode()),
         (h.REQUEST_TIMESTAMP_MS, str(record.timestamp).encode()),
+        *(experiment or ()),
         *trace,
     ]
     return Outgoing(
@@ -78,7 +87,10 @@ def dead_letter_record(
     message: str,
     *,
     model: str | None = None,
+    version: str | None = None,
     request_id: str | None = None,
+    experiment: str = "",
+    arm: str = "",
 ) -> Outgoing:
     """The original value, key and headers, plus our error headers; never re-encoded."""
     headers = list(record.headers) + error_headers(
@@ -88,7 +100,10 @@ def dead_letter_record(
         partition=record.partition,
         offset=record.offset,
         model=model,
+        version=version,
         request_id=request_id,
+        experiment=experiment,
+        arm=arm,
     )
     return Outgoing(
         topic=topic,
@@ -99,4 +114,38 @@ def dead_letter_record(
         source_offset=record.offset,
         reason=reason,
         model=model,
+        version=version,
+    )
+
+
+def shadow_record(
+    topic: str,
+    record: ConsumerRecord,
+    request_id: str,
+    model: str,
+    version: str,
+    outcome: Prediction | str,
+    experiment: Headers,
+) -> Outgoing:
+    """A shadow version's output (or, as a string, the reason it failed): for comparison only."""
+    headers: Headers = [
+        (h.REQUEST_ID, request_id.encode()),
+        (h.MODEL_NAME, model.encode()),
+        (h.MODEL_VERSION, version.encode()),
+        (h.REQUEST_TIMESTAMP_MS, str(record.timestamp).encode()),
+        *experiment,
+    ]
+    if isinstance(outcome, str):
+        headers.append((h.SHADOW_ERROR, outcome.encode()))
+    return Outgoing(
+        topic=topic,
+        key=record.key,
+        value=encode(outcome) if not isinstance(outcome, str) else None,
+        headers=headers,
+        source=source_of(record),
+        source_offset=record.offset,
+        model=model,
+        version=version,
+        request_timestamp_ms=record.timestamp,
+        mirror=True,
     )

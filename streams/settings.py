@@ -9,6 +9,9 @@ class TopicSettings(BaseModel):
     requests: str = "inference.requests"
     predictions: str = "inference.predictions"
     deadletter: str = "inference.deadletter"
+    shadow: str = "inference.shadow"
+    """Outputs of shadow versions (traffic experiments): for comparison, never for clients."""
+
     health: str | None = "monitoring.metrics"
     """Where each consumer reports error rate, p99 latency and lag (None: not at all)."""
 
@@ -78,6 +81,10 @@ class PipelineSettings(BaseModel):
 
     commit_interval_ms: int = Field(200, ge=0)
     """Offsets are committed at most this often (and always on rebalance and shutdown)."""
+
+    routing_poll_s: float = Field(0.5, gt=0)
+    """How often each consumer checks the registry's aliases and the traffic policies for changes:
+    a promotion, a rollback or a canary step reaches every consumer within about this long."""
 
     stop_step_timeout_s: float = Field(10.0, gt=0)
     """On shutdown, the longest each step that needs the broker (the last fetch, the final commit,

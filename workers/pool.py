@@ -27,9 +27,10 @@ _BACKOFF_START_S = 0.05
 _BACKOFF_MAX_S = 1.0
 
 
-def actor_name(model_name: str, index: int) -> str:
-    """Stable, human-readable names: the dashboard shows ``<model>-<index>``."""
-    return f"{model_name}-{index}"
+def actor_name(model_name: str, version: str, index: int) -> str:
+    """Stable, human-readable names: the dashboard shows ``<model>-<version>-<index>``, and two
+    versions served at once (a canary, a shadow) get pools of their own."""
+    return f"{model_name}-{version}-{index}"
 
 
 class WorkerPool:
@@ -44,7 +45,7 @@ class WorkerPool:
 
     @property
     def names(self) -> list[str]:
-        return [actor_name(self.model.name, i) for i in range(self._pool.size)]
+        return [actor_name(self.model.name, self.model.version, i) for i in range(self._pool.size)]
 
     async def start(self) -> list[dict[str, object]]:
         """Create the actors and wait until each has opened its session; returns their descriptions."""
@@ -105,7 +106,7 @@ class WorkerPool:
                     raise WorkersUnavailable(
                         f"no actor of {self.model.name} answered within {self._pool.retry_timeout_s:.0f} s: {exc}"
                     ) from exc
-                log.warning("actor %s failed (%s); retrying the batch", actor_name(self.model.name, index), type(exc).__name__)
+                log.warning("actor %s failed (%s); retrying the batch", actor_name(self.model.name, self.model.version, index), type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
             finally:

@@ -13,7 +13,7 @@ import ray
 from schemas import headers as h
 from schemas.codec import decode_prediction, request_body
 from schemas.deadletter import read_error_headers
-from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME, demo_data
+from streaminfer.demo_model import DEMO_MODEL, DEMO_VERSION, INPUT_NAME, demo_data
 from tests.support.harness import Collector, app_settings, send, started
 from tests.support.models import LOOKUP_MODEL, LOOKUP_TABLE
 from workers.runtime import ModelRuntime
@@ -131,7 +131,8 @@ async def test_killed_actor_mid_stream_loses_no_request(consumers, kafka_setting
     count = 5000
     settings = app_settings(kafka_settings, topics, model_repo, consumers=consumers)
     app = await started(settings)
-    victim = ray.get_actor(f"{DEMO_MODEL}-0", namespace=settings.pool.namespace)
+    victim_name = app.names[0] if consumers else f"{DEMO_MODEL}-{DEMO_VERSION}-0"  # type: ignore[attr-defined]
+    victim = ray.get_actor(victim_name, namespace=settings.pool.namespace)
     try:
         async with Collector(kafka_settings.bootstrap, topics) as collector:
             sender = asyncio.create_task(send(kafka_settings.bootstrap, topics.requests, demo_records(rows, count, "k")))

@@ -81,3 +81,49 @@ def write_enriched_model(repository: ModelRepository, features: list[str], versi
         name=ENRICHED_MODEL, version=version, signature=signature,
         enrichment=Enrichment(input="input", features=features),
     ))
+
+
+EXPERIMENT_MODEL = "table"
+
+
+def table_model(size: int, flipped: frozenset[int] = frozenset()) -> onnx.ModelProto:
+    """``score = index / 100`` and ``label = index % 2`` (``1 - that`` for ``flipped`` indices),
+    with ``index = int(input[:, 0])``. An index at or past ``size`` makes ONNX Runtime raise, so
+    a smaller table is a version that fails on a known share of requests."""
+    scores = [i / 100 for i in range(size)]
+    labels = [(i % 2) ^ (1 if i in flipped else 0) for i in range(size)]
+    initializers = [
+        helper.make_tensor("scores", TensorProto.FLOAT, [size], scores),
+        helper.make_tensor("labels", TensorProto.INT64, [size], labels),
+        helper.make_tensor("starts", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("ends", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+    ]
+    nodes = [
+        helper.make_node("Slice", ["input", "starts", "ends", "axes"], ["first"]),
+        helper.make_node("Squeeze", ["first", "axes"], ["first_flat"]),
+        helper.make_node("Cast", ["first_flat"], ["index"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["labels", "index"], ["label"], axis=0),
+        helper.make_node("Gather", ["scores", "index"], ["score"], axis=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "table",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_table_model(repository: ModelRepository, version: str, size: int = 100,
+                      flipped: frozenset[int] = frozenset(), name: str = EXPERIMENT_MODEL) -> None:
+    directory = repository.root / name / version
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MODEL_FILE).write_bytes(table_model(size, flipped).SerializeToString())
+    signature = ModelRuntime(directory / MODEL_FILE, RuntimeSettings()).signature
+    repository.save_metadata(ModelMetadata(name=name, version=version, signature=signature))

@@ -12,6 +12,7 @@ from schemas.headers import RequestHeaders
 from streams.batch import Decoded
 from streams.enrichment import Enricher
 from workers.repository import Enrichment
+from workers.served import Route
 
 FEATURES = ["entity_stats:requests_60s", "entity_stats:mean_score_60s"]
 
@@ -32,7 +33,7 @@ def item(entity: str | None, rows: int = 1, required: bool = True) -> Decoded:
     enrichment = Enrichment(input="input", features=FEATURES, required=required, default=-1.0)
     served = SimpleNamespace(entry=SimpleNamespace(name="m", version="1.0.0", metadata=SimpleNamespace(enrichment=enrichment)))
     arrays = {"input": np.full((rows, 1), 7.0, dtype=np.float32)}
-    return Decoded(record=None, request_id="r", headers=RequestHeaders(), served=served, arrays=arrays, rows=rows,  # type: ignore[arg-type]
+    return Decoded(record=None, request_id="r", headers=RequestHeaders(), route=Route(served), arrays=arrays, rows=rows,  # type: ignore[arg-type]
                    parameters=None if entity is None else {"entity_id": entity})
 
 

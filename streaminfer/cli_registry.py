@@ -1,0 +1,114 @@
+"""Commands of the model registry: aliases, promotion, rollback and the audit history.
+
+Running consumers poll the registry's files, so these take effect within
+``PIPELINE__ROUTING_POLL_S`` without a restart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from streaminfer.cli_common import RepoOpt, console, friendly_errors, load_settings
+from workers.registry import PRODUCTION, AuditEntry, ModelRegistry
+from workers.repository import ModelRepository
+from workers.traffic import load_policy
+
+WhyOpt = typer.Option("", "--why", help="Why: kept in the audit log.")
+WhoOpt = typer.Option(None, "--who", help="Who (default: user@host).")
+
+
+def _registry(model_repo: Path | None) -> ModelRegistry:
+    return ModelRegistry(ModelRepository(load_settings(model_repo=model_repo).model_repository))
+
+
+@friendly_errors
+def list_models(model_repo: Optional[Path] = RepoOpt) -> None:
+    """Models, their versions and aliases, and any running experiment."""
+    registry = _registry(model_repo)
+    repository = registry.repository
+    names = repository.model_names()
+    if not names:
+        console.print(f"no models in {repository.root}: run `streaminfer models build-demo`")
+    for name in names:
+        aliases = registry.aliases(name)
+        production = registry.production(name)
+        tagged = []
+        for version in repository.versions(name):
+            names_of = sorted(alias for alias, v in aliases.items() if v == version)
+            if version == production and PRODUCTION not in names_of:
+                names_of.insert(0, "production (newest)")
+            tagged.append(f"{version} [{', '.join(names_of)}]" if names_of else version)
+        console.print(f"{name}: {', '.join(tagged)}", highlight=False)
+        policy = load_policy(repository.root / name)
+        if policy is not None:
+            console.print(f"  experiment {policy.experiment}: {describe_policy(policy)}", highlight=False)
+
+
+@friendly_errors
+def promote(
+    name: str = typer.Argument(..., help="Model name."),
+    version: str = typer.Argument(..., help="Version to point the alias at."),
+    alias: str = typer.Option(PRODUCTION, "--alias", help="Alias to move (production, candidate, any name)."),
+    why: str = WhyOpt,
+    who: Optional[str] = WhoOpt,
+    model_repo: Optional[Path] = RepoOpt,
+) -> None:
+    """Point an alias (production by default) at a version; running consumers switch live."""
+    entry = _registry(model_repo).promote(name, version, alias=alias, who=who, why=why)
+    console.print(f"{name}: {alias} {entry.from_version or '-'} -> {entry.to_version}", highlight=False)
+
+
+@friendly_errors
+def rollback(
+    name: str = typer.Argument(..., help="Model name."),
+    why: str = WhyOpt,
+    who: Optional[str] = WhoOpt,
+    model_repo: Optional[Path] = RepoOpt,
+) -> None:
+    """Return production to the version it had before its last promotion."""
+    entry = _registry(model_repo).rollback(name, who=who, why=why)
+    console.print(f"{name}: production {entry.from_version} -> {entry.to_version} (rolled back)", highlight=False)
+
+
+@friendly_errors
+def history(name: str = typer.Argument(..., help="Model name."), model_repo: Optional[Path] = RepoOpt) -> None:
+    """Every change to the model's aliases and traffic, oldest first, from the audit log."""
+    from rich.table import Table
+
+    entries = _registry(model_repo).history(name)
+    if not entries:
+        console.print(f"{name}: no changes recorded yet")
+        return
+    table = Table(title=f"{name}: audit log")
+    for column in ("when (UTC)", "who", "action", "alias", "from", "to", "why / detail"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(*format_entry(entry))
+    console.print(table)
+
+
+def format_entry(entry: AuditEntry) -> list[str]:
+    when = datetime.fromtimestamp(entry.at_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    note = "; ".join(part for part in (entry.why, entry.detail) if part)
+    return [when, entry.who, entry.action, entry.alias, entry.from_version or "-", entry.to_version or "-", note]
+
+
+def describe_policy(policy: object) -> str:
+    from workers.traffic import TrafficPolicy
+
+    assert isinstance(policy, TrafficPolicy)
+    parts = []
+    canary = policy.canary
+    if canary is not None:
+        share = canary.steps[min(canary.step, len(canary.steps) - 1)]
+        parts.append(f"canary {canary.candidate} vs {canary.control}, {canary.status}"
+                     + (f" at {share:g}%" if canary.status == "running" else f" ({canary.reason})" if canary.reason else ""))
+    elif policy.arms:
+        parts.append("split " + ", ".join(f"{a.name}={a.version}:{a.weight:g}" for a in policy.arms))
+    if policy.shadow is not None:
+        parts.append(f"shadow {policy.shadow.version} on {policy.shadow.share:.0%}")
+    return "; ".join(parts)

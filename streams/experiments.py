@@ -1,0 +1,255 @@
+"""The experiment controller: reads what each arm produced and acts on the evidence.
+
+One reader per system (like the monitor) over the predictions, dead letters, shadow outputs and
+labels. Records carry the ``experiment`` and ``arm`` headers the pipeline set, so evidence is
+kept per running experiment (``monitoring.experiments``). After every look, once a second:
+
+- a snapshot is appended to ``<snapshots_dir>/<experiment>.jsonl`` (the report reads it) and
+  the figures go to ``monitoring.metrics`` as metric events;
+- a canary that passed its gates at this step moves to the next one; one that completed the
+  last step is promoted to ``production``; one that failed a gate is rolled back at once. Each
+  is written to the traffic policy file (which every consumer applies within its poll interval)
+  and to the audit log, and a rollback emits an ``experiment_rollback`` metric event that the
+  alerting rules turn into an alert.
+
+State is in memory: a restarted controller resumes at the offsets it committed with fresh
+evidence, so no record is counted twice, and a canary re-earns its current step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from monitoring.experiments import ExperimentEvidence, Snapshot, Verdict
+from monitoring.settings import ExperimentSettings
+from schemas import headers as h
+from schemas.codec import Prediction, decode_prediction
+from schemas.deadletter import HEADER_PREFIX, MODEL_FAULTS
+from schemas.monitoring import MetricEvent, decode_label, encode_event
+from streams.clients import ensure_topic_names
+from streams.settings import KafkaSettings, TopicSettings
+from streams.single_reader import assign_all, commit_for_lag_tools, open_clients, stop_task_and_clients
+from workers.registry import AuditEntry, ModelRegistry
+from workers.repository import ModelRepository
+from workers.traffic import TrafficPolicy, load_policy, save_policy
+
+log = logging.getLogger(__name__)
+
+CONTROLLER = "experiment-controller"
+
+
+@dataclass
+class _Running:
+    policy: TrafficPolicy
+    evidence: ExperimentEvidence
+
+
+class ExperimentController:
+    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, labels_topic: str, metrics_topic: str,
+                 settings: ExperimentSettings, repository: ModelRepository) -> None:
+        self._kafka, self._topics, self._settings = kafka, topics, settings
+        self._labels_topic, self._metrics_topic = labels_topic, metrics_topic
+        self._registry = ModelRegistry(repository)
+        self._running: dict[str, _Running] = {}
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.failure: BaseException | None = None
+        self.actions: list[tuple[int, str, Verdict]] = []
+        """Every canary decision taken: (time in ms, experiment, verdict)."""
+
+    async def start(self) -> None:
+        watched = [self._topics.predictions, self._topics.deadletter, self._topics.shadow, self._labels_topic]
+        await ensure_topic_names(self._kafka, [*watched, self._metrics_topic], self._topics.partitions,
+                                 self._topics.replication_factor)
+        self._producer, self._consumer = await open_clients(self._kafka, self._settings.group_id)
+        await assign_all(self._consumer, self._kafka, watched, {}, group_fallback=True)
+        self._load_policies()
+        self._task = asyncio.create_task(self._run(), name="experiments")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await stop_task_and_clients(self._task, self._consumer, self._producer)
+        self._task = None
+        self._consumer = self._producer = None
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "experiments": {name: r.policy.experiment for name, r in self._running.items()},
+            "failed": repr(self.failure) if self.failure else None,
+        }
+
+    # the loop --------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        next_look = time.monotonic() + self._settings.look_interval_s
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(timeout_ms=100, max_records=5000)
+                for tp, records in batches.items():
+                    for record in records:
+                        self._handle(record)
+                    self._offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
+                if time.monotonic() >= next_look:
+                    next_look = time.monotonic() + self._settings.look_interval_s
+                    await self._look()
+                    await commit_for_lag_tools(self._consumer, self._offsets)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.failure = exc
+            log.exception("experiment controller stopped")
+            raise
+
+    def _handle(self, record: ConsumerRecord) -> None:
+        if record.topic == self._labels_topic:
+            try:
+                label = decode_label(record.value)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return
+            truth = label.label if isinstance(label.label, list) else [label.label]
+            for running in self._running.values():
+                running.evidence.labelled(label.id, truth)
+            return
+        headers = dict(record.headers)
+        experiment = headers.get(h.EXPERIMENT)
+        if experiment is None:
+            return
+        model = (headers.get(h.MODEL_NAME) or headers.get(HEADER_PREFIX + "model") or b"").decode()
+        running = self._running.get(model)
+        if running is None or running.policy.experiment != experiment.decode():
+            return
+        evidence = running.evidence
+        if record.topic == self._topics.deadletter:
+            reason = headers.get(HEADER_PREFIX + "reason", b"").decode()
+            if reason in MODEL_FAULTS:
+                evidence.failed(headers.get(HEADER_PREFIX + "arm", b"").decode(),
+                                headers.get(HEADER_PREFIX + "version", b"").decode())
+            return
+        latency_ms = max(0.0, record.timestamp - int(headers.get(h.REQUEST_TIMESTAMP_MS, b"0")))
+        request_id = headers.get(h.REQUEST_ID, b"").decode()
+        if record.topic == self._topics.shadow:
+            if record.value is None:
+                evidence.shadowed(request_id, None, [], latency_ms)
+                return
+            prediction = decode_prediction(record.value)
+            evidence.shadowed(request_id, *self._labels_and_scores(prediction), latency_ms)
+            return
+        prediction = decode_prediction(record.value)
+        labels, scores = self._labels_and_scores(prediction)
+        evidence.answered(request_id, headers.get(h.ARM, b"").decode(), prediction.model_version, latency_ms,
+                          labels, scores)
+
+    def _labels_and_scores(self, prediction: Prediction) -> tuple[list[int], list[float]]:
+        """The predicted class per row, and the score compared across arms: the last column of
+        the first output named in ``score_outputs`` (the class itself when there is none)."""
+        outputs = {o.name: o for o in prediction.outputs}
+        labels = [int(v) for v in outputs["label"].data] if "label" in outputs else []
+        for name in self._settings.score_outputs:
+            scores = outputs.get(name)
+            if scores is not None:
+                data = [float(v) for v in scores.data]
+                width = scores.shape[1] if len(scores.shape) == 2 else 1
+                return labels, data[width - 1::width]
+        return labels, [float(v) for v in labels]
+
+    # looking and acting ----------------------------------------------------------------------
+
+    def _load_policies(self) -> None:
+        """Pick up experiments started, changed or stopped since the last look."""
+        repository = self._registry.repository
+        for name in repository.model_names():
+            try:
+                policy = load_policy(repository.root / name)
+            except Exception as exc:  # a bad file is reported by the CLI that wrote it
+                log.warning("model %s: traffic policy not readable: %s", name, exc)
+                continue
+            running = self._running.get(name)
+            if policy is None:
+                self._running.pop(name, None)
+            elif running is None or running.policy.experiment != policy.experiment:
+                self._running[name] = _Running(policy, ExperimentEvidence(name, policy, alpha=self._settings.alpha))
+            elif running.policy != policy:
+                running.policy = running.evidence.policy = policy
+
+    async def _look(self) -> None:
+        self._load_policies()
+        now_ms = int(time.time() * 1000)
+        events: list[MetricEvent] = []
+        for model, running in list(self._running.items()):
+            snapshot = running.evidence.look(now_ms)
+            if snapshot.arms and not any(arm.requests for arm in snapshot.arms):
+                continue
+            self._save(snapshot)
+            events.extend(self._events(snapshot))
+            verdict = snapshot.verdict
+            if verdict is not None and verdict.action != "wait":
+                events.extend(self._act(model, running, verdict, now_ms))
+        if events and self._producer is not None:
+            for event in events:
+                await self._producer.send(self._metrics_topic, encode_event(event), key=event.model.encode())
+
+    def _act(self, model: str, running: _Running, verdict: Verdict, now_ms: int) -> list[MetricEvent]:
+        policy, canary = running.policy, running.policy.canary
+        assert canary is not None
+        self.actions.append((now_ms, policy.experiment, verdict))
+        if verdict.action == "advance":
+            updated = msgspec.structs.replace(canary, step=canary.step + 1)
+            action, detail = "canary-step", f"{canary.steps[canary.step]:g}% -> {canary.steps[canary.step + 1]:g}%: {verdict.detail}"
+        elif verdict.action == "complete":
+            updated = msgspec.structs.replace(canary, status="completed", reason=verdict.detail)
+            action, detail = "canary-complete", verdict.detail
+        else:
+            updated = msgspec.structs.replace(canary, status="rolled-back", reason=f"{verdict.gate}: {verdict.detail}")
+            action, detail = "canary-rollback", f"{verdict.gate}: {verdict.detail}"
+        new_policy = msgspec.structs.replace(policy, canary=updated)
+        candidate = self._registry.resolve_version(model, canary.candidate)
+        if verdict.action == "complete":
+            self._registry.promote(model, candidate, who=CONTROLLER, why=f"canary {policy.experiment} completed")
+        save_policy(self._registry.repository.root / model, new_policy)
+        self._registry.record(model, AuditEntry(
+            at_ms=now_ms, who=CONTROLLER, action=action, alias="traffic",
+            from_version=self._registry.resolve_version(model, canary.control), to_version=candidate,
+            why=f"experiment {policy.experiment}", detail=detail,
+        ))
+        running.policy = running.evidence.policy = new_policy
+        running.evidence.next_step()
+        log.log(logging.WARNING if verdict.action == "rollback" else logging.INFO,
+                "experiment %s (%s): %s", policy.experiment, model, detail)
+        labels = {"experiment": policy.experiment, "gate": verdict.gate, "action": verdict.action}
+        metric = "experiment_rollback" if verdict.action == "rollback" else "experiment_canary_share"
+        value = 1.0 if verdict.action == "rollback" else new_policy.weighted_arms()[0].weight
+        return [MetricEvent(model=model, version=candidate, metric=metric, value=value, samples=0,
+                            window_start_ms=now_ms, window_end_ms=now_ms, emitted_at_ms=now_ms,
+                            labels=labels | ({"detail": verdict.detail[:200]} if verdict.detail else {}))]
+
+    def _events(self, snapshot: Snapshot) -> list[MetricEvent]:
+        """Per arm: requests, error rate and p99 latency, for dashboards and alert rules."""
+        events = []
+        for arm in snapshot.arms:
+            labels = {"experiment": snapshot.experiment, "arm": arm.arm}
+            for metric, value in (("experiment_requests", arm.requests), ("experiment_error_rate", arm.error_rate),
+                                  ("experiment_latency_p99_ms", arm.p99_ms)):
+                if value is not None:
+                    events.append(MetricEvent(model=snapshot.model, version=arm.version, metric=metric,
+                                              value=float(value), samples=arm.requests, window_start_ms=snapshot.at_ms,
+                                              window_end_ms=snapshot.at_ms, emitted_at_ms=snapshot.at_ms, labels=labels))
+        return events
+
+    def _save(self, snapshot: Snapshot) -> None:
+        directory: Path = self._settings.snapshots_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        with (directory / f"{snapshot.experiment}.jsonl").open("ab") as out:
+            out.write(msgspec.json.encode(snapshot) + b"\n")
+
