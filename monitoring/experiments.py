@@ -32,6 +32,8 @@ from workers.traffic import Gates, TrafficPolicy
 RESERVOIR = 4096
 MIN_SCORES_FOR_SHIFT = 50
 JOIN_CAPACITY = 200_000
+UNITS_CAPACITY = 1_000_000
+"""Distinct request keys remembered per arm; past it the split check uses those seen so far."""
 
 
 class Reservoir:
@@ -67,6 +69,12 @@ class ArmEvidence:
     latency: RunningMoments = field(default_factory=RunningMoments)
     scores: Reservoir = field(default_factory=Reservoir)
     correct: RunningMoments = field(default_factory=RunningMoments)
+    units: set[int] = field(default_factory=set)
+    """Distinct request keys: the units assignment randomises, which the split check counts."""
+
+    def saw(self, unit: bytes) -> None:
+        if len(self.units) < UNITS_CAPACITY:
+            self.units.add(hash(unit))
 
     @property
     def requests(self) -> int:
@@ -89,6 +97,7 @@ class ArmSummary(msgspec.Struct):
     arm: str
     version: str
     requests: int
+    keys: int
     errors: int
     error_rate: float
     p50_ms: float | None
@@ -164,10 +173,12 @@ class ExperimentEvidence:
     # feeding ---------------------------------------------------------------------------------
 
     def answered(self, request_id: str, arm: str, version: str, latency_ms: float,
-                 labels: list[int], scores: list[float]) -> None:
+                 labels: list[int], scores: list[float], unit: bytes | None = None) -> None:
+        """``unit``: the request's key (what assignment hashes); its id when it has none."""
         self.versions.setdefault(arm, version)
         for evidence in self._arm(arm):
             evidence.answered += 1
+            evidence.saw(unit or request_id.encode())
             evidence.latency_ms.add(latency_ms)
             evidence.latency.add(latency_ms)
             for score in scores:
@@ -176,10 +187,12 @@ class ExperimentEvidence:
         if self.policy.shadow is not None:
             self._pair_with_shadow(request_id, ("primary", labels, latency_ms), scores)
 
-    def failed(self, arm: str, version: str) -> None:
+    def failed(self, arm: str, version: str, unit: bytes | None = None) -> None:
         self.versions.setdefault(arm, version)
         for evidence in self._arm(arm):
             evidence.errors += 1
+            if unit is not None:
+                evidence.saw(unit)
 
     def labelled(self, request_id: str, truth: list[int]) -> None:
         joined = self._predicted.pop(request_id, None)
@@ -213,7 +226,9 @@ class ExperimentEvidence:
             snapshot.canary_share = policy.weighted_arms()[0].weight
             snapshot.verdict = self.judge_canary()
         elif len(policy.arms) > 1:
-            observed = {arm: self.total.get(arm, ArmEvidence()).requests for arm in arms}
+            # keys, not requests: one key's requests all land on one arm, so they are not
+            # independent draws, and counting them would flag a mismatch that is not there
+            observed = {arm: len(self.total.get(arm, ArmEvidence()).units) for arm in arms}
             split = check_split(observed, {a.name: a.weight for a in policy.arms})
             snapshot.split_p_value, snapshot.split_mismatch = split.p_value, split.mismatch
             snapshot.effects = self._effects(arms)
@@ -273,7 +288,7 @@ class ExperimentEvidence:
     def _summary(self, arm: str) -> ArmSummary:
         e = self.total.get(arm, ArmEvidence())
         return ArmSummary(
-            arm=arm, version=self.versions.get(arm, ""), requests=e.requests, errors=e.errors,
+            arm=arm, version=self.versions.get(arm, ""), requests=e.requests, keys=len(e.units), errors=e.errors,
             error_rate=e.error_rate, p50_ms=e.latency_ms.quantile(0.5), p99_ms=e.latency_ms.quantile(0.99),
             accuracy=e.correct.mean if e.correct.n else None, labelled=e.correct.n,
         )

@@ -4,7 +4,9 @@ A split that is off (a sticky hash that favours some keys, an arm that drops req
 consumer that lags on one arm) biases every comparison built on it, whatever its p-value says.
 The check is a chi-square goodness-of-fit test of the observed counts against the configured
 weights, at a strict threshold (0.001) because it runs continuously and a true mismatch grows
-more certain with every request.
+more certain with every request. Count the units that were randomised (distinct request keys,
+when assignment is sticky per key), not requests: a key's requests all go to one arm, so as
+draws they are not independent, and a heavy key alone would look like a mismatch.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from streaminfer.alerting_actor import AlertingActor
 from streaminfer.broker import port_in_use
 from streaminfer.consumer_actor import ConsumerActor
 from streaminfer.errors import PortInUse
+from streaminfer.experiments_actor import ExperimentsActor
 from streaminfer.monitor_actor import MonitorActor
 from streaminfer.process import tune_gc_for_streaming
 from streaminfer.settings import AppSettings
@@ -110,9 +111,10 @@ class RunningApp(ABC):
     metrics_server: object | None = None
     driver_metrics_url: str | None = None
     monitor: ray.actor.ActorHandle | None = None
-    monitor_state: dict[str, object] = field(default_factory=dict)
     alerting: ray.actor.ActorHandle | None = None
-    alerting_state: dict[str, object] = field(default_factory=dict)
+    experiments: ray.actor.ActorHandle | None = None
+    side_states: dict[str, dict[str, object]] = field(default_factory=dict)
+    """What the monitor, alerting and experiment actors last said about themselves, by name."""
     supervisor: asyncio.Task[None] | None = None
     failure: str | None = None
     _watcher: ActorWatcher | None = None
@@ -162,31 +164,21 @@ class RunningApp(ABC):
 
     async def supervise_once(self) -> None:
         sightings = await self._pipeline_sightings()
-        if self.monitor is not None:
-            sightings.append(await self._monitor_sighting())
-        if self.alerting is not None:
-            sightings.append(await self._alerting_sighting())
+        for name, handle in (("monitor", self.monitor), ("alerting", self.alerting), ("experiments", self.experiments)):
+            if handle is not None:
+                sightings.append(await self._side_actor_sighting(name, handle))
         assert self._watcher is not None
         self._watcher.observe(sightings)
         self.publish_targets()
 
-    async def _monitor_sighting(self) -> Sighting:
-        assert self.monitor is not None
+    async def _side_actor_sighting(self, name: str, handle: ray.actor.ActorHandle) -> Sighting:
+        """Starts the actor again if Ray restarted it; its metrics endpoint joins the targets."""
         try:
-            self.monitor_state = await self.monitor.ensure_started.remote()
+            state = self.side_states[name] = await handle.ensure_started.remote()
         except RayActorError:
-            return Sighting("monitor", "monitor", None)
-        self._endpoint("monitor", self.monitor_state.get("metrics_url"), "monitor")
-        return Sighting("monitor", "monitor", int(self.monitor_state["pid"]))  # type: ignore[arg-type]
-
-    async def _alerting_sighting(self) -> Sighting:
-        assert self.alerting is not None
-        try:
-            self.alerting_state = await self.alerting.ensure_started.remote()
-        except RayActorError:
-            return Sighting("alerting", "alerting", None)
-        self._endpoint("alerting", self.alerting_state.get("metrics_url"), "alerting")
-        return Sighting("alerting", "alerting", int(self.alerting_state["pid"]))  # type: ignore[arg-type]
+            return Sighting(name, name, None)
+        self._endpoint(name, state.get("metrics_url"), name)
+        return Sighting(name, name, int(state["pid"]))  # type: ignore[arg-type]
 
     async def supervise(self) -> None:
         while self.failure is None:
@@ -198,12 +190,12 @@ class RunningApp(ABC):
             self.supervisor.cancel()
             await asyncio.gather(self.supervisor, return_exceptions=True)
             self.supervisor = None
-        for handle in (self.monitor, self.alerting):
+        for handle in (self.monitor, self.alerting, self.experiments):
             if handle is not None:
                 with contextlib.suppress(Exception):
                     await handle.stop.remote()
                 ray.kill(handle, no_restart=True)
-        self.monitor = self.alerting = None
+        self.monitor = self.alerting = self.experiments = None
         server, self.metrics_server = self.metrics_server, None
         stop_serving(server)
         if self.targets_file is not None:
@@ -314,6 +306,8 @@ async def start_app(settings: AppSettings, registry: CollectorRegistry | None = 
             app.monitor = _start_monitor(settings)
         if settings.alerting.rules_file is not None:
             app.alerting = _start_alerting(settings)
+        if settings.experiments.enabled:
+            app.experiments = _start_experiments(settings)
         if isinstance(app, ConsumerGroupApp):
             await _start_consumer_group(app)
         else:
@@ -347,6 +341,15 @@ def _start_monitor(settings: AppSettings) -> ray.actor.ActorHandle:
     ).remote(
         str(settings.model_repository.resolve()), settings.pipeline.default_model, settings.kafka, settings.topics,
         monitor_settings, _metrics_host(settings),
+    )
+
+
+def _start_experiments(settings: AppSettings) -> ray.actor.ActorHandle:
+    experiments = settings.experiments.model_copy(update={"snapshots_dir": settings.experiments.snapshots_dir.resolve()})
+    return ray.remote(ExperimentsActor).options(
+        name="experiments", namespace=settings.pool.namespace, max_restarts=-1, num_cpus=0
+    ).remote(
+        str(settings.model_repository.resolve()), settings.kafka, settings.topics, settings.monitor.topics, experiments,
     )
 
 

@@ -22,6 +22,7 @@ from streaminfer.cli_common import (
     until_signal_or,
 )
 from streaminfer import cli_registry
+from streaminfer.cli_experiments import experiments_app
 from streaminfer.cli_features import features_app
 from streaminfer.cli_monitoring import drift_app, monitor_command
 from streaminfer.settings import AppSettings
@@ -69,6 +70,8 @@ def run(
     group_id: Optional[str] = typer.Option(None, help="Kafka consumer group."),
     monitor: Optional[bool] = typer.Option(None, "--monitor/--no-monitor", help="Start the drift and accuracy monitor (default: on)."),
     alerts: Optional[Path] = typer.Option(None, "--alerts", help="Alerting rules file: also run alerting (an actor of its own)."),
+    experiments: Optional[bool] = typer.Option(
+        None, "--experiments/--no-experiments", help="Start the experiment controller that gates canaries (default: on)."),
 ) -> None:
     """Run the pipeline against any Kafka until interrupted."""
     settings = load_settings(
@@ -76,6 +79,7 @@ def run(
         kafka={"group_id": group_id}, pool={"size": pool_size}, ray={"address": ray_address},
         pipeline={"consumers": consumers},
         metrics={"port": metrics_port}, monitor={"enabled": monitor}, alerting={"rules_file": alerts},
+        experiments={"enabled": experiments},
     )
     if model:
         settings = settings.model_copy(
@@ -306,6 +310,7 @@ models_app.command("history")(cli_registry.history)
 app.add_typer(drift_app, name="drift")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(features_app, name="features")
+app.add_typer(experiments_app, name="experiments")
 app.command("monitor")(monitor_command)
 
 

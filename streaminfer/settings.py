@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from monitoring.settings import AlertingSettings, MonitorSettings
+from monitoring.settings import AlertingSettings, ExperimentSettings, MonitorSettings
 from streams.features.settings import FeatureSettings
 from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from workers.settings import PoolSettings, RaySettings, RuntimeSettings
@@ -46,6 +46,7 @@ class AppSettings(BaseSettings):
     ray: RaySettings = RaySettings()
     metrics: MetricsSettings = MetricsSettings()
     monitor: MonitorSettings = MonitorSettings()
+    experiments: ExperimentSettings = ExperimentSettings()
     alerting: AlertingSettings = AlertingSettings()
     features: FeatureSettings = FeatureSettings()
 

@@ -36,7 +36,12 @@ from schemas.deadletter import HEADER_PREFIX, MODEL_FAULTS
 from schemas.monitoring import MetricEvent, decode_label, encode_event
 from streams.clients import ensure_topic_names
 from streams.settings import KafkaSettings, TopicSettings
-from streams.single_reader import assign_all, commit_for_lag_tools, open_clients, stop_task_and_clients
+from streams.single_reader import (
+    assign_all,
+    commit_for_lag_tools,
+    open_clients,
+    stop_task_and_clients,
+)
 from workers.registry import AuditEntry, ModelRegistry
 from workers.repository import ModelRepository
 from workers.traffic import TrafficPolicy, load_policy, save_policy
@@ -86,6 +91,7 @@ class ExperimentController:
     def describe(self) -> dict[str, object]:
         return {
             "experiments": {name: r.policy.experiment for name, r in self._running.items()},
+            "actions": [(at_ms, experiment, verdict.action, verdict.gate) for at_ms, experiment, verdict in self.actions],
             "failed": repr(self.failure) if self.failure else None,
         }
 
@@ -123,7 +129,7 @@ class ExperimentController:
                 running.evidence.labelled(label.id, truth)
             return
         headers = dict(record.headers)
-        experiment = headers.get(h.EXPERIMENT)
+        experiment = headers.get(h.EXPERIMENT) or headers.get(HEADER_PREFIX + "experiment")  # dead letters: the latter
         if experiment is None:
             return
         model = (headers.get(h.MODEL_NAME) or headers.get(HEADER_PREFIX + "model") or b"").decode()
@@ -135,7 +141,7 @@ class ExperimentController:
             reason = headers.get(HEADER_PREFIX + "reason", b"").decode()
             if reason in MODEL_FAULTS:
                 evidence.failed(headers.get(HEADER_PREFIX + "arm", b"").decode(),
-                                headers.get(HEADER_PREFIX + "version", b"").decode())
+                                headers.get(HEADER_PREFIX + "version", b"").decode(), record.key)
             return
         latency_ms = max(0.0, record.timestamp - int(headers.get(h.REQUEST_TIMESTAMP_MS, b"0")))
         request_id = headers.get(h.REQUEST_ID, b"").decode()
@@ -149,7 +155,7 @@ class ExperimentController:
         prediction = decode_prediction(record.value)
         labels, scores = self._labels_and_scores(prediction)
         evidence.answered(request_id, headers.get(h.ARM, b"").decode(), prediction.model_version, latency_ms,
-                          labels, scores)
+                          labels, scores, record.key)
 
     def _labels_and_scores(self, prediction: Prediction) -> tuple[list[int], list[float]]:
         """The predicted class per row, and the score compared across arms: the last column of

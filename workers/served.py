@@ -159,6 +159,8 @@ class ServedModels:
         shadow = None
         if policy is not None:
             for arm in policy.weighted_arms():
+                if arm.weight <= 0:
+                    continue  # a rolled-back canary's candidate: nothing routes there
                 arms[arm.name] = await self._pool_for(name, self.registry.resolve_version(name, arm.version))
             if policy.shadow is not None:
                 shadow = await self._pool_for(name, self.registry.resolve_version(name, policy.shadow.version))

@@ -72,7 +72,7 @@ def streaminfer(label: str, backlog: int, repository: Path, consumers: int | Non
     def launch(bootstrap: str, topics: Topics, work: Path) -> Running:
         command = [sys.executable, "-m", "streaminfer.cli", "run", "--bootstrap", bootstrap,
                    "--model-repo", str(repository), "--metrics-port", "0", "--group-id", topics.group,
-                   "--no-monitor"]
+                   "--no-monitor", "--no-experiments"]
         if consumers is not None:
             command += ["--consumers", str(consumers)]
         env = {

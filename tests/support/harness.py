@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from monitoring.settings import MonitorSettings
+from monitoring.settings import ExperimentSettings, MonitorSettings
 from schemas import headers as h
 from schemas.deadletter import headers_dict
 from streaminfer.app import RunningApp, start_app
@@ -33,10 +33,11 @@ def app_settings(
     consumers: int = 2,
     pipeline: PipelineSettings | None = None,
     monitor: MonitorSettings | None = None,
+    experiments: ExperimentSettings | None = None,
     metrics: dict | None = None,
 ) -> AppSettings:
     """``consumers=2`` is the default shape (consuming actors); 0 is driver + worker pool. The
-    monitor and the metrics endpoints are off unless a test asks for them."""
+    monitor, the experiment controller and the metrics endpoints are off unless a test asks."""
     pipeline = (pipeline or PipelineSettings()).model_copy(update={"consumers": consumers})
     return AppSettings(
         model_repository=repository.root,
@@ -47,6 +48,7 @@ def app_settings(
         pool=PoolSettings(size=pool_size, namespace=f"test-{uuid.uuid4().hex[:8]}", retry_timeout_s=60),
         metrics=metrics or {"port": None, "targets_file": None},
         monitor=monitor or MonitorSettings(enabled=False),
+        experiments=experiments or ExperimentSettings(enabled=False),
     )
 
 

@@ -1,0 +1,179 @@
+"""Commands of traffic experiments: start a split, a canary or a shadow, stop it, see it, report it.
+
+A policy is a file beside the model's versions (``workers.traffic``); these commands write it,
+validated, and record the change in the audit log. Running consumers apply it within
+``PIPELINE__ROUTING_POLL_S``; the experiment controller (on by default in ``run``) gates canaries.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import msgspec
+import typer
+
+from streaminfer.cli_common import RepoOpt, console, friendly_errors, load_settings
+from streaminfer.cli_registry import WhoOpt, WhyOpt, describe_policy
+from workers.registry import AuditEntry, ModelRegistry, RegistryError, default_actor
+from workers.repository import ModelRepository
+from workers.traffic import (
+    Arm,
+    Canary,
+    Gates,
+    Shadow,
+    TrafficPolicy,
+    load_policy,
+    parse_policy,
+    save_policy,
+)
+
+experiments_app = typer.Typer(no_args_is_help=True, help="A/B/n splits, canaries and shadows, with their statistics.")
+
+NameOpt = typer.Option(..., "--name", help="Experiment name: salts the sticky assignment and names the report.")
+ShadowOpt = typer.Option(None, "--shadow", help="Also mirror requests to this version or alias.")
+ShadowShareOpt = typer.Option(1.0, "--shadow-share", help="Share of requests mirrored (0..1).")
+
+
+def _apply(model: str, policy: TrafficPolicy | None, model_repo: Path | None, who: str | None, why: str) -> None:
+    registry = ModelRegistry(ModelRepository(load_settings(model_repo=model_repo).model_repository))
+    if model not in registry.repository.model_names():
+        raise RegistryError(f"no model {model!r} in {registry.repository.root} "
+                            f"(models: {', '.join(registry.repository.model_names()) or 'none'})")
+    if policy is not None:  # every arm must name something that exists, before consumers see it
+        versions = [a.version for a in policy.arms]
+        if policy.canary is not None:
+            versions += [policy.canary.control, policy.canary.candidate]
+        if policy.shadow is not None:
+            versions.append(policy.shadow.version)
+        for version in versions:
+            registry.resolve_version(model, version)
+    directory = registry.repository.root / model
+    before = load_policy(directory)
+    save_policy(directory, policy)
+    registry.record(model, AuditEntry(
+        at_ms=_now_ms(), who=who or default_actor(), action="traffic", alias="traffic", why=why,
+        detail=f"{describe_policy(before) if before else 'none'} -> "
+               f"{(policy.experiment + ': ' + describe_policy(policy)) if policy else 'none'}",
+    ))
+    console.print(f"{model}: {describe_policy(policy) if policy else 'no experiment: all traffic to production'}",
+                  highlight=False)
+
+
+@experiments_app.command("split")
+@friendly_errors
+def split(
+    model: str = typer.Argument(..., help="Model name."),
+    name: str = NameOpt,
+    arm: list[str] = typer.Option(..., "--arm", help="ARM=VERSION:WEIGHT, first is the control (repeat)."),
+    shadow: Optional[str] = ShadowOpt,
+    shadow_share: float = ShadowShareOpt,
+    why: str = WhyOpt,
+    who: Optional[str] = WhoOpt,
+    model_repo: Optional[Path] = RepoOpt,
+) -> None:
+    """A/B/n: split requests over arms by weight, sticky per request key."""
+    arms = tuple(_parse_arm(text) for text in arm)
+    policy = TrafficPolicy(name, arms=arms, shadow=Shadow(shadow, shadow_share) if shadow else None)
+    _apply(model, parse_policy_struct(policy), model_repo, who, why)
+
+
+@experiments_app.command("canary")
+@friendly_errors
+def canary(
+    model: str = typer.Argument(..., help="Model name."),
+    candidate: str = typer.Argument(..., help="Version (or alias) to roll out."),
+    name: str = NameOpt,
+    control: str = typer.Option("production", help="Version or alias it is compared with."),
+    steps: str = typer.Option("1,5,25,100", help="Candidate shares in percent, rising to 100."),
+    min_requests: int = typer.Option(200, help="Candidate requests per step before it may move on."),
+    max_error_rate: float = typer.Option(Gates().max_error_rate, help="Gate: candidate model errors."),
+    max_p99_ms: float = typer.Option(Gates().max_p99_ms, help="Gate: candidate end-to-end p99."),
+    max_score_shift: float = typer.Option(Gates().max_score_shift, help="Gate: KS distance of scores to control."),
+    max_accuracy_drop: float = typer.Option(Gates().max_accuracy_drop, help="Gate: accuracy below control's."),
+    why: str = WhyOpt,
+    who: Optional[str] = WhoOpt,
+    model_repo: Optional[Path] = RepoOpt,
+) -> None:
+    """Roll a candidate out step by step; it is rolled back (with an alert) when a gate fails,
+    and promoted to production when it passes the last step."""
+    try:
+        shares = tuple(float(s) for s in steps.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--steps takes percentages separated by commas, like 1,5,25,100; got {steps!r}") from None
+    gates = Gates(max_error_rate=max_error_rate, max_p99_ms=max_p99_ms, max_score_shift=max_score_shift,
+                  max_accuracy_drop=max_accuracy_drop)
+    policy = TrafficPolicy(name, canary=Canary(control=control, candidate=candidate, steps=shares,
+                                               min_requests=min_requests, gates=gates))
+    _apply(model, parse_policy_struct(policy), model_repo, who, why)
+
+
+@experiments_app.command("shadow")
+@friendly_errors
+def shadow(
+    model: str = typer.Argument(..., help="Model name."),
+    version: str = typer.Argument(..., help="Version (or alias) that runs in the shadows."),
+    name: str = NameOpt,
+    share: float = typer.Option(1.0, help="Share of requests mirrored (0..1)."),
+    why: str = WhyOpt,
+    who: Optional[str] = WhoOpt,
+    model_repo: Optional[Path] = RepoOpt,
+) -> None:
+    """Mirror requests to a version whose outputs go to the shadow topic, never to clients."""
+    _apply(model, parse_policy_struct(TrafficPolicy(name, shadow=Shadow(version, share))), model_repo, who, why)
+
+
+@experiments_app.command("set")
+@friendly_errors
+def set_policy(
+    model: str = typer.Argument(..., help="Model name."),
+    file: Path = typer.Option(..., "--file", exists=True, dir_okay=False, help="Traffic policy JSON."),
+    why: str = WhyOpt,
+    who: Optional[str] = WhoOpt,
+    model_repo: Optional[Path] = RepoOpt,
+) -> None:
+    """Apply a traffic policy written as a file (the format is in the README)."""
+    _apply(model, parse_policy(file.read_bytes(), file), model_repo, who, why)
+
+
+@experiments_app.command("stop")
+@friendly_errors
+def stop(model: str = typer.Argument(..., help="Model name."), why: str = WhyOpt,
+         who: Optional[str] = WhoOpt, model_repo: Optional[Path] = RepoOpt) -> None:
+    """End the model's experiment: all traffic to production again."""
+    _apply(model, None, model_repo, who, why)
+
+
+@experiments_app.command("report")
+@friendly_errors
+def report(
+    name: str = typer.Argument(..., help="Experiment name."),
+    out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default: next to the snapshots)."),
+) -> None:
+    """Write the experiment's HTML report (effect over time with its confidence band, traffic
+    split, latency by arm) and print the verdict."""
+    from streaminfer.experiment_report import write_report
+
+    settings = load_settings().experiments
+    path, verdict = write_report(settings.snapshots_dir, name, out)
+    console.print(verdict, highlight=False, soft_wrap=True)
+    console.print(f"report: {path.resolve()}")
+
+
+def _parse_arm(text: str) -> Arm:
+    try:
+        arm, rest = text.split("=", 1)
+        version, weight = rest.rsplit(":", 1)
+        return Arm(arm, version, float(weight))
+    except ValueError:
+        raise typer.BadParameter(f"--arm takes ARM=VERSION:WEIGHT, like control=production:50; got {text!r}") from None
+
+
+def parse_policy_struct(policy: TrafficPolicy) -> TrafficPolicy:
+    """The same validation a policy file gets."""
+    return parse_policy(msgspec.json.encode(policy), Path("<command line>"))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,43 @@
+"""The experiment controller as a Ray actor named ``experiments``: one per system.
+
+Ray restarts it if it dies, and the supervisor's next ``ensure_started`` starts the controller
+again; a controller whose loop failed is replaced. Canaries must not stall silently.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from monitoring.settings import ExperimentSettings, MonitorTopics
+from streams.experiments import ExperimentController
+from streams.settings import KafkaSettings, TopicSettings
+from workers.repository import ModelRepository
+
+
+class ExperimentsActor:
+    def __init__(self, repository_root: str, kafka: KafkaSettings, topics: TopicSettings,
+                 monitor_topics: MonitorTopics, settings: ExperimentSettings) -> None:
+        self._repository = ModelRepository(Path(repository_root))
+        self._kafka, self._topics, self._monitor_topics, self._settings = kafka, topics, monitor_topics, settings
+        self._controller: ExperimentController | None = None
+
+    async def ensure_started(self) -> dict[str, object]:
+        if self._controller is not None and self._controller.failure is not None:
+            failed, self._controller = self._controller, None
+            await failed.stop()
+        if self._controller is None:
+            controller = ExperimentController(self._kafka, self._topics, self._monitor_topics.labels,
+                                              self._monitor_topics.metrics, self._settings, self._repository)
+            await controller.start()
+            self._controller = controller
+        return self.describe()
+
+    def describe(self) -> dict[str, object]:
+        described = self._controller.describe() if self._controller else {}
+        return {"label": "experiments", "pid": os.getpid(), **described}
+
+    async def stop(self) -> None:
+        controller, self._controller = self._controller, None
+        if controller is not None:
+            await controller.stop()
