@@ -178,3 +178,41 @@ class FeatureSinkMetrics:
             ["view"],
             registry=registry,
         )
+
+
+class ExperimentMetrics:
+    """Running experiments, per arm, as the experiment controller sees them at each look."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        arm_labels = ["model", "experiment", "arm", "version"]
+        self.arm_requests = Gauge(
+            "streaminfer_experiment_arm_requests",
+            "Requests an arm ended (answers and model errors) since the controller started.",
+            arm_labels, registry=registry,
+        )
+        self.arm_error_rate = Gauge(
+            "streaminfer_experiment_arm_error_ratio",
+            "Share of an arm's requests that ended as model errors (inference_error, deadline_exceeded).",
+            arm_labels, registry=registry,
+        )
+        self.arm_latency_p99 = Gauge(
+            "streaminfer_experiment_arm_latency_p99_seconds",
+            "End-to-end p99 latency of an arm's answers.",
+            arm_labels, registry=registry,
+        )
+        self.canary_share = Gauge(
+            "streaminfer_experiment_canary_share_ratio",
+            "Share of requests a canary's candidate receives now (0 once rolled back).",
+            ["model", "experiment"], registry=registry,
+        )
+        self.split_p_value = Gauge(
+            "streaminfer_experiment_split_p_value",
+            "Sample-ratio-mismatch chi-square p-value of a split (below 0.001: the split is off).",
+            ["model", "experiment"], registry=registry,
+        )
+        self.decisions = Counter(
+            "streaminfer_experiment_decisions_total",
+            "Canary decisions: advance, complete or rollback (with the gate that failed).",
+            ["model", "experiment", "action", "gate"], registry=registry,
+        )

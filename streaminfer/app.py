@@ -350,6 +350,7 @@ def _start_experiments(settings: AppSettings) -> ray.actor.ActorHandle:
         name="experiments", namespace=settings.pool.namespace, max_restarts=-1, num_cpus=0
     ).remote(
         str(settings.model_repository.resolve()), settings.kafka, settings.topics, settings.monitor.topics, experiments,
+        _metrics_host(settings),
     )
 
 

@@ -42,7 +42,7 @@ def list_models(model_repo: Optional[Path] = RepoOpt) -> None:
             if version == production and PRODUCTION not in names_of:
                 names_of.insert(0, "production (newest)")
             tagged.append(f"{version} [{', '.join(names_of)}]" if names_of else version)
-        console.print(f"{name}: {', '.join(tagged)}", highlight=False)
+        console.print(f"{name}: {', '.join(tagged)}", highlight=False, markup=False)
         policy = load_policy(repository.root / name)
         if policy is not None:
             console.print(f"  experiment {policy.experiment}: {describe_policy(policy)}", highlight=False)

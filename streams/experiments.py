@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from monitoring.experiments import ExperimentEvidence, Snapshot, Verdict
+from monitoring.metrics import ExperimentMetrics
 from monitoring.settings import ExperimentSettings
 from schemas import headers as h
 from schemas.codec import Prediction, decode_prediction
@@ -59,8 +60,9 @@ class _Running:
 
 class ExperimentController:
     def __init__(self, kafka: KafkaSettings, topics: TopicSettings, labels_topic: str, metrics_topic: str,
-                 settings: ExperimentSettings, repository: ModelRepository) -> None:
+                 settings: ExperimentSettings, repository: ModelRepository, metrics: ExperimentMetrics) -> None:
         self._kafka, self._topics, self._settings = kafka, topics, settings
+        self._metrics = metrics
         self._labels_topic, self._metrics_topic = labels_topic, metrics_topic
         self._registry = ModelRegistry(repository)
         self._running: dict[str, _Running] = {}
@@ -198,6 +200,7 @@ class ExperimentController:
             if snapshot.arms and not any(arm.requests for arm in snapshot.arms):
                 continue
             self._save(snapshot)
+            self._export(snapshot)
             events.extend(self._events(snapshot))
             verdict = snapshot.verdict
             if verdict is not None and verdict.action != "wait":
@@ -231,6 +234,8 @@ class ExperimentController:
         ))
         running.policy = running.evidence.policy = new_policy
         running.evidence.next_step()
+        self._metrics.decisions.labels(model, policy.experiment, verdict.action, verdict.gate).inc()
+        self._metrics.canary_share.labels(model, policy.experiment).set(new_policy.weighted_arms()[0].weight / 100)
         log.log(logging.WARNING if verdict.action == "rollback" else logging.INFO,
                 "experiment %s (%s): %s", policy.experiment, model, detail)
         labels = {"experiment": policy.experiment, "gate": verdict.gate, "action": verdict.action}
@@ -252,6 +257,18 @@ class ExperimentController:
                                               value=float(value), samples=arm.requests, window_start_ms=snapshot.at_ms,
                                               window_end_ms=snapshot.at_ms, emitted_at_ms=snapshot.at_ms, labels=labels))
         return events
+
+    def _export(self, snapshot: Snapshot) -> None:
+        for arm in snapshot.arms:
+            labels = (snapshot.model, snapshot.experiment, arm.arm, arm.version)
+            self._metrics.arm_requests.labels(*labels).set(arm.requests)
+            self._metrics.arm_error_rate.labels(*labels).set(arm.error_rate)
+            if arm.p99_ms is not None:
+                self._metrics.arm_latency_p99.labels(*labels).set(arm.p99_ms / 1000)
+        if snapshot.canary_share is not None:
+            self._metrics.canary_share.labels(snapshot.model, snapshot.experiment).set(snapshot.canary_share / 100)
+        if snapshot.split_p_value is not None:
+            self._metrics.split_p_value.labels(snapshot.model, snapshot.experiment).set(snapshot.split_p_value)
 
     def _save(self, snapshot: Snapshot) -> None:
         directory: Path = self._settings.snapshots_dir

@@ -13,8 +13,9 @@ from streaminfer.broker import free_port
 CLI = [sys.executable, "-m", "streaminfer.cli"]
 
 
-def streaminfer(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
+def streaminfer(*args: str, timeout: float = 120, cwd: Path | None = None,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb", **(env or {})}
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
 
 
