@@ -63,7 +63,7 @@ class ConsumerActor:
             models = ServedModels(
                 self._repository,
                 self._model_names[0],
-                lambda entry: LocalPool(entry, self._runtime, label=f"{self.label}/{entry.name}"),
+                lambda entry: LocalPool(entry, self._runtime, label=f"{self.label}/{entry.name}/{entry.version}"),
             )
             for name in self._model_names:
                 await models.serve(name)

@@ -86,6 +86,9 @@ class ServedModels:
         self._make_pool = make_pool
         self._pools: dict[VersionKey, ServedModel] = {}
         self._routes: dict[str, _ModelRoutes] = {}
+        self._unloadable: dict[str, tuple[int, ...]] = {}
+        """Per model, the file stamps whose routes failed to load: reported once, not every poll."""
+
         self._lock = asyncio.Lock()
 
     async def serve(self, name: str) -> ServedModel:
@@ -135,11 +138,14 @@ class ServedModels:
         any more (the caller stops them once nothing in flight needs them)."""
         async with self._lock:
             for name, routes in list(self._routes.items()):
-                if self._stamp(name) != routes.stamp:
-                    try:
-                        await self._load(name)
-                    except Exception as exc:  # a bad policy file must not stop serving the old one
-                        log.error("model %s: keeping its current routes; the new ones failed to load: %s", name, exc)
+                stamp = self._stamp(name)
+                if stamp in (routes.stamp, self._unloadable.get(name)):
+                    continue
+                try:
+                    await self._load(name)
+                except Exception as exc:  # a bad policy file must not stop serving the old one
+                    self._unloadable[name] = stamp
+                    log.error("model %s: keeping its current routes; the new ones failed to load: %s", name, exc)
             retired = [served for key, served in self._pools.items() if not self._routed(*key)]
             for served in retired:
                 del self._pools[served.key]

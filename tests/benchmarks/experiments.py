@@ -77,7 +77,8 @@ async def throughput(scratch: Path, kafka: KafkaSettings, count: int, rounds: in
     )
     app = await start_app(settings)
     try:
-        await time_requests(settings, count)  # warm-up
+        for _ in range(3):  # warm-up: sessions, Kafka clients and the load generator settle
+            await time_requests(settings, count)
         runs: dict[str, list[float]] = {arm: [] for arm in POLICIES}
         for round_ in range(rounds):
             order = list(POLICIES) if round_ % 2 == 0 else list(reversed(POLICIES))
