@@ -22,7 +22,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from monitoring.metrics import ActorMetrics, MonitorMetrics, PipelineMetrics
+from monitoring.metrics import ActorMetrics, ExperimentMetrics, FeatureSinkMetrics, MonitorMetrics, PipelineMetrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO_ROOT / "infra" / "prometheus"
@@ -104,6 +104,8 @@ def _catalogue() -> set[str]:
     PipelineMetrics(registry)
     ActorMetrics(registry)
     MonitorMetrics(registry)
+    ExperimentMetrics(registry)
+    FeatureSinkMetrics(registry)
     return {
         family.name + suffix
         for family in registry.collect()
