@@ -169,3 +169,10 @@ def test_enrichment_and_the_feature_worker_share_one_feast_repository_and_online
     for name in ("features", "ray-head"):  # consumer actors run on the Ray head
         assert f"feature-repo:{repo}" in services[name]["volumes"], name
     assert f"features:{worker[worker.index('--metrics-port') + 1]}" in _prometheus_targets(services)
+
+
+def test_the_pipeline_and_the_ray_head_share_one_model_registry(services: dict[str, dict[str, Any]]) -> None:
+    """A promotion made through either must reach the consumer actors, which run on the Ray head."""
+    repository = services["pipeline"]["environment"].get("STREAMINFER_MODEL_REPOSITORY", "/app/models")
+    for name in ("pipeline", "ray-head"):
+        assert f"model-repo:{repository}" in services[name]["volumes"], name
