@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from streaminfer.demo_model import DEMO_MODEL, DEMO_VERSION
+from streaminfer.demo_model import DEMO_MODEL
 from tests.support.harness import app_settings, started
 
 
@@ -26,4 +26,4 @@ async def test_dashboard_lists_the_pools_named_actors(tansu, topics, model_repo,
         names = dashboard_actor_names(ray_dashboard, settings.pool.namespace)
     finally:
         await app.stop()
-    assert names == {f"{DEMO_MODEL}-{DEMO_VERSION}-0", f"{DEMO_MODEL}-{DEMO_VERSION}-1"}
+    assert names == {f"{DEMO_MODEL}-0", f"{DEMO_MODEL}-1"}
