@@ -224,12 +224,13 @@ class ExperimentController:
             action, detail = "canary-rollback", f"{verdict.gate}: {verdict.detail}"
         new_policy = msgspec.structs.replace(policy, canary=updated)
         candidate = self._registry.resolve_version(model, canary.candidate)
+        control = self._registry.resolve_version(model, canary.control)  # before a promotion moves it
         if verdict.action == "complete":
             self._registry.promote(model, candidate, who=CONTROLLER, why=f"canary {policy.experiment} completed")
         save_policy(self._registry.repository.root / model, new_policy)
         self._registry.record(model, AuditEntry(
             at_ms=now_ms, who=CONTROLLER, action=action, alias="traffic",
-            from_version=self._registry.resolve_version(model, canary.control), to_version=candidate,
+            from_version=control, to_version=candidate,
             why=f"experiment {policy.experiment}", detail=detail,
         ))
         running.policy = running.evidence.policy = new_policy
