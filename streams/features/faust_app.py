@@ -37,6 +37,14 @@ from streams.features.records import (
     request_part,
 )
 from streams.features.settings import FeatureSettings
+from streams.features.stall import (
+    RESTART,
+    RESUME,
+    StallWatch,
+    restart_process,
+    resume_streams,
+    source_offsets,
+)
 from streams.features.store import window_spec
 from streams.settings import KafkaSettings, TopicSettings
 
@@ -159,6 +167,20 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
             for ts in update.times:
                 row = FeatureRow(item.entity, ts, created, ts == state["latest_ms"], aggregates.features_at(state, spec, ts))
                 await rows.send(key=event.key, value=encode(row))
+
+    if settings.stall_after_s > 0:
+        watch = StallWatch(settings.stall_after_s)
+        highwaters: dict[Any, int] = {}
+
+        @app.timer(interval=max(1.0, settings.stall_after_s / 5))
+        async def unstick() -> None:
+            committed, behind = source_offsets(app, highwaters)
+            busy = bool(app.rebalancing or getattr(app, "in_recovery", False))
+            action = watch.check(time.monotonic(), committed, behind, busy)
+            if action == RESUME:
+                await resume_streams(app, behind)
+            elif action == RESTART:
+                restart_process()
 
     return app
 

@@ -45,6 +45,11 @@ class FeatureSettings(BaseModel):
     """How far (event time) behind an entity's newest request one may arrive and still count;
     the state kept per entity grows with it."""
 
+    stall_after_s: float = Field(15.0, ge=0)
+    """A source partition behind whose committed offset does not move for this long, outside a
+    rebalance, is resumed from its committed offsets, and if that fails twice the worker process
+    restarts itself (``streams.features.stall``); 0: never."""
+
     app_id: str = "streaminfer-features"
     """Faust app id: its consumer group and the prefix of its changelog topics."""
 
