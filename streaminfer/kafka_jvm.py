@@ -145,7 +145,8 @@ class ApacheKafkaBroker:
         """KRaft refuses to start on an unformatted log dir; reuse one already formatted."""
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
         tool = [*_java(libs), "kafka.tools.StorageTool", "format", "--ignore-formatted"]
-        command = [*tool, "-t", cluster_id, "-c", str(config)]
+        # joined with "=": an id may start with "-" (1 in 64), which the tool would read as an option
+        command = [*tool, f"--cluster-id={cluster_id}", "-c", str(config)]
         with self.log_file.open("ab") as log:
             result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
         if result.returncode != 0:
