@@ -174,7 +174,7 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
 
         @app.timer(interval=max(1.0, settings.stall_after_s / 5))
         async def unstick() -> None:
-            committed, behind = source_offsets(app, highwaters)
+            committed, behind = await source_offsets(app, highwaters)
             busy = bool(app.rebalancing or getattr(app, "in_recovery", False))
             action = watch.check(time.monotonic(), committed, behind, busy)
             if action == RESUME:

@@ -9,8 +9,8 @@ The watch is deliberately dumb: a source partition that is behind, outside a reb
 recovery, whose committed offset has not moved for ``stall_after_s``, is stuck. Then it does
 what Faust does at the end of a recovery (resume the source partitions, seek them to the
 committed offsets, resume the flow, make sure the fetcher runs) and logs where every task
-waits. If that leaves a partition stuck twice in a row, the process replaces itself with a
-fresh run of the same command, as a liveness probe would have it restarted. Records read again
+waits. If a partition is still stuck after that, the process replaces itself with a fresh run
+of the same command, as a liveness probe would have it restarted. Records read again
 are harmless: the join and the aggregates recognise requests they already hold.
 """
 
@@ -35,7 +35,7 @@ class StallWatch:
     worker can stall on some partitions while others flow."""
 
     stall_after_s: float
-    max_resumes: int = 2
+    max_resumes: int = 1
     """Resumes in a row that change nothing before the worker restarts its process instead."""
 
     resumes: int = 0
@@ -67,24 +67,38 @@ class StallWatch:
         return RESUME
 
 
-def source_offsets(app: Any, highwaters: dict[Any, int]) -> tuple[dict[Any, int], dict[Any, int]]:
+async def source_offsets(app: Any, highwaters: dict[Any, int], timeout_s: float = 10.0) -> tuple[dict[Any, int], dict[Any, int]]:
     """Per assigned source partition (not changelogs): its committed offset, and how far the
     high watermark is past it. ``highwaters`` keeps the last one each partition reported: a
-    seek clears the consumer's, and a stuck consumer never fetches a new one."""
+    seek clears the consumer's. A partition the consumer has never fetched has none at all (the
+    stall seen most: a restarted worker that never fetches again), so the broker is asked."""
     consumer = app.consumer
-    committed, behind = {}, {}
-    for tp in consumer.assignment():
-        if tp.topic in app.tables.changelog_topics:
-            continue
+    sources = [tp for tp in consumer.assignment() if tp.topic not in app.tables.changelog_topics]
+    for tp in sources:
         highwater = consumer.highwater(tp)
         if highwater is not None:
             highwaters[tp] = highwater
-        offset = consumer._committed_offset.get(tp)  # Faust keeps no public accessor
-        if offset is None or tp not in highwaters:
-            continue
-        committed[tp] = offset
-        behind[tp] = max(0, highwaters[tp] - offset)
-    return committed, behind
+    # Faust keeps no public accessor; None: never committed
+    committed = {tp: consumer._committed_offset.get(tp) or 0 for tp in sources}
+    never_fetched = [tp for tp in sources if tp not in highwaters]
+    unanswered: dict[Any, int] = {}
+    if never_fetched:
+        asked = await _broker_highwaters(consumer, never_fetched, timeout_s)
+        if asked is None:  # too wedged to ask: one record behind, so the watch notices nothing moves
+            unanswered = {tp: committed[tp] + 1 for tp in never_fetched}
+        else:
+            highwaters.update(asked)
+    ends = {**highwaters, **unanswered}
+    return committed, {tp: max(0, ends[tp] - committed[tp]) for tp in sources}
+
+
+async def _broker_highwaters(consumer: Any, partitions: list[Any], timeout_s: float) -> dict[Any, int] | None:
+    """End offsets from the broker; None when the consumer could not ask within ``timeout_s``."""
+    try:
+        return dict(await asyncio.wait_for(consumer.highwaters(*partitions), timeout_s))
+    except Exception as exc:  # noqa: BLE001 - failing to ask, a timeout too, is a symptom to act on
+        log.warning("feature worker: could not ask the broker for the end of %d partitions: %r", len(partitions), exc)
+        return None
 
 
 async def resume_streams(app: Any, behind: dict[Any, int]) -> None:
@@ -94,6 +108,10 @@ async def resume_streams(app: Any, behind: dict[Any, int]) -> None:
                 "resuming its partitions from the committed offsets (paused %s, active %s)",
                 sum(behind.values()), sorted(f"{tp.topic}/{tp.partition}" for tp, n in behind.items() if n),
                 len(consumer._paused_partitions), len(consumer._get_active_partitions()))
+    try:
+        log.warning("the stuck worker's source partitions:\n%s", partition_states(app))
+    except Exception:  # a diagnostic must never stop the resume
+        log.exception("could not describe the stuck worker's partitions")
     log.warning("where the worker's tasks wait:\n%s", waiting_tasks())
     sources = {tp for tp in consumer.assignment() if tp.topic not in app.tables.changelog_topics}
     consumer._buffered_partitions.difference_update(sources)
@@ -102,6 +120,38 @@ async def resume_streams(app: Any, behind: dict[Any, int]) -> None:
     app.flow_control.resume()
     consumer.resume_flow()
     await app._fetcher.maybe_start()
+
+
+def partition_states(app: Any) -> str:
+    """One line per assigned source partition: Faust's committed and read offsets, what it holds
+    acknowledged but uncommitted, its gaps, and the Kafka client's own position and buffers. They
+    tell a worker that never fetched (position at the committed offset) from one whose records
+    were fetched and not handled (position at the high watermark) from one that cannot commit
+    (acknowledged offsets behind a hole). Read from the consumer's thread without a lock: a
+    diagnostic, not a decision."""
+    consumer = app.consumer
+    client = getattr(getattr(consumer, "_thread", None), "_consumer", None)
+    fetcher = getattr(client, "_fetcher", None)
+    assignment = getattr(getattr(getattr(client, "_subscription", None), "subscription", None), "assignment", None)
+    active = consumer._get_active_partitions()
+    lines = []
+    for tp in sorted(consumer.assignment()):
+        if tp.topic in app.tables.changelog_topics:
+            continue
+        acked = list(consumer._acked.get(tp, ()))
+        state = assignment.state_value(tp) if assignment is not None else None
+        position = state.position if state is not None and state.has_valid_position else None
+        lines.append(
+            f"  {tp.topic}/{tp.partition}: committed {consumer._committed_offset.get(tp)} "
+            f"read {consumer._read_offset.get(tp)} highwater {consumer.highwater(tp)} "
+            f"acked {len(acked)} [{min(acked, default='')}..{max(acked, default='')}] "
+            f"gaps {sorted((i.begin, i.end) for i in consumer._gap.get(tp, ()))[:3]} "
+            f"active {tp in active} position {position} paused {getattr(state, 'paused', None)} "
+            f"buffered {fetcher is not None and tp in fetcher._records}")
+    in_flight = getattr(fetcher, "_in_flight", None)
+    lines.append(f"  fetches in flight to nodes {sorted(in_flight) if in_flight is not None else '?'}; "
+                 f"flow active {consumer.flow_active}; unacked {len(consumer._unacked_messages)}")
+    return "\n".join(lines)
 
 
 def restart_process() -> None:

@@ -4,8 +4,11 @@ and when resuming it gives way to restarting it."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
-from streams.features.stall import RESTART, RESUME, StallWatch, waiting_tasks
+from faust.types import TP
+
+from streams.features.stall import RESTART, RESUME, StallWatch, source_offsets, waiting_tasks
 
 
 def test_a_partition_behind_whose_commits_do_not_move_is_resumed_then_restarted_if_resuming_does_nothing():
@@ -63,3 +66,50 @@ def test_the_stuck_report_says_where_each_task_waits():
 
     line = next(line for line in asyncio.run(main()).splitlines() if "probe" in line)
     assert "sleep@" in line and "inner@" in line and "outer@" in line
+
+
+def tp(topic: str) -> TP:
+    return TP(topic, 0)
+
+
+CHANGELOG = tp("app-pending-changelog")
+
+
+class _Consumer:
+    """What ``source_offsets`` reads of Faust's consumer."""
+
+    def __init__(self, fetched: dict[TP, int], committed: dict[TP, int | None], broker: dict[TP, int] | None) -> None:
+        self._fetched, self._committed_offset, self._broker = fetched, committed, broker
+        self.asked: list[set[TP]] = []
+
+    def assignment(self) -> set[TP]:
+        return {*self._committed_offset, CHANGELOG}
+
+    def highwater(self, partition: TP) -> int | None:
+        return self._fetched.get(partition)
+
+    async def highwaters(self, *partitions: TP) -> dict[TP, int]:
+        self.asked.append(set(partitions))
+        if self._broker is None:
+            await asyncio.sleep(60)  # a consumer thread that never answers
+        return {p: self._broker[p] for p in partitions}
+
+
+def app_with(consumer: _Consumer) -> object:
+    tables = SimpleNamespace(changelog_topics={CHANGELOG.topic})
+    return SimpleNamespace(consumer=consumer, tables=tables)
+
+
+def test_a_partition_the_restarted_consumer_never_fetched_is_measured_against_the_broker():
+    a, b, c = tp("a"), tp("b"), tp("c")
+    consumer = _Consumer(fetched={a: 10}, committed={a: 10, b: 3, c: None}, broker={b: 40, c: 7})
+    committed, behind = asyncio.run(source_offsets(app_with(consumer), {}))
+    assert consumer.asked == [{b, c}]
+    assert committed == {a: 10, b: 3, c: 0} and behind == {a: 0, b: 37, c: 7}
+
+
+def test_a_consumer_too_wedged_to_ask_the_broker_counts_as_behind():
+    a = tp("a")
+    consumer = _Consumer(fetched={}, committed={a: 5}, broker=None)
+    committed, behind = asyncio.run(source_offsets(app_with(consumer), {}, timeout_s=0.05))
+    assert committed == {a: 5} and behind == {a: 1}
