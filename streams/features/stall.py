@@ -1,17 +1,18 @@
 """Noticing a feature worker that has stopped consuming, and setting it going again.
 
-Now and then a Faust worker (faust-streaming 0.15) restarted mid-stream on Apache Kafka comes
-out of its recovery and handles nothing more: its fetcher keeps asking the Kafka consumer for
-records and gets none. Nothing fails and nothing is logged; the worker sits behind its
-partitions for ever. (faust-streaming#216 was one race of this family; this one is not found.)
+A Faust worker (faust-streaming 0.15) restarted mid-stream used to come out of its recovery now
+and then and handle nothing more, logging nothing: records fetched during its first rebalance
+were dropped by Faust, and the seek back to the committed offsets left alone the partitions its
+predecessor had never committed. ``faust_app._ConsumerThread`` now seeks those to their
+beginning; this watch is the second line, for whatever else leaves a worker behind for good.
 
-The watch is deliberately dumb: a source partition that is behind, outside a rebalance or a
-recovery, whose committed offset has not moved for ``stall_after_s``, is stuck. Then it does
-what Faust does at the end of a recovery (resume the source partitions, seek them to the
-committed offsets, resume the flow, make sure the fetcher runs) and logs where every task
-waits. If a partition is still stuck after that, the process replaces itself with a fresh run
-of the same command, as a liveness probe would have it restarted. Records read again
-are harmless: the join and the aggregates recognise requests they already hold.
+It is deliberately dumb: a source partition that is behind, outside a rebalance or a recovery,
+whose committed offset has not moved for ``stall_after_s``, is stuck. Then it does what Faust
+does at the end of a recovery (resume the source partitions, seek them to the committed
+offsets, resume the flow, make sure the fetcher runs) and logs each partition's offsets and
+where every task waits. If a partition is still stuck after that, the process replaces itself
+with a fresh run of the same command, as a liveness probe would have it restarted. Records read
+again are harmless: the join and the aggregates recognise requests they already hold.
 """
 
 from __future__ import annotations

@@ -308,11 +308,6 @@ def test_enrichment_adds_an_entity_s_online_features_and_dead_letters_a_missing_
     }
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "now and then (3 in 130 runs) a Faust worker restarted mid-stream on Apache Kafka handles nothing "
-    "after its assignment, with no error; its stall watch then resumes and finally restarts it. When "
-    "it does process, nothing is lost or counted twice. Cause not found: see the README's feature-store "
-    "limits"))
 def test_a_feature_worker_killed_mid_stream_and_restarted_neither_loses_nor_double_counts(restarted: Outcome):
     assert matches(restarted.online, expected_online(restarted.sent, restarted.scores, restarted.settings))
     assert_point_in_time(restarted)
