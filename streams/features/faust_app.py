@@ -57,58 +57,35 @@ def raw() -> faust.Schema:
 _state = msgspec.json.Decoder(dict)
 
 
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer thread with two changes.
-
-    - Our fetch wait instead of its fixed 1.5 s. Brokers that do not answer a waiting fetch when
-      data arrives (the embedded one) would otherwise hold every idle hop of the app that long:
-      a request's features would take seconds to reach the store.
-    - Seeking to the committed offsets also seeks partitions that have none to their beginning
-      (the app's reset policy). Faust drops records fetched while its flow is stopped for a
-      rebalance and seeks back to the committed offsets to read them again, but the Kafka client
-      leaves a partition without a committed offset where it is. So a worker restarted after its
-      predecessor died before its first commit could lose the records fetched during its first
-      rebalance, and then sat behind them for ever, handling nothing.
-    """
+class _QuickFetchThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer with our fetch wait instead of its fixed 1.5 s. Brokers that do not
+    answer a waiting fetch when data arrives (the embedded one) would otherwise hold every idle
+    hop of the app that long: a request's features would take seconds to reach the store."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms  # read when the consumer starts
         return consumer
 
-    async def seek_to_committed(self) -> Any:
-        return await self.call_thread(self._seek_to_committed_or_beginning)
 
-    async def _seek_to_committed_or_beginning(self) -> Any:
-        client = self._ensure_consumer()
-        committed = await client.seek_to_committed()
-        if self.app.conf.consumer_auto_offset_reset == "earliest":
-            changelogs = self.app.tables.changelog_topics
-            uncommitted = [tp for tp, offset in committed.items() if offset is None and tp.topic not in changelogs]
-            if uncommitted:
-                await client.seek_to_beginning(*uncommitted)
-        return committed
+class _QuickFetchConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> _QuickFetchThread:
+        return _QuickFetchThread(self, loop=self.loop, beacon=self.beacon)
 
 
-class _Consumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> _ConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _Transport(faust_aiokafka.Transport):
-    Consumer = _Consumer
+class _QuickFetchTransport(faust_aiokafka.Transport):
+    Consumer = _QuickFetchConsumer
 
 
 class FeatureApp(faust.App):
-    """A Faust app with our consumer thread (``_ConsumerThread``): it waits at most
-    ``fetch_max_wait_ms`` per fetch, and seeks partitions never committed to their beginning."""
+    """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` per fetch."""
 
     def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:
-        return _Transport(self.conf.broker_consumer, self)
+        return _QuickFetchTransport(self.conf.broker_consumer, self)
 
 
 def changelog_topics(settings: FeatureSettings) -> list[str]:
@@ -220,7 +197,7 @@ def _part_of(message: Any, topics: TopicSettings, settings: FeatureSettings) -> 
 
 def _ms(timestamp: float) -> int:
     """Faust gives record timestamps in seconds (a float)."""
-    return round(timestamp * 1000)
+    return int(round(timestamp * 1000))
 
 
 def _header_list(headers: Any) -> list[tuple[str, bytes]]:

@@ -1,18 +1,23 @@
 """Noticing a feature worker that has stopped consuming, and setting it going again.
 
-A Faust worker (faust-streaming 0.15) restarted mid-stream used to come out of its recovery now
-and then and handle nothing more, logging nothing: records fetched during its first rebalance
-were dropped by Faust, and the seek back to the committed offsets left alone the partitions its
-predecessor had never committed. ``faust_app._ConsumerThread`` now seeks those to their
-beginning; this watch is the second line, for whatever else leaves a worker behind for good.
+Now and then (about 2 % of kill-and-restart runs on Apache Kafka) a Faust worker (faust-streaming
+0.15) restarted mid-stream comes out of its recovery and handles nothing more, logging nothing.
+In the stalls seen, its predecessor had died before its first commit, and the Kafka client's
+position was already at the end of every source partition while Faust had handled none of those
+records: they were fetched and then dropped (Faust drops what is fetched while its flow is
+stopped, and its seek back to the committed offsets leaves alone a partition that has none).
+Seeking such partitions to their beginning instead was tried and made things worse: re-reading
+while records were being handled gave Faust duplicate acknowledgements, and its commits then
+stuck behind a hole.
 
-It is deliberately dumb: a source partition that is behind, outside a rebalance or a recovery,
-whose committed offset has not moved for ``stall_after_s``, is stuck. Then it does what Faust
-does at the end of a recovery (resume the source partitions, seek them to the committed
-offsets, resume the flow, make sure the fetcher runs) and logs each partition's offsets and
-where every task waits. If a partition is still stuck after that, the process replaces itself
-with a fresh run of the same command, as a liveness probe would have it restarted. Records read
-again are harmless: the join and the aggregates recognise requests they already hold.
+So this watch, deliberately dumb: a source partition that is behind, outside a rebalance or a
+recovery, whose committed offset has not moved for ``stall_after_s``, is stuck. Then it does
+what Faust does at the end of a recovery (resume the source partitions, seek them to the
+committed offsets, resume the flow, make sure the fetcher runs) and logs each partition's
+offsets and where every task waits. If a partition is still stuck after that, the process
+replaces itself with a fresh run of the same command, as a liveness probe would have it
+restarted: a fresh process reads from the committed offsets (or the beginning) again. Records
+read again are harmless: the join and the aggregates recognise requests they already hold.
 """
 
 from __future__ import annotations

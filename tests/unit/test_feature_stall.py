@@ -1,6 +1,5 @@
-"""A restarted feature worker that stops consuming: the seek that prevents the stall seen, when
-the watch counts a worker as stuck (behind, idle and not rebalancing, for long enough), and
-when resuming it gives way to restarting it."""
+"""When a feature worker counts as stuck (behind, idle and not rebalancing, for long enough),
+how far behind a partition it never fetched is, and when resuming gives way to restarting."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ from types import SimpleNamespace
 
 from faust.types import TP
 
-from streams.features.faust_app import _ConsumerThread
 from streams.features.stall import RESTART, RESUME, StallWatch, source_offsets, waiting_tasks
 
 
@@ -116,37 +114,3 @@ def test_a_consumer_too_wedged_to_ask_the_broker_counts_as_behind():
     committed, behind = asyncio.run(source_offsets(app_with(consumer), {}, timeout_s=0.05))
     assert committed == {a: 5} and behind == {a: 1}
 
-
-class _Client:
-    """The Kafka client's two seeks, recorded."""
-
-    def __init__(self, committed: dict[TP, int | None]) -> None:
-        self.committed, self.to_beginning = committed, []
-
-    async def seek_to_committed(self) -> dict[TP, int | None]:
-        return dict(self.committed)
-
-    async def seek_to_beginning(self, *partitions: TP) -> None:
-        self.to_beginning.extend(partitions)
-
-
-def consumer_thread(client: _Client, reset: str) -> object:
-    app = SimpleNamespace(conf=SimpleNamespace(consumer_auto_offset_reset=reset),
-                          tables=SimpleNamespace(changelog_topics={CHANGELOG.topic}))
-    return SimpleNamespace(app=app, _ensure_consumer=lambda: client)
-
-
-def test_seeking_to_committed_offsets_sends_never_committed_source_partitions_to_their_beginning():
-    """Records Faust dropped while its flow was stopped are read again, also where the worker
-    before it died without committing anything (the cause of the restarted worker's stall)."""
-    a, b = tp("a"), tp("b")
-    client = _Client({a: None, b: 7, CHANGELOG: None})
-    committed = asyncio.run(_ConsumerThread._seek_to_committed_or_beginning(consumer_thread(client, "earliest")))
-    assert committed == {a: None, b: 7, CHANGELOG: None}
-    assert client.to_beginning == [a], "committed partitions and changelogs are left to Faust"
-
-
-def test_an_app_that_starts_at_the_latest_offset_keeps_that_policy():
-    client = _Client({tp("a"): None})
-    asyncio.run(_ConsumerThread._seek_to_committed_or_beginning(consumer_thread(client, "latest")))
-    assert client.to_beginning == []
