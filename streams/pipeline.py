@@ -28,32 +28,21 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from monitoring.metrics import PREDICTED, PipelineMetrics
-from schemas.codec import Prediction
-from schemas.errors import RequestError, StreamInferError
+from schemas.errors import RequestError
 from schemas.monitoring import encode_event
-from streams.batch import Decoded, decode_record, split_predictions, stack_inputs
+from streams.answers import answer, dead_letter, shadow_answer
+from streams.batch import Decoded, decode_record
 from streams.clients import make_consumer, make_producer, start_client
 from streams.delivery import AtLeastOnceDelivery, Delivery
 from streams.enrichment import Enricher
-from streams.errors import DeadlineExceeded
 from streams.health import HealthWindow
+from streams.model_batchers import ModelBatchers
 from streams.offsets import OffsetTracker
-from streams.records import (
-    Outgoing,
-    dead_letter_record,
-    experiment_headers,
-    prediction_record,
-    shadow_record,
-    source_of,
-)
+from streams.records import Outgoing, source_of
 from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
-from workers.batching import DynamicBatcher
-from workers.errors import InferenceFailed
-from workers.served import ServedModel, ServedModels, VersionKey
+from workers.served import ServedModels, VersionKey
 
 log = logging.getLogger(__name__)
-
-ModelBatcher = DynamicBatcher[Decoded, Prediction]
 
 
 class Pipeline:
@@ -76,11 +65,9 @@ class Pipeline:
         self._settings = settings
         self._models = models
         self._metrics = metrics
-        self._concurrent_batches = concurrent_batches
         self._enricher = enricher
         self._tracker = OffsetTracker()
-        self._batchers: dict[VersionKey, ModelBatcher] = {}
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._batchers = ModelBatchers(models, settings, metrics, concurrent_batches)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._delivery: Delivery | None = None
@@ -107,8 +94,7 @@ class Pipeline:
         if enriched and self._enricher is None:
             raise ValueError(f"models {', '.join(enriched)} enrich requests from the feature store, "
                              "but this pipeline was given no enricher")
-        for served in self._models.all():
-            self._batcher_for(served)
+        self._batchers.start()
         self._producer = make_producer(self._kafka)
         self._consumer = make_consumer(self._kafka)
         await start_client(self._producer, self._kafka.bootstrap)
@@ -132,9 +118,7 @@ class Pipeline:
         self._stopping.set()
         await self._end_loops()
         await self._drain()
-        await asyncio.gather(*self._retiring, return_exceptions=True)
-        for batcher in self._batchers.values():
-            await batcher.stop()
+        await self._batchers.stop()
         if self._failure is None and self._delivery is not None:
             await self._within_stop_timeout(self._delivery.commit(), "final commit")
         if self._consumer is not None:
@@ -178,7 +162,7 @@ class Pipeline:
 
     def batch_sizes(self) -> list[int]:
         """Recent inference batch sizes, all models together."""
-        return [size for b in self._batchers.values() for size in b.batch_sizes]
+        return self._batchers.batch_sizes()
 
     async def __aenter__(self) -> Pipeline:
         await self.start()
@@ -253,25 +237,10 @@ class Pipeline:
                 await self._report_health()
 
     async def _routing_loop(self) -> None:
-        """Apply promotions, rollbacks and traffic policies live. New versions' pools start
-        before the switch (inside ``refresh``); retired ones stop after every batch fetched
-        before the switch has ended, since only those can still be routed to them."""
+        """Apply promotions, rollbacks and traffic policies live (see ``streams.model_batchers``)."""
         while not self._stopping.is_set():
             await asyncio.sleep(self._settings.routing_poll_s)
-            retired = await self._models.refresh()
-            if retired:
-                task = asyncio.create_task(self._retire(retired, list(self._inflight)))
-                self._retiring.add(task)
-                task.add_done_callback(self._retiring.discard)
-
-    async def _retire(self, retired: list[ServedModel], before: list[asyncio.Task[None]]) -> None:
-        await asyncio.gather(*before, return_exceptions=True)
-        for served in retired:
-            batcher = self._batchers.pop(served.key, None)
-            if batcher is not None:
-                await batcher.stop()
-            await served.pool.stop()
-            log.info("retired %s/%s", *served.key)
+            await self._batchers.refresh(list(self._inflight))
 
     async def _report_health(self) -> None:
         """Fire and forget: a health report must never hold up predictions."""
@@ -325,7 +294,7 @@ class Pipeline:
                 try:
                     decoded.append(decode_record(record, self._models))
                 except RequestError as exc:
-                    outgoing.append(self._dead_letter(record, exc))
+                    outgoing.append(dead_letter(self._topics, record, exc))
             if self._enricher is not None:
                 decoded = await self._enrich(decoded, outgoing)
             groups: dict[VersionKey, list[Decoded]] = {}
@@ -336,13 +305,13 @@ class Pipeline:
                 if item.route.shadow is not None:
                     shadows.setdefault(item.route.shadow.key, []).append(item)
             results = await asyncio.gather(
-                *(self._batcher_for(items[0].served).submit(items) for items in groups.values()),
-                *(self._batcher_for(items[0].route.shadow).submit(items) for items in shadows.values()),  # type: ignore[arg-type]
+                *(self._batchers.for_served(items[0].served).submit(items) for items in groups.values()),
+                *(self._batchers.for_served(items[0].route.shadow).submit(items) for items in shadows.values()),  # type: ignore[arg-type]
             )
             for items, outcomes in zip(groups.values(), results):
-                outgoing.extend(self._answer(item, outcome) for item, outcome in zip(items, outcomes))
+                outgoing.extend(answer(self._topics, item, outcome) for item, outcome in zip(items, outcomes))
             mirrored = [
-                self._shadow_answer(item, outcome)
+                shadow_answer(self._topics, item, outcome)
                 for items, outcomes in zip(shadows.values(), results[len(groups):])
                 for item, outcome in zip(items, outcomes)
             ]
@@ -361,72 +330,9 @@ class Pipeline:
         failed = set()
         for item, error in await self._enricher.enrich(wanted):
             if error is not None:
-                outgoing.append(self._dead_letter(item.record, error, item))
+                outgoing.append(dead_letter(self._topics, item.record, error, item))
                 failed.add(id(item))
         return [item for item in items if id(item) not in failed] if failed else items
-
-    def _answer(self, item: Decoded, outcome: Prediction | BaseException) -> Outgoing:
-        if isinstance(outcome, BaseException):
-            if getattr(outcome, "reason", None) is None:
-                raise outcome  # not a request's fault (a bug): stop without committing
-            return self._dead_letter(item.record, outcome, item)  # type: ignore[arg-type]
-        route = item.route
-        return prediction_record(self._topics.predictions, item.record, outcome, item.headers.trace,
-                                 experiment_headers(route.experiment, route.arm) if route.experiment else None)
-
-    def _shadow_answer(self, item: Decoded, outcome: Prediction | BaseException) -> Outgoing:
-        """A shadow's failure is data for the comparison, never a dead letter of the request."""
-        shadow = item.route.shadow
-        assert shadow is not None
-        if isinstance(outcome, BaseException):
-            reason = getattr(outcome, "reason", None)
-            outcome_value: Prediction | str = reason.value if reason is not None else type(outcome).__name__
-        else:
-            outcome_value = outcome
-        return shadow_record(self._topics.shadow, item.record, item.request_id, shadow.entry.name,
-                             shadow.entry.version, outcome_value, experiment_headers(item.route.experiment, "shadow"))
-
-    def _batcher_for(self, served: ServedModel) -> ModelBatcher:
-        batcher = self._batchers.get(served.key)
-        if batcher is None:
-            batcher = self._batchers[served.key] = self._make_batcher(served)
-            batcher.start()
-        return batcher
-
-    def _make_batcher(self, served: ServedModel) -> ModelBatcher:
-        model = served.entry.name
-
-        async def run(items: list[Decoded]) -> list[Prediction]:
-            started = time.perf_counter()
-            outputs = await served.pool.infer(stack_inputs(items))
-            self._metrics.inference_seconds.labels(model).observe(time.perf_counter() - started)
-            self._metrics.batch_size.labels(model).observe(len(items))
-            return split_predictions(items, outputs, served.entry)
-
-        return DynamicBatcher(
-            run,
-            max_batch_size=self._settings.max_batch_size,
-            max_wait_ms=self._settings.max_wait_ms,
-            max_concurrent=self._concurrent_batches,
-            rows_of=lambda item: item.rows,
-            deadline_of=_deadline_s,
-            expired=_expired,
-            split_on=(InferenceFailed,),
-            deadline_margin_ms=self._settings.deadline_margin_ms,
-        )
-
-    def _dead_letter(self, record: ConsumerRecord, exc: StreamInferError, item: Decoded | None = None) -> Outgoing:
-        return dead_letter_record(
-            self._topics.deadletter,
-            record,
-            exc.reason,
-            str(exc),
-            model=item.served.entry.name if item else None,
-            version=item.served.entry.version if item else None,
-            request_id=item.request_id if item else None,
-            experiment=item.route.experiment if item else "",
-            arm=item.route.arm if item else "",
-        )
 
     def _count(self, outgoing: Sequence[Outgoing]) -> None:
         """Metrics per fetched batch: one counter update per label set, not per record."""
@@ -450,16 +356,6 @@ class Pipeline:
                 errors[(model, version)] += count
         for key, count in ended.items():
             self._health.observe(key[0], key[1], count, errors[key], seconds.get(key, []))
-
-
-def _deadline_s(item: Decoded) -> float | None:
-    deadline_ms = item.headers.deadline_ms
-    return deadline_ms / 1000 if deadline_ms is not None else None
-
-
-def _expired(item: Decoded) -> DeadlineExceeded:
-    late_ms = int(time.time() * 1000) - (item.headers.deadline_ms or 0)
-    return DeadlineExceeded(f"deadline {item.headers.deadline_ms} passed {late_ms} ms before the request could run")
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):

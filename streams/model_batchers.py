@@ -1,0 +1,109 @@
+"""One dynamic batcher per served model version, and the live swap of versions.
+
+A promotion, rollback or traffic policy change reaches a consumer through ``ServedModels.refresh``,
+which starts the new versions' pools before it switches the routes. A version no longer routed
+to keeps its batcher and pool until every batch fetched before the switch has ended: only those
+can still hold requests routed to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from monitoring.metrics import PipelineMetrics
+from schemas.codec import Prediction
+from streams.batch import Decoded, split_predictions, stack_inputs
+from streams.errors import DeadlineExceeded
+from streams.settings import PipelineSettings
+from workers.batching import DynamicBatcher
+from workers.errors import InferenceFailed
+from workers.served import ServedModel, ServedModels, VersionKey
+
+log = logging.getLogger(__name__)
+
+ModelBatcher = DynamicBatcher[Decoded, Prediction]
+
+
+class ModelBatchers:
+    def __init__(self, models: ServedModels, settings: PipelineSettings, metrics: PipelineMetrics,
+                 concurrent_batches: int) -> None:
+        """``concurrent_batches``: inference batches per model version at once (the pool's
+        worker count)."""
+        self._models = models
+        self._settings = settings
+        self._metrics = metrics
+        self._concurrent_batches = concurrent_batches
+        self._batchers: dict[VersionKey, ModelBatcher] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        for served in self._models.all():
+            self.for_served(served)
+
+    def for_served(self, served: ServedModel) -> ModelBatcher:
+        batcher = self._batchers.get(served.key)
+        if batcher is None:
+            batcher = self._batchers[served.key] = self._make(served)
+            batcher.start()
+        return batcher
+
+    async def refresh(self, fetched_before: list[asyncio.Task[None]]) -> None:
+        """Pick up registry and policy changes; versions no longer served retire once the
+        batches in ``fetched_before`` have ended."""
+        retired = await self._models.refresh()
+        if retired:
+            task = asyncio.create_task(self._retire(retired, fetched_before))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    def batch_sizes(self) -> list[int]:
+        """Recent inference batch sizes, all versions together."""
+        return [size for b in self._batchers.values() for size in b.batch_sizes]
+
+    async def stop(self) -> None:
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        for batcher in self._batchers.values():
+            await batcher.stop()
+
+    async def _retire(self, retired: list[ServedModel], fetched_before: list[asyncio.Task[None]]) -> None:
+        await asyncio.gather(*fetched_before, return_exceptions=True)
+        for served in retired:
+            batcher = self._batchers.pop(served.key, None)
+            if batcher is not None:
+                await batcher.stop()
+            await served.pool.stop()
+            log.info("retired %s/%s", *served.key)
+
+    def _make(self, served: ServedModel) -> ModelBatcher:
+        model = served.entry.name
+
+        async def run(items: list[Decoded]) -> list[Prediction]:
+            started = time.perf_counter()
+            outputs = await served.pool.infer(stack_inputs(items))
+            self._metrics.inference_seconds.labels(model).observe(time.perf_counter() - started)
+            self._metrics.batch_size.labels(model).observe(len(items))
+            return split_predictions(items, outputs, served.entry)
+
+        return DynamicBatcher(
+            run,
+            max_batch_size=self._settings.max_batch_size,
+            max_wait_ms=self._settings.max_wait_ms,
+            max_concurrent=self._concurrent_batches,
+            rows_of=lambda item: item.rows,
+            deadline_of=_deadline_s,
+            expired=_expired,
+            split_on=(InferenceFailed,),
+            deadline_margin_ms=self._settings.deadline_margin_ms,
+        )
+
+
+def _deadline_s(item: Decoded) -> float | None:
+    deadline_ms = item.headers.deadline_ms
+    return deadline_ms / 1000 if deadline_ms is not None else None
+
+
+def _expired(item: Decoded) -> DeadlineExceeded:
+    late_ms = int(time.time() * 1000) - (item.headers.deadline_ms or 0)
+    return DeadlineExceeded(f"deadline {item.headers.deadline_ms} passed {late_ms} ms before the request could run")
