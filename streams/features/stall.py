@@ -6,9 +6,9 @@ In the stalls seen, its predecessor had died before its first commit, and the Ka
 position was already at the end of every source partition while Faust had handled none of those
 records: they were fetched and then dropped (Faust drops what is fetched while its flow is
 stopped, and its seek back to the committed offsets leaves alone a partition that has none).
-Seeking such partitions to their beginning instead was tried and made things worse: re-reading
-while records were being handled gave Faust duplicate acknowledgements, and its commits then
-stuck behind a hole.
+Seeking such partitions to their beginning instead was tried and made things worse: in one run
+of six, commits then stuck behind a hole (acknowledged offsets never consecutive with the
+committed one), most likely from records read a second time while the first were in hand.
 
 So this watch, deliberately dumb: a source partition that is behind, outside a rebalance or a
 recovery, whose committed offset has not moved for ``stall_after_s``, is stuck. Then it does
