@@ -1,14 +1,14 @@
 """Noticing a feature worker that has stopped consuming, and setting it going again.
 
-Now and then (about 2 % of kill-and-restart runs on Apache Kafka) a Faust worker (faust-streaming
-0.15) restarted mid-stream comes out of its recovery and handles nothing more, logging nothing.
-In the stalls seen, its predecessor had died before its first commit, and the Kafka client's
-position was already at the end of every source partition while Faust had handled none of those
-records: they were fetched and then dropped (Faust drops what is fetched while its flow is
-stopped, and its seek back to the committed offsets leaves alone a partition that has none).
-Seeking such partitions to their beginning instead was tried and made things worse: in one run
-of six, commits then stuck behind a hole (acknowledged offsets never consecutive with the
-committed one), most likely from records read a second time while the first were in hand.
+Now and then (a few in a hundred kill-and-restart runs on Apache Kafka) a Faust worker
+(faust-streaming 0.15) restarted mid-stream comes out of its recovery and handles nothing more,
+logging nothing. In the stalls seen, the Kafka client's position was already at the end of the
+source partitions while Faust had handled none of their records (no read offset in this
+process): they were fetched and dropped (Faust drops what arrives while its flow is stopped for
+a rebalance) and never read again. Seeking partitions without a committed offset to their
+beginning was tried and made things worse: in one run of six, commits then stuck behind a hole
+(acknowledged offsets never consecutive with the committed one), most likely from records read
+a second time while the first were in hand. And later stalls had committed offsets too.
 
 So this watch, deliberately dumb: a source partition that is behind, outside a rebalance or a
 recovery, whose committed offset has not moved for ``stall_after_s``, is stuck. Then it does
@@ -16,8 +16,8 @@ what Faust does at the end of a recovery (resume the source partitions, seek the
 committed offsets, resume the flow, make sure the fetcher runs) and logs each partition's
 offsets and where every task waits. If a partition is still stuck after that, the process
 replaces itself with a fresh run of the same command, as a liveness probe would have it
-restarted: a fresh process reads from the committed offsets (or the beginning) again. Records
-read again are harmless: the join and the aggregates recognise requests they already hold.
+restarted: a fresh process reads from the committed offsets again. Records read again are
+harmless: the join and the aggregates recognise requests they already hold.
 """
 
 from __future__ import annotations
