@@ -41,6 +41,7 @@ from streams.features.stall import (
     RESTART,
     RESUME,
     StallWatch,
+    report_stall,
     restart_process,
     resume_streams,
     source_offsets,
@@ -177,8 +178,10 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
             committed, behind = await source_offsets(app, highwaters)
             busy = bool(app.rebalancing or getattr(app, "in_recovery", False))
             action = watch.check(time.monotonic(), committed, behind, busy)
+            if action is not None:
+                report_stall(app, behind)
             if action == RESUME:
-                await resume_streams(app, behind)
+                await resume_streams(app)
             elif action == RESTART:
                 restart_process()
 
@@ -197,7 +200,7 @@ def _part_of(message: Any, topics: TopicSettings, settings: FeatureSettings) -> 
 
 def _ms(timestamp: float) -> int:
     """Faust gives record timestamps in seconds (a float)."""
-    return int(round(timestamp * 1000))
+    return round(timestamp * 1000)
 
 
 def _header_list(headers: Any) -> list[tuple[str, bytes]]:

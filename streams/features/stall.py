@@ -4,19 +4,19 @@ Now and then (a few in a hundred kill-and-restart runs on Apache Kafka) a Faust 
 (faust-streaming 0.15) restarted mid-stream comes out of its recovery and handles nothing more,
 logging nothing. In the stalls seen, the Kafka client's position was already at the end of the
 source partitions while Faust had handled none of their records (no read offset in this
-process): they were fetched and dropped (Faust drops what arrives while its flow is stopped for
-a rebalance) and never read again. Seeking partitions without a committed offset to their
+process): fetched, never handed to its streams, and never read again (a candidate: Faust drops
+what arrives while its flow is stopped for a rebalance). Seeking partitions without a committed offset to their
 beginning was tried and made things worse: in one run of six, commits then stuck behind a hole
 (acknowledged offsets never consecutive with the committed one), most likely from records read
 a second time while the first were in hand. And later stalls had committed offsets too.
 
 So this watch, deliberately dumb: a source partition that is behind, outside a rebalance or a
-recovery, whose committed offset has not moved for ``stall_after_s``, is stuck. Then it does
-what Faust does at the end of a recovery (resume the source partitions, seek them to the
-committed offsets, resume the flow, make sure the fetcher runs) and logs each partition's
-offsets and where every task waits. If a partition is still stuck after that, the process
-replaces itself with a fresh run of the same command, as a liveness probe would have it
-restarted: a fresh process reads from the committed offsets again. Records read again are
+recovery, whose committed offset has not moved for ``stall_after_s``, is stuck. It logs each
+partition's offsets and where every task waits, and the process replaces itself with a fresh
+run of the same command, as a liveness probe would have it restarted: a fresh process reads
+from the committed offsets again. (With ``max_resumes`` it first redoes what Faust does at the
+end of a recovery: resume the source partitions, seek them to the committed offsets, resume the
+flow, make sure the fetcher runs. That never helped in the stalls seen.) Records read again are
 harmless: the join and the aggregates recognise requests they already hold.
 """
 
@@ -41,8 +41,10 @@ class StallWatch:
     worker can stall on some partitions while others flow."""
 
     stall_after_s: float
-    max_resumes: int = 1
-    """Resumes in a row that change nothing before the worker restarts its process instead."""
+    max_resumes: int = 0
+    """Resumes in a row that change nothing before the worker restarts its process instead.
+    None by default: in every stall seen, resuming changed nothing and only a fresh process
+    recovered, so a resume only added ``stall_after_s`` to the outage."""
 
     resumes: int = 0
     restarts: int = 0
@@ -107,18 +109,25 @@ async def _broker_highwaters(consumer: Any, partitions: list[Any], timeout_s: fl
         return None
 
 
-async def resume_streams(app: Any, behind: dict[Any, int]) -> None:
-    """Faust's own end-of-recovery steps (``Recovery._resume_streams``), again."""
+def report_stall(app: Any, behind: dict[Any, int]) -> None:
+    """What the stuck worker looks like: the partitions behind, each one's offsets, and where
+    every task waits (the evidence for finding the cause)."""
     consumer = app.consumer
-    log.warning("feature worker stuck: %d records behind on %s, committed offsets not moving; "
-                "resuming its partitions from the committed offsets (paused %s, active %s)",
+    log.warning("feature worker stuck: %d records behind on %s, committed offsets not moving "
+                "(paused %s, active %s)",
                 sum(behind.values()), sorted(f"{tp.topic}/{tp.partition}" for tp, n in behind.items() if n),
                 len(consumer._paused_partitions), len(consumer._get_active_partitions()))
     try:
         log.warning("the stuck worker's source partitions:\n%s", partition_states(app))
-    except Exception:  # a diagnostic must never stop the resume
+    except Exception:  # a diagnostic must never stop the remedy
         log.exception("could not describe the stuck worker's partitions")
     log.warning("where the worker's tasks wait:\n%s", waiting_tasks())
+
+
+async def resume_streams(app: Any) -> None:
+    """Faust's own end-of-recovery steps (``Recovery._resume_streams``), again."""
+    log.warning("feature worker: resuming its partitions from the committed offsets")
+    consumer = app.consumer
     sources = {tp for tp in consumer.assignment() if tp.topic not in app.tables.changelog_topics}
     consumer._buffered_partitions.difference_update(sources)
     consumer.resume_partitions(sources)
@@ -164,7 +173,7 @@ def restart_process() -> None:
     """Replace this process with a fresh run of the same command (same pid, same log). As
     after a crash: the group reassigns the partitions, the tables recover from their
     changelogs, and what was not committed is read again."""
-    log.error("feature worker still stuck after resuming it; restarting the process: %s", " ".join(sys.orig_argv))
+    log.error("feature worker stuck; restarting the process: %s", " ".join(sys.orig_argv))
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -23,15 +23,21 @@ def test_a_partition_behind_whose_commits_do_not_move_is_resumed_then_restarted_
     assert (watch.resumes, watch.restarts) == (2, 1)
 
 
-def test_one_stuck_partition_counts_even_while_others_flow():
+def test_by_default_a_stuck_worker_restarts_at_once_since_resuming_never_helped():
     watch = StallWatch(stall_after_s=10)
+    watch.check(0, {"a": 5}, {"a": 20}, busy=False)
+    assert watch.check(10, {"a": 5}, {"a": 20}, busy=False) == RESTART
+
+
+def test_one_stuck_partition_counts_even_while_others_flow():
+    watch = StallWatch(stall_after_s=10, max_resumes=1)
     watch.check(0, {"a": 5, "b": 0}, {"a": 20, "b": 20}, busy=False)
     assert watch.check(5, {"a": 5, "b": 10}, {"a": 20, "b": 15}, busy=False) is None
     assert watch.check(10, {"a": 5, "b": 20}, {"a": 20, "b": 5}, busy=False) == RESUME
 
 
 def test_moving_commits_caught_up_partitions_or_a_rebalance_each_restart_the_wait():
-    watch = StallWatch(stall_after_s=10)
+    watch = StallWatch(stall_after_s=10, max_resumes=1)
     watch.check(0, {"a": 1}, {"a": 5}, busy=False)
     assert watch.check(8, {"a": 2}, {"a": 5}, busy=False) is None  # committed moved
     assert watch.check(17, {"a": 2}, {"a": 0}, busy=False) is None  # caught up
