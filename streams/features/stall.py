@@ -5,10 +5,11 @@ Now and then (a few in a hundred kill-and-restart runs on Apache Kafka) a Faust 
 logging nothing. In the stalls seen, the Kafka client's position was already at the end of the
 source partitions while Faust had handled none of their records (no read offset in this
 process): fetched, never handed to its streams, and never read again (a candidate: Faust drops
-what arrives while its flow is stopped for a rebalance). Seeking partitions without a committed offset to their
-beginning was tried and made things worse: in one run of six, commits then stuck behind a hole
-(acknowledged offsets never consecutive with the committed one), most likely from records read
-a second time while the first were in hand. And later stalls had committed offsets too.
+what arrives while its flow is stopped for a rebalance). Seeking partitions without a committed
+offset to their beginning was tried and made things worse: in one run of six, commits then
+stuck behind a hole (acknowledged offsets never consecutive with the committed one), most
+likely from records read a second time while the first were in hand. And later stalls had
+committed offsets too.
 
 So this watch, deliberately dumb: a source partition that is behind, outside a rebalance or a
 recovery, whose committed offset has not moved for ``stall_after_s``, is stuck. It logs each
@@ -97,7 +98,7 @@ async def source_offsets(app: Any, highwaters: dict[Any, int], timeout_s: float 
         else:
             highwaters.update(asked)
     ends = {**highwaters, **unanswered}
-    return committed, {tp: max(0, ends[tp] - committed[tp]) for tp in sources}
+    return committed, {tp: max(0, ends.get(tp, committed[tp]) - committed[tp]) for tp in sources}
 
 
 async def _broker_highwaters(consumer: Any, partitions: list[Any], timeout_s: float) -> dict[Any, int] | None:
