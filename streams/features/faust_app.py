@@ -170,7 +170,7 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
                 await rows.send(key=event.key, value=encode(row))
 
     if settings.stall_after_s > 0:
-        watch = StallWatch(settings.stall_after_s)
+        watch = StallWatch(settings.stall_after_s, max_resumes=settings.stall_resumes)
         highwaters: dict[Any, int] = {}
 
         @app.timer(interval=max(1.0, settings.stall_after_s / 5))

@@ -47,8 +47,12 @@ class FeatureSettings(BaseModel):
 
     stall_after_s: float = Field(15.0, ge=0)
     """A source partition behind whose committed offset does not move for this long, outside a
-    rebalance, is resumed from its committed offsets, and if that fails twice the worker process
-    restarts itself (``streams.features.stall``); 0: never."""
+    rebalance, counts as stuck, and the worker process restarts itself
+    (``streams.features.stall``); 0: never."""
+
+    stall_resumes: int = Field(0, ge=0)
+    """Times a stuck worker first redoes Faust's end-of-recovery steps in place before it
+    restarts; none by default, since that never got a stuck worker going in the stalls seen."""
 
     app_id: str = "streaminfer-features"
     """Faust app id: its consumer group and the prefix of its changelog topics."""
