@@ -216,3 +216,8 @@ class ExperimentMetrics:
             "Canary decisions: advance, complete or rollback (with the gate that failed).",
             ["model", "experiment", "action", "gate"], registry=registry,
         )
+        self.skipped = Counter(
+            "streaminfer_experiment_records_skipped_total",
+            "Records the controller could not read (malformed predictions or labels), by topic.",
+            ["topic"], registry=registry,
+        )

@@ -15,7 +15,7 @@ import msgspec
 import numpy as np
 
 from schemas.datatypes import OIP_TO_NUMPY, oip_datatype
-from schemas.errors import InvalidJson, SchemaViolation, WrongShapeOrDtype
+from schemas.errors import InvalidJson, NestingTooDeep, SchemaViolation, WrongShapeOrDtype
 from schemas.signature import Signature, TensorSpec
 
 
@@ -65,6 +65,8 @@ def decode_request(body: bytes | None) -> InferenceRequest:
         raise SchemaViolation(f"not an OIP v2 inference request: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise InvalidJson(f"value is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise NestingTooDeep("request") from exc
 
 
 def _raise_if_not_json(body: bytes) -> None:
@@ -72,6 +74,8 @@ def _raise_if_not_json(body: bytes) -> None:
         msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidJson(f"value is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise NestingTooDeep("request") from exc
 
 
 def request_tensors(request: InferenceRequest, signature: Signature) -> tuple[dict[str, np.ndarray], int]:
@@ -168,7 +172,12 @@ def encode(message: msgspec.Struct) -> bytes:
 
 
 def decode_prediction(body: bytes) -> Prediction:
-    return _prediction_decoder.decode(body)
+    """Parse a prediction; raises msgspec's errors for malformed bodies, ``NestingTooDeep`` for
+    bodies nested past the decoder's recursion limit (``parameters`` and ``data`` hold any JSON)."""
+    try:
+        return _prediction_decoder.decode(body)
+    except RecursionError as exc:
+        raise NestingTooDeep("prediction") from exc
 
 
 def request_body(

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import ray
 from prometheus_client import CollectorRegistry
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayError
 
 from monitoring.alerting.config import load_config
 from monitoring.discovery import ScrapeTarget, write_targets
@@ -119,6 +119,7 @@ class RunningApp(ABC):
     failure: str | None = None
     _watcher: ActorWatcher | None = None
     _endpoints: dict[str, tuple[str, str]] = field(default_factory=dict)
+    _side_failures: dict[str, str] = field(default_factory=dict)
 
     @property
     def metrics_urls(self) -> list[str]:
@@ -172,11 +173,21 @@ class RunningApp(ABC):
         self.publish_targets()
 
     async def _side_actor_sighting(self, name: str, handle: ray.actor.ActorHandle) -> Sighting:
-        """Starts the actor again if Ray restarted it; its metrics endpoint joins the targets."""
+        """Starts the actor again if Ray restarted it; its metrics endpoint joins the targets.
+
+        A side actor that fails to start (its service raised, or Ray is restarting it) is
+        counted as down and tried again next round: monitoring, alerting and experiments must
+        never end the inference path, which is all ``run`` waits on."""
         try:
             state = self.side_states[name] = await handle.ensure_started.remote()
         except RayActorError:
             return Sighting(name, name, None)
+        except RayError as exc:
+            if self._side_failures.get(name) != str(exc):  # once per distinct failure, not per round
+                log.warning("%s actor failed to start; trying again every %.0f s: %s", name, SUPERVISE_EVERY_S, exc)
+            self._side_failures[name] = str(exc)
+            return Sighting(name, name, None)
+        self._side_failures.pop(name, None)
         self._endpoint(name, state.get("metrics_url"), name)
         return Sighting(name, name, int(state["pid"]))  # type: ignore[arg-type]
 

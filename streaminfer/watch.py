@@ -6,12 +6,14 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import msgspec
 import numpy as np
 from aiokafka.structs import ConsumerRecord
 
 from schemas import headers as h
 from schemas.codec import decode_prediction
 from schemas.deadletter import headers_dict, read_error_headers
+from schemas.errors import StreamInferError
 
 
 @dataclass
@@ -62,8 +64,11 @@ class Scoreboard:
 
 
 def describe_prediction(value: bytes) -> str:
-    """A one-line rendering: each output's first values."""
-    prediction = decode_prediction(value)
+    """A one-line rendering: each output's first values (or why there are none to show)."""
+    try:
+        prediction = decode_prediction(value)
+    except (StreamInferError, msgspec.MsgspecError, TypeError) as exc:
+        return f"unreadable prediction: {exc}"
     parts = []
     for output in prediction.outputs:
         shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in output.data[:3])

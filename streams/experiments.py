@@ -34,6 +34,7 @@ from monitoring.settings import ExperimentSettings
 from schemas import headers as h
 from schemas.codec import Prediction, decode_prediction
 from schemas.deadletter import HEADER_PREFIX, MODEL_FAULTS
+from schemas.errors import StreamInferError
 from schemas.monitoring import MetricEvent, decode_label, encode_event
 from streams.clients import ensure_topic_names
 from streams.settings import KafkaSettings, TopicSettings
@@ -107,7 +108,7 @@ class ExperimentController:
                 batches = await self._consumer.getmany(timeout_ms=100, max_records=5000)
                 for tp, records in batches.items():
                     for record in records:
-                        self._handle(record)
+                        self._handle_or_skip(record)
                     self._offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
                 if time.monotonic() >= next_look:
                     next_look = time.monotonic() + self._settings.look_interval_s
@@ -120,12 +121,18 @@ class ExperimentController:
             log.exception("experiment controller stopped")
             raise
 
+    def _handle_or_skip(self, record: ConsumerRecord) -> None:
+        """A record the controller cannot read is counted and passed over: it is evidence lost,
+        not a reason to stop judging every other experiment."""
+        try:
+            self._handle(record)
+        except (StreamInferError, msgspec.MsgspecError, ValueError, UnicodeDecodeError, TypeError) as exc:
+            self._metrics.skipped.labels(record.topic).inc()
+            log.debug("experiments skipped %s-%d@%d: %r", record.topic, record.partition, record.offset, exc)
+
     def _handle(self, record: ConsumerRecord) -> None:
         if record.topic == self._labels_topic:
-            try:
-                label = decode_label(record.value)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                return
+            label = decode_label(record.value)
             truth = label.label if isinstance(label.label, list) else [label.label]
             for running in self._running.values():
                 running.evidence.labelled(label.id, truth)

@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from monitoring.metrics import PREDICTED, PipelineMetrics
-from schemas.errors import RequestError
+from schemas.errors import RequestError, UndecodableRequest
 from schemas.monitoring import encode_event
 from streams.answers import answer, dead_letter, shadow_answer
 from streams.batch import Decoded, decode_record
@@ -295,6 +295,9 @@ class Pipeline:
                     decoded.append(decode_record(record, self._models))
                 except RequestError as exc:
                     outgoing.append(dead_letter(self._topics, record, exc))
+                except Exception as exc:  # noqa: BLE001 - see UndecodableRequest
+                    log.exception("request %s-%d@%d could not be decoded", record.topic, record.partition, record.offset)
+                    outgoing.append(dead_letter(self._topics, record, UndecodableRequest(exc)))
             if self._enricher is not None:
                 decoded = await self._enrich(decoded, outgoing)
             groups: dict[VersionKey, list[Decoded]] = {}

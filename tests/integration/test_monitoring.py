@@ -20,7 +20,7 @@ from monitoring.watch import reference_frame
 from schemas.codec import decode_prediction
 from schemas.monitoring import decode_drift_event, decode_metric_event
 from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME
-from streaminfer.loadgen import demo_payloads, label_payloads, send_all
+from streaminfer.loadgen import Payload, demo_payloads, label_payloads, send_all
 from streams.clients import ensure_topic_names, make_consumer, make_producer, start_client
 from streams.monitor import Monitor
 from streams.settings import KafkaSettings, TopicSettings
@@ -187,3 +187,22 @@ async def test_restarted_monitor_keeps_its_detector_state_and_fires_at_the_same_
     assert {e[0] for e in expected if e[2] == "window"} == set(SHIFTED)
     assert any(e[2] == "sample" and e[3] > shift_at for e in expected)
     assert sorted(got) == sorted(expected)
+
+
+async def test_monitor_counts_a_deeply_nested_request_as_skipped_and_goes_on(kafka_settings, model_repo, tmp_path):
+    """A request nested past msgspec's recursion limit once crashed the monitor on every restart."""
+    suffix = uuid.uuid4().hex[:8]
+    topics = TopicSettings(requests=f"requests-{suffix}", predictions=f"predictions-{suffix}",
+                           deadletter=f"deadletter-{suffix}", partitions=1)
+    reference = reference_frame(model_repo.resolve(DEMO_MODEL))
+    rows, _ = drifting_stream(reference, 200, None, seed=5)
+    payloads = list(demo_payloads(rows, 200, DEMO_MODEL, INPUT_NAME, "n"))
+    deep = b'{"id": "deep", "parameters": {"x": ' + b"[" * 1000 + b"1" + b"]" * 1000 + b'}, "inputs": []}'
+    poisoned = payloads[:100] + [Payload(b"deep", deep, payloads[0].headers)] * 2 + payloads[100:]
+    await ensure_topic_names(kafka_settings, [topics.requests], partitions=1, replication_factor=1)
+    await produce(kafka_settings.bootstrap, topics.requests, poisoned)
+
+    monitor = await run_monitor(kafka_settings, topics, monitor_settings(tmp_path), model_repo, 200)
+    await monitor.stop()
+    assert monitor.failure is None
+    assert monitor.state.records == {"requests": 200, "skipped": 2}

@@ -60,6 +60,14 @@ async def test_every_valid_request_gets_one_prediction_equal_to_direct_onnx(
         assert (prediction.model_name, prediction.model_version) == (DEMO_MODEL, "1.0.0")
 
 
+#: A 2 KB record nested 1,000 levels deep in ``parameters``: msgspec raises RecursionError on it,
+#: which once stopped a consumer for good (its offset was never committed, so a restart read it again).
+DEEPLY_NESTED = (
+    '{"id": "deep", "parameters": {"x": ' + "[" * 1000 + "1" + "]" * 1000 + '}, "inputs": [{"name": "input", '
+    '"shape": [1, 30], "datatype": "FP32", "data": [' + ",".join(["14"] * 30) + "]}]}"
+).encode()
+
+
 def _mixed_stream(rows: np.ndarray) -> tuple[list, dict[str, str | None]]:
     """Good and bad records interleaved; returns the records and each id's expected reason."""
     good_demo = lambda i: request_body(f"m-{i}", INPUT_NAME, rows[i][np.newaxis, :])  # noqa: E731
@@ -71,6 +79,7 @@ def _mixed_stream(rows: np.ndarray) -> tuple[list, dict[str, str | None]]:
     cases: list[tuple[bytes, list, str | None]] = [
         (b"{not json", [], "invalid_json"),
         (b'{"inputs": "not a list"}', [], "schema_violation"),
+        (DEEPLY_NESTED, [], "schema_violation"),
         (b'{"id": "x", "inputs": [{"name": "input", "shape": [1, 29], "datatype": "FP32", "data": ' + json.dumps([0.0] * 29).encode() + b"}]}", [], "wrong_shape_or_dtype"),
         (b'{"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP64", "data": ' + json.dumps([0.0] * 30).encode() + b"}]}", [], "wrong_shape_or_dtype"),
         (None, [(h.MODEL_NAME, b"no-such-model")], "unknown_model"),

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from schemas import schema_path
 from schemas.codec import (
     Prediction,
+    decode_prediction,
     decode_request,
     encode,
     prediction_outputs,
@@ -21,7 +22,7 @@ from schemas.codec import (
     request_tensors,
 )
 from schemas.deadletter import Reason, error_headers, original_headers, read_error_headers
-from schemas.errors import InvalidJson, SchemaViolation, WrongShapeOrDtype
+from schemas.errors import InvalidJson, NestingTooDeep, SchemaViolation, WrongShapeOrDtype
 from schemas.signature import Signature, TensorSpec
 
 SIGNATURE = Signature(
@@ -87,6 +88,38 @@ def test_malformed_bodies_are_invalid_json(body):
 def test_json_that_is_not_an_oip_request_is_a_schema_violation(body):
     with pytest.raises(SchemaViolation):
         decode_request(body)
+
+
+def _deep(depth: int = 1000) -> str:
+    return "[" * depth + "1" + "]" * depth
+
+
+_TENSOR = '{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"id": "deep", "parameters": {"x": %s}, "inputs": [%s]}' % (_deep(), _TENSOR),
+        '{"id": %s, "inputs": [%s]}' % (_deep(), _TENSOR),
+        '{"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": %s}]}' % _deep(),
+        '{"inputs": [%s], "outputs": [{"name": "label", "parameters": %s}]}' % (_TENSOR, _deep()),
+        '{"inputs": [%s' % _deep(),  # deep and truncated: still one typed error, not a crash
+        _deep(5000),
+    ],
+    ids=["parameters", "id", "data", "outputs", "truncated", "bare-5000"],
+)
+def test_json_nested_past_the_recursion_limit_is_a_schema_violation_not_a_crash(body):
+    with pytest.raises(NestingTooDeep) as raised:
+        decode_request(body.encode())
+    assert raised.value.reason is Reason.SCHEMA_VIOLATION
+    assert "deeper than the decoder allows" in str(raised.value)
+
+
+def test_a_prediction_nested_past_the_recursion_limit_raises_our_error():
+    body = '{"id": "p", "model_name": "m", "model_version": "1", "outputs": [], "parameters": {"x": %s}}' % _deep()
+    with pytest.raises(NestingTooDeep):
+        decode_prediction(body.encode())
 
 
 @pytest.mark.parametrize(
