@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from monitoring.sequential import Look, MixtureSPRT, RunningMoments
+from streaminfer.monitoring.sequential import Look, MixtureSPRT, RunningMoments
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from river import drift
 
-from monitoring.settings import DetectorKind
-from schemas.monitoring import PREDICTION_FEATURE, DriftEvent, DriftKind
+from streaminfer.monitoring.settings import DetectorKind
+from streaminfer.schemas.monitoring import PREDICTION_FEATURE, DriftEvent, DriftKind
 
 _RIVER = {
     DetectorKind.ADWIN: drift.ADWIN,

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 import msgspec
 from scipy import stats
 
-from monitoring.comparison import ArmComparison
-from monitoring.sequential import MixtureSPRT, RunningMoments
-from monitoring.splits import check_split
-from workers.traffic import Gates, TrafficPolicy
+from streaminfer.monitoring.comparison import ArmComparison
+from streaminfer.monitoring.sequential import MixtureSPRT, RunningMoments
+from streaminfer.monitoring.splits import check_split
+from streaminfer.workers.traffic import Gates, TrafficPolicy
 
 RESERVOIR = 4096
 MIN_SCORES_FOR_SHIFT = 50

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from river import metrics
 
-from schemas.codec import Prediction
+from streaminfer.schemas.codec import Prediction
 
 JOINED, LATE, MISSING, DUPLICATE, UNMATCHED = "joined", "late", "missing", "duplicate", "unmatched"
 

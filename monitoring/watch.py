@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from monitoring.detectors import Reference, SampleDrift
-from monitoring.labels import LabelJoin
-from monitoring.settings import MonitorSettings
-from monitoring.windows import WindowDrift
-from schemas.signature import Signature
-from workers.repository import ModelRepository, ModelVersion
+from streaminfer.monitoring.detectors import Reference, SampleDrift
+from streaminfer.monitoring.labels import LabelJoin
+from streaminfer.monitoring.settings import MonitorSettings
+from streaminfer.monitoring.windows import WindowDrift
+from streaminfer.schemas.signature import Signature
+from streaminfer.workers.repository import ModelRepository, ModelVersion
 
 
 @dataclass

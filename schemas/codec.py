@@ -14,9 +14,9 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from schemas.datatypes import OIP_TO_NUMPY, oip_datatype
-from schemas.errors import InvalidJson, NestingTooDeep, SchemaViolation, WrongShapeOrDtype
-from schemas.signature import Signature, TensorSpec
+from streaminfer.schemas.datatypes import OIP_TO_NUMPY, oip_datatype
+from streaminfer.schemas.errors import InvalidJson, NestingTooDeep, SchemaViolation, WrongShapeOrDtype
+from streaminfer.schemas.signature import Signature, TensorSpec
 
 
 class RequestTensor(msgspec.Struct, omit_defaults=True, gc=False):

@@ -16,7 +16,7 @@ branch on the ``reason`` attribute, never on message text.
 
 from __future__ import annotations
 
-from schemas.deadletter import Reason
+from streaminfer.schemas.deadletter import Reason
 
 
 class StreamInferError(Exception):

@@ -10,10 +10,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from monitoring.alerting.config import AlertConfigError, AlertingConfig, load_config, parse_matcher
-from monitoring.alerting.delivery_metrics import DeliveryMetrics
-from monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
-from schemas.alerts import (
+from streaminfer.monitoring.alerting.config import AlertConfigError, AlertingConfig, load_config, parse_matcher
+from streaminfer.monitoring.alerting.delivery_metrics import DeliveryMetrics
+from streaminfer.monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
+from streaminfer.schemas.alerts import (
     Silence,
     WebhookAlert,
     decode_notification,
@@ -21,15 +21,15 @@ from schemas.alerts import (
     encode_alerting,
 )
 from streaminfer.settings import AppSettings
-from streams.alerting import AlertingService, check_receivers
-from streams.clients import (
+from streaminfer.streams.alerting import AlertingService, check_receivers
+from streaminfer.streams.clients import (
     check_reachable,
     ensure_topic_names,
     make_consumer,
     make_producer,
     start_client,
 )
-from streams.webhooks import WebhookDelivery
+from streaminfer.streams.webhooks import WebhookDelivery
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -8,8 +8,8 @@ import os
 
 from prometheus_client import CollectorRegistry
 
-from monitoring.alerting.delivery_metrics import DeliveryMetrics
-from monitoring.endpoint import serve_metrics, stop_serving
+from streaminfer.monitoring.alerting.delivery_metrics import DeliveryMetrics
+from streaminfer.monitoring.endpoint import serve_metrics, stop_serving
 from streaminfer.settings import AppSettings
 
 

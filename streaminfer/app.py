@@ -30,10 +30,10 @@ import ray
 from prometheus_client import CollectorRegistry
 from ray.exceptions import RayActorError, RayError
 
-from monitoring.alerting.config import load_config
-from monitoring.discovery import ScrapeTarget, write_targets
-from monitoring.endpoint import serve_metrics, stop_serving
-from monitoring.metrics import ActorMetrics, PipelineMetrics
+from streaminfer.monitoring.alerting.config import load_config
+from streaminfer.monitoring.discovery import ScrapeTarget, write_targets
+from streaminfer.monitoring.endpoint import serve_metrics, stop_serving
+from streaminfer.monitoring.metrics import ActorMetrics, PipelineMetrics
 from streaminfer.alerting_actor import AlertingActor
 from streaminfer.broker import port_in_use
 from streaminfer.consumer_actor import ConsumerActor
@@ -43,14 +43,14 @@ from streaminfer.monitor_actor import MonitorActor
 from streaminfer.process import tune_gc_for_streaming
 from streaminfer.settings import AppSettings
 from streaminfer.supervision import ActorWatcher, Sighting
-from streams.clients import check_reachable, ensure_topics
-from streams.enrichment import feast_enricher
-from streams.features.settings import FeatureSettings
-from streams.pipeline import Pipeline
-from workers.pool import WorkerPool
-from workers.repository import ModelRepository
-from workers.served import ServedModels
-from workers.settings import RaySettings
+from streaminfer.streams.clients import check_reachable, ensure_topics
+from streaminfer.streams.enrichment import feast_enricher
+from streaminfer.streams.features.settings import FeatureSettings
+from streaminfer.streams.pipeline import Pipeline
+from streaminfer.workers.pool import WorkerPool
+from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.served import ServedModels
+from streaminfer.workers.settings import RaySettings
 
 log = logging.getLogger(__name__)
 

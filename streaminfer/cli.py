@@ -98,8 +98,8 @@ def print_scrape_targets(running: Any) -> None:
 
 async def _run_until_signal(settings: AppSettings) -> None:
     from streaminfer.app import start_app, start_ray
-    from streams.clients import check_reachable
-    from workers.repository import ModelRepository
+    from streaminfer.streams.clients import check_reachable
+    from streaminfer.workers.repository import ModelRepository
 
     await check_reachable(settings.kafka.bootstrap)
     for name in settings.served_model_names():
@@ -138,7 +138,7 @@ def produce(
 
 async def _produce(settings: AppSettings, topic: str, payloads: list) -> int:
     from streaminfer.loadgen import send_all
-    from streams.clients import check_reachable, make_producer, start_client
+    from streaminfer.streams.clients import check_reachable, make_producer, start_client
 
     await check_reachable(settings.kafka.bootstrap)
     producer = make_producer(settings.kafka)
@@ -169,8 +169,8 @@ async def _tail(settings: AppSettings, dead_letters: bool, from_beginning: bool,
 
     from aiokafka import AIOKafkaConsumer
 
-    from schemas.deadletter import read_error_headers
-    from streams.clients import check_reachable, start_client
+    from streaminfer.schemas.deadletter import read_error_headers
+    from streaminfer.streams.clients import check_reachable, start_client
 
     await check_reachable(settings.kafka.bootstrap)
     topic = settings.topics.deadletter if dead_letters else settings.topics.predictions
@@ -263,7 +263,7 @@ def build_demo(
 ) -> None:
     """Train the breast_cancer demo classifier and write it to the repository."""
     from streaminfer.demo_model import build_demo_mlp, build_demo_model
-    from workers.repository import ModelRepository
+    from streaminfer.workers.repository import ModelRepository
 
     repository = ModelRepository(load_settings(model_repo=model_repo).model_repository)
     for entry in (build_demo_model(repository, force=force), build_demo_mlp(repository, force=force)):
@@ -282,8 +282,8 @@ def optimize(
     and compare them with FP32 on held-out data."""
     from rich.table import Table
 
-    from workers.repository import ModelRepository
-    from workers.variants import write_variants
+    from streaminfer.workers.repository import ModelRepository
+    from streaminfer.workers.variants import write_variants
 
     repository = ModelRepository(load_settings(model_repo=model_repo).model_repository)
     base = repository.resolve(name, version)

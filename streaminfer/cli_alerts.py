@@ -28,8 +28,8 @@ def alerts_check(
     check_receivers: bool = typer.Option(True, help="Also check that every receiver accepts connections."),
 ) -> None:
     """Validate a rules file (and reach its receivers) without starting anything."""
-    from monitoring.alerting.config import load_config
-    from streams.alerting import check_receivers as reach
+    from streaminfer.monitoring.alerting.config import load_config
+    from streaminfer.streams.alerting import check_receivers as reach
 
     config, receivers = load_config(rules)
     if check_receivers:
@@ -52,7 +52,7 @@ def alerts_run(
 
 async def _alerts_until_signal(settings: AppSettings) -> None:
     from streaminfer.alerting import start_alerting
-    from streams.clients import check_reachable
+    from streaminfer.streams.clients import check_reachable
 
     await check_reachable(settings.kafka.bootstrap)
     running = await start_alerting(settings)

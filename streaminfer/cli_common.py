@@ -11,7 +11,7 @@ from typing import Any, Callable, TypeVar
 import typer
 from rich.console import Console
 
-from schemas.errors import StreamInferError
+from streaminfer.schemas.errors import StreamInferError
 from streaminfer.settings import AppSettings
 
 console = Console()

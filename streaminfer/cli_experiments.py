@@ -16,9 +16,9 @@ import typer
 
 from streaminfer.cli_common import RepoOpt, console, friendly_errors, load_settings
 from streaminfer.cli_registry import WhoOpt, WhyOpt, describe_policy
-from workers.registry import AuditEntry, ModelRegistry, RegistryError, default_actor
-from workers.repository import ModelRepository
-from workers.traffic import (
+from streaminfer.workers.registry import AuditEntry, ModelRegistry, RegistryError, default_actor
+from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.traffic import (
     Arm,
     Canary,
     Gates,

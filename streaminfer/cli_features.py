@@ -29,7 +29,7 @@ def init(repo: Optional[Path] = RepoPathOpt, online_store: Optional[str] = Onlin
          redis: Optional[str] = RedisOpt) -> None:
     """Create the Feast repository (feature_store.yaml, registry, offline files) and register the
     feature views. Safe to run again: existing data is kept."""
-    from streams.features.store import init_repository, stats_features
+    from streaminfer.streams.features.store import init_repository, stats_features
 
     settings = _settings(None, repo, online_store, redis).features
     root = init_repository(settings)
@@ -46,9 +46,9 @@ def worker(bootstrap: Optional[str] = BootstrapOpt, repo: Optional[Path] = RepoP
     """Run the feature app (Faust) and the Feast sink until interrupted."""
     import asyncio
 
-    from streams.clients import check_reachable
-    from streams.features.store import init_repository
-    from streams.features.worker import run_worker
+    from streaminfer.streams.clients import check_reachable
+    from streaminfer.streams.features.store import init_repository
+    from streaminfer.streams.features.worker import run_worker
 
     settings = _settings(bootstrap, repo, online_store, redis)
     asyncio.run(check_reachable(settings.kafka.bootstrap))
@@ -71,8 +71,8 @@ def get(entity: list[str] = typer.Argument(..., help="Entity ids."), repo: Optio
     """Print an entity's online features as JSON (null where the store has none)."""
     import json
 
-    from streams.features.online import OnlineFeatures
-    from streams.features.store import stats_features
+    from streaminfer.streams.features.online import OnlineFeatures
+    from streaminfer.streams.features.store import stats_features
 
     settings = _settings(None, repo, online_store, redis).features
     values = OnlineFeatures(settings).read(entity, stats_features(settings))
@@ -88,7 +88,7 @@ def materialize(repo: Optional[Path] = RepoPathOpt, online_store: Optional[str] 
     stores, or to rebuild one that was lost."""
     from datetime import timedelta
 
-    from streams.features.store import open_store
+    from streaminfer.streams.features.store import open_store
 
     settings = _settings(None, repo, online_store, redis).features
     end = datetime.now(timezone.utc)

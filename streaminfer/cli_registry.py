@@ -13,9 +13,9 @@ from typing import Optional
 import typer
 
 from streaminfer.cli_common import RepoOpt, console, friendly_errors, load_settings
-from workers.registry import PRODUCTION, AuditEntry, ModelRegistry
-from workers.repository import ModelRepository
-from workers.traffic import load_policy
+from streaminfer.workers.registry import PRODUCTION, AuditEntry, ModelRegistry
+from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.traffic import load_policy
 
 WhyOpt = typer.Option("", "--why", help="Why: kept in the audit log.")
 WhoOpt = typer.Option(None, "--who", help="Who (default: user@host).")
@@ -98,7 +98,7 @@ def format_entry(entry: AuditEntry) -> list[str]:
 
 
 def describe_policy(policy: object) -> str:
-    from workers.traffic import TrafficPolicy
+    from streaminfer.workers.traffic import TrafficPolicy
 
     assert isinstance(policy, TrafficPolicy)
     parts = []

@@ -16,17 +16,17 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from monitoring.endpoint import serve_metrics, stop_serving
-from monitoring.metrics import PipelineMetrics
+from streaminfer.monitoring.endpoint import serve_metrics, stop_serving
+from streaminfer.monitoring.metrics import PipelineMetrics
 from streaminfer.process import tune_gc_for_streaming
-from streams.enrichment import feast_enricher
-from streams.features.settings import FeatureSettings
-from streams.pipeline import Pipeline
-from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
-from workers.local import LocalPool
-from workers.repository import ModelRepository
-from workers.served import ServedModels
-from workers.settings import RuntimeSettings
+from streaminfer.streams.enrichment import feast_enricher
+from streaminfer.streams.features.settings import FeatureSettings
+from streaminfer.streams.pipeline import Pipeline
+from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
+from streaminfer.workers.local import LocalPool
+from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.served import ServedModels
+from streaminfer.workers.settings import RuntimeSettings
 
 
 class ConsumerActor:

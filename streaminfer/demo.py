@@ -27,8 +27,8 @@ from streaminfer.demo_model import INPUT_NAME, build_demo_model, demo_data
 from streaminfer.loadgen import Payload, demo_payloads, send_all
 from streaminfer.settings import AppSettings
 from streaminfer.watch import Scoreboard
-from streams.clients import make_consumer, make_producer, start_client
-from workers.repository import ModelRepository
+from streaminfer.streams.clients import make_consumer, make_producer, start_client
+from streaminfer.workers.repository import ModelRepository
 
 
 @dataclass

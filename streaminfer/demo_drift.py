@@ -12,12 +12,12 @@ import pandas as pd
 import ray
 from rich.table import Table
 
-from monitoring.simulate import Shift, default_shift, drifting_stream
-from schemas.monitoring import DriftEvent, decode_drift_event
+from streaminfer.monitoring.simulate import Shift, default_shift, drifting_stream
+from streaminfer.schemas.monitoring import DriftEvent, decode_drift_event
 from streaminfer.loadgen import Payload, demo_payloads, label_payloads
 from streaminfer.settings import AppSettings
-from streams.clients import make_consumer, start_client
-from workers.repository import ModelVersion
+from streaminfer.streams.clients import make_consumer, start_client
+from streaminfer.workers.repository import ModelVersion
 
 MONITOR_CATCH_UP_S = 120.0
 

@@ -20,9 +20,9 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from workers.repository import ModelMetadata, ModelRepository, ModelVersion
-from workers.runtime import ModelRuntime
-from workers.settings import RuntimeSettings
+from streaminfer.workers.repository import ModelMetadata, ModelRepository, ModelVersion
+from streaminfer.workers.runtime import ModelRuntime
+from streaminfer.workers.settings import RuntimeSettings
 
 DEMO_MODEL = "breast-cancer"
 #: A small neural network on the same data: the model whose FP16 and INT8 variants change something.

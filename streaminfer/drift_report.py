@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from monitoring.watch import new_watch
-from monitoring.windows import ClosedWindow
-from schemas.codec import decode_request, request_tensors
-from schemas.errors import StreamInferError
-from schemas.headers import parse_request_headers
+from streaminfer.monitoring.watch import new_watch
+from streaminfer.monitoring.windows import ClosedWindow
+from streaminfer.schemas.codec import decode_request, request_tensors
+from streaminfer.schemas.errors import StreamInferError
+from streaminfer.schemas.headers import parse_request_headers
 from streaminfer.errors import NothingToReport
 from streaminfer.settings import AppSettings
-from streams.clients import check_reachable, make_consumer, start_client
-from workers.repository import ModelRepository
+from streaminfer.streams.clients import check_reachable, make_consumer, start_client
+from streaminfer.workers.repository import ModelRepository
 
 IDLE_POLLS = 3
 

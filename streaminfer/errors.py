@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.errors import StreamInferError
+from streaminfer.schemas.errors import StreamInferError
 
 
 class PortInUse(StreamInferError):

@@ -20,8 +20,8 @@ import msgspec
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from monitoring.experiments import Snapshot  # noqa: E402
-from schemas.errors import StreamInferError  # noqa: E402
+from streaminfer.monitoring.experiments import Snapshot  # noqa: E402
+from streaminfer.schemas.errors import StreamInferError  # noqa: E402
 
 
 class NoSnapshots(StreamInferError):

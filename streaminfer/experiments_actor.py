@@ -11,12 +11,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from monitoring.endpoint import serve_metrics, stop_serving
-from monitoring.metrics import ExperimentMetrics
-from monitoring.settings import ExperimentSettings, MonitorTopics
-from streams.experiments import ExperimentController
-from streams.settings import KafkaSettings, TopicSettings
-from workers.repository import ModelRepository
+from streaminfer.monitoring.endpoint import serve_metrics, stop_serving
+from streaminfer.monitoring.metrics import ExperimentMetrics
+from streaminfer.monitoring.settings import ExperimentSettings, MonitorTopics
+from streaminfer.streams.experiments import ExperimentController
+from streaminfer.streams.settings import KafkaSettings, TopicSettings
+from streaminfer.workers.repository import ModelRepository
 
 
 class ExperimentsActor:

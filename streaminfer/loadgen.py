@@ -16,9 +16,9 @@ from typing import Callable, Iterable
 import numpy as np
 from aiokafka import AIOKafkaProducer
 
-from schemas import headers as h
-from schemas.codec import request_body
-from schemas.monitoring import Label, encode_event
+from streaminfer.schemas import headers as h
+from streaminfer.schemas.codec import request_body
+from streaminfer.schemas.monitoring import Label, encode_event
 
 Headers = list[tuple[str, bytes]]
 

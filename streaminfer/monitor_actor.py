@@ -11,12 +11,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from monitoring.endpoint import serve_metrics, stop_serving
-from monitoring.metrics import MonitorMetrics
-from monitoring.settings import MonitorSettings
-from streams.monitor import Monitor
-from streams.settings import KafkaSettings, TopicSettings
-from workers.repository import ModelRepository
+from streaminfer.monitoring.endpoint import serve_metrics, stop_serving
+from streaminfer.monitoring.metrics import MonitorMetrics
+from streaminfer.monitoring.settings import MonitorSettings
+from streaminfer.streams.monitor import Monitor
+from streaminfer.streams.settings import KafkaSettings, TopicSettings
+from streaminfer.workers.repository import ModelRepository
 
 
 class MonitorActor:

@@ -12,10 +12,10 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from monitoring.settings import AlertingSettings, ExperimentSettings, MonitorSettings
-from streams.features.settings import FeatureSettings
-from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
-from workers.settings import PoolSettings, RaySettings, RuntimeSettings
+from streaminfer.monitoring.settings import AlertingSettings, ExperimentSettings, MonitorSettings
+from streaminfer.streams.features.settings import FeatureSettings
+from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
+from streaminfer.workers.settings import PoolSettings, RaySettings, RuntimeSettings
 
 
 class MetricsSettings(BaseModel):

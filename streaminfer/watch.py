@@ -10,10 +10,10 @@ import msgspec
 import numpy as np
 from aiokafka.structs import ConsumerRecord
 
-from schemas import headers as h
-from schemas.codec import decode_prediction
-from schemas.deadletter import headers_dict, read_error_headers
-from schemas.errors import StreamInferError
+from streaminfer.schemas import headers as h
+from streaminfer.schemas.codec import decode_prediction
+from streaminfer.schemas.deadletter import headers_dict, read_error_headers
+from streaminfer.schemas.errors import StreamInferError
 
 
 @dataclass

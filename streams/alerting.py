@@ -25,17 +25,17 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from monitoring.alerting.config import AlertingConfig
-from monitoring.alerting.dispatch import Dispatcher
-from monitoring.alerting.rules import RuleEngine
-from monitoring.alerting.signals import Sample, from_drift, from_metric
-from monitoring.checkpoint import load_checkpoint, save_checkpoint
-from monitoring.settings import AlertingSettings, MonitorTopics
-from schemas.alerts import Notification, Silence, decode_silence, encode_alerting
-from schemas.monitoring import decode_drift_event, decode_metric_event
-from streams.clients import ensure_topic_names
-from streams.settings import KafkaSettings
-from streams.single_reader import (
+from streaminfer.monitoring.alerting.config import AlertingConfig
+from streaminfer.monitoring.alerting.dispatch import Dispatcher
+from streaminfer.monitoring.alerting.rules import RuleEngine
+from streaminfer.monitoring.alerting.signals import Sample, from_drift, from_metric
+from streaminfer.monitoring.checkpoint import load_checkpoint, save_checkpoint
+from streaminfer.monitoring.settings import AlertingSettings, MonitorTopics
+from streaminfer.schemas.alerts import Notification, Silence, decode_silence, encode_alerting
+from streaminfer.schemas.monitoring import decode_drift_event, decode_metric_event
+from streaminfer.streams.clients import ensure_topic_names
+from streaminfer.streams.settings import KafkaSettings
+from streaminfer.streams.single_reader import (
     assign_all,
     commit_for_lag_tools,
     open_clients,
@@ -207,7 +207,7 @@ async def check_receivers(receivers, timeout_s: float = 3.0) -> None:
     """Every receiver's host accepts a connection; otherwise say which and what to do."""
     from urllib.parse import urlparse
 
-    from monitoring.alerting.config import AlertConfigError
+    from streaminfer.monitoring.alerting.config import AlertConfigError
 
     for receiver in receivers:
         url = urlparse(receiver.url)

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from aiokafka.structs import ConsumerRecord
 
-from schemas.codec import Prediction
-from schemas.errors import StreamInferError
-from streams.batch import Decoded
-from streams.records import (
+from streaminfer.schemas.codec import Prediction
+from streaminfer.schemas.errors import StreamInferError
+from streaminfer.streams.batch import Decoded
+from streaminfer.streams.records import (
     Outgoing,
     dead_letter_record,
     experiment_headers,
     prediction_record,
     shadow_record,
 )
-from streams.settings import TopicSettings
+from streaminfer.streams.settings import TopicSettings
 
 
 def answer(topics: TopicSettings, item: Decoded, outcome: Prediction | BaseException) -> Outgoing:

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 from aiokafka.structs import ConsumerRecord
 
-from schemas.codec import BatchOutputs, Prediction, decode_request, request_tensors
-from schemas.errors import SchemaViolation
-from schemas.headers import RequestHeaders, parse_request_headers
-from streams.records import fallback_request_id
-from workers.repository import ModelVersion
-from workers.served import Route, ServedModel, ServedModels
+from streaminfer.schemas.codec import BatchOutputs, Prediction, decode_request, request_tensors
+from streaminfer.schemas.errors import SchemaViolation
+from streaminfer.schemas.headers import RequestHeaders, parse_request_headers
+from streaminfer.streams.records import fallback_request_id
+from streaminfer.workers.repository import ModelVersion
+from streaminfer.workers.served import Route, ServedModel, ServedModels
 
 
 @dataclass(slots=True)

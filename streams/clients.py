@@ -9,8 +9,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from streams.errors import BrokerUnreachable, TopicsMissing
-from streams.settings import KafkaSettings, TopicSettings
+from streaminfer.streams.errors import BrokerUnreachable, TopicsMissing
+from streaminfer.streams.settings import KafkaSettings, TopicSettings
 
 
 def make_producer(kafka: KafkaSettings) -> AIOKafkaProducer:

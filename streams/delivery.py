@@ -17,10 +17,10 @@ from typing import Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from streams.errors import DeliveryFailed
-from streams.offsets import OffsetTracker
-from streams.producer import BatchSender
-from streams.records import Outgoing
+from streaminfer.streams.errors import DeliveryFailed
+from streaminfer.streams.offsets import OffsetTracker
+from streaminfer.streams.producer import BatchSender
+from streaminfer.streams.records import Outgoing
 
 
 class Delivery(Protocol):

@@ -12,11 +12,11 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from schemas.errors import RequestError
-from streams.batch import Decoded
-from streams.errors import FeatureMissing, FeatureStoreUnavailable
-from streams.features.settings import FeatureSettings
-from workers.repository import Enrichment
+from streaminfer.schemas.errors import RequestError
+from streaminfer.streams.batch import Decoded
+from streaminfer.streams.errors import FeatureMissing, FeatureStoreUnavailable
+from streaminfer.streams.features.settings import FeatureSettings
+from streaminfer.workers.repository import Enrichment
 
 
 class FeatureReader(Protocol):
@@ -28,7 +28,7 @@ Outcome = tuple[Decoded, RequestError | None]
 
 def feast_enricher(settings: FeatureSettings) -> "Enricher":
     """Reads the Feast repository of ``settings`` (opened on the first enriched request)."""
-    from streams.features.online import OnlineFeatures
+    from streaminfer.streams.features.online import OnlineFeatures
 
     return Enricher(lambda: OnlineFeatures(settings), settings.entity_parameter)
 

@@ -16,8 +16,8 @@
 
 from __future__ import annotations
 
-from schemas.deadletter import Reason
-from schemas.errors import RequestError, StreamInferError
+from streaminfer.schemas.deadletter import Reason
+from streaminfer.schemas.errors import RequestError, StreamInferError
 
 
 class DeadlineExceeded(RequestError):

@@ -28,25 +28,25 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from monitoring.experiments import ExperimentEvidence, Snapshot, Verdict
-from monitoring.metrics import ExperimentMetrics
-from monitoring.settings import ExperimentSettings
-from schemas import headers as h
-from schemas.codec import Prediction, decode_prediction
-from schemas.deadletter import HEADER_PREFIX, MODEL_FAULTS
-from schemas.errors import StreamInferError
-from schemas.monitoring import MetricEvent, decode_label, encode_event
-from streams.clients import ensure_topic_names
-from streams.settings import KafkaSettings, TopicSettings
-from streams.single_reader import (
+from streaminfer.monitoring.experiments import ExperimentEvidence, Snapshot, Verdict
+from streaminfer.monitoring.metrics import ExperimentMetrics
+from streaminfer.monitoring.settings import ExperimentSettings
+from streaminfer.schemas import headers as h
+from streaminfer.schemas.codec import Prediction, decode_prediction
+from streaminfer.schemas.deadletter import HEADER_PREFIX, MODEL_FAULTS
+from streaminfer.schemas.errors import StreamInferError
+from streaminfer.schemas.monitoring import MetricEvent, decode_label, encode_event
+from streaminfer.streams.clients import ensure_topic_names
+from streaminfer.streams.settings import KafkaSettings, TopicSettings
+from streaminfer.streams.single_reader import (
     assign_all,
     commit_for_lag_tools,
     open_clients,
     stop_task_and_clients,
 )
-from workers.registry import AuditEntry, ModelRegistry
-from workers.repository import ModelRepository
-from workers.traffic import TrafficPolicy, load_policy, save_policy
+from streaminfer.workers.registry import AuditEntry, ModelRegistry
+from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.traffic import TrafficPolicy, load_policy, save_policy
 
 log = logging.getLogger(__name__)
 

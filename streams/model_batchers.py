@@ -12,14 +12,14 @@ import asyncio
 import logging
 import time
 
-from monitoring.metrics import PipelineMetrics
-from schemas.codec import Prediction
-from streams.batch import Decoded, split_predictions, stack_inputs
-from streams.errors import DeadlineExceeded
-from streams.settings import PipelineSettings
-from workers.batching import DynamicBatcher
-from workers.errors import InferenceFailed
-from workers.served import ServedModel, ServedModels, VersionKey
+from streaminfer.monitoring.metrics import PipelineMetrics
+from streaminfer.schemas.codec import Prediction
+from streaminfer.streams.batch import Decoded, split_predictions, stack_inputs
+from streaminfer.streams.errors import DeadlineExceeded
+from streaminfer.streams.settings import PipelineSettings
+from streaminfer.workers.batching import DynamicBatcher
+from streaminfer.workers.errors import InferenceFailed
+from streaminfer.workers.served import ServedModel, ServedModels, VersionKey
 
 log = logging.getLogger(__name__)
 

@@ -30,25 +30,25 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from monitoring.checkpoint import load_checkpoint, save_checkpoint
-from monitoring.labels import LabelJoin, predicted_rows, prediction_scores
-from monitoring.metrics import MonitorMetrics
-from monitoring.settings import MonitorSettings
-from monitoring.watch import ModelWatch, MonitorState, new_watch
-from monitoring.windows import WindowResult
-from schemas.codec import decode_prediction, decode_request, request_tensors
-from schemas.errors import StreamInferError
-from schemas.headers import parse_request_headers
-from schemas.monitoring import DriftEvent, MetricEvent, decode_label, encode_event
-from streams.clients import ensure_topic_names
-from streams.settings import KafkaSettings, TopicSettings
-from streams.single_reader import (
+from streaminfer.monitoring.checkpoint import load_checkpoint, save_checkpoint
+from streaminfer.monitoring.labels import LabelJoin, predicted_rows, prediction_scores
+from streaminfer.monitoring.metrics import MonitorMetrics
+from streaminfer.monitoring.settings import MonitorSettings
+from streaminfer.monitoring.watch import ModelWatch, MonitorState, new_watch
+from streaminfer.monitoring.windows import WindowResult
+from streaminfer.schemas.codec import decode_prediction, decode_request, request_tensors
+from streaminfer.schemas.errors import StreamInferError
+from streaminfer.schemas.headers import parse_request_headers
+from streaminfer.schemas.monitoring import DriftEvent, MetricEvent, decode_label, encode_event
+from streaminfer.streams.clients import ensure_topic_names
+from streaminfer.streams.settings import KafkaSettings, TopicSettings
+from streaminfer.streams.single_reader import (
     assign_all,
     commit_for_lag_tools,
     open_clients,
     stop_task_and_clients,
 )
-from workers.repository import ModelRepository
+from streaminfer.workers.repository import ModelRepository
 
 log = logging.getLogger(__name__)
 

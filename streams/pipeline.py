@@ -27,20 +27,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from monitoring.metrics import PREDICTED, PipelineMetrics
-from schemas.errors import RequestError, UndecodableRequest
-from schemas.monitoring import encode_event
-from streams.answers import answer, dead_letter, shadow_answer
-from streams.batch import Decoded, decode_record
-from streams.clients import make_consumer, make_producer, start_client
-from streams.delivery import AtLeastOnceDelivery, Delivery
-from streams.enrichment import Enricher
-from streams.health import HealthWindow
-from streams.model_batchers import ModelBatchers
-from streams.offsets import OffsetTracker
-from streams.records import Outgoing, source_of
-from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
-from workers.served import ServedModels, VersionKey
+from streaminfer.monitoring.metrics import PREDICTED, PipelineMetrics
+from streaminfer.schemas.errors import RequestError, UndecodableRequest
+from streaminfer.schemas.monitoring import encode_event
+from streaminfer.streams.answers import answer, dead_letter, shadow_answer
+from streaminfer.streams.batch import Decoded, decode_record
+from streaminfer.streams.clients import make_consumer, make_producer, start_client
+from streaminfer.streams.delivery import AtLeastOnceDelivery, Delivery
+from streaminfer.streams.enrichment import Enricher
+from streaminfer.streams.health import HealthWindow
+from streaminfer.streams.model_batchers import ModelBatchers
+from streaminfer.streams.offsets import OffsetTracker
+from streaminfer.streams.records import Outgoing, source_of
+from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
+from streaminfer.workers.served import ServedModels, VersionKey
 
 log = logging.getLogger(__name__)
 

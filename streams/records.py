@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from schemas import headers as h
-from schemas.codec import Prediction, encode
-from schemas.deadletter import Reason, error_headers
+from streaminfer.schemas import headers as h
+from streaminfer.schemas.codec import Prediction, encode
+from streaminfer.schemas.deadletter import Reason, error_headers
 
 Headers = list[tuple[str, bytes]]
 

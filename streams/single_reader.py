@@ -14,8 +14,8 @@ import contextlib
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from streams.clients import make_consumer, make_producer, partition_counts, start_client
-from streams.settings import KafkaSettings
+from streaminfer.streams.clients import make_consumer, make_producer, partition_counts, start_client
+from streaminfer.streams.settings import KafkaSettings
 
 Offsets = dict[tuple[str, int], int]
 

@@ -19,18 +19,18 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from monitoring.alerting.delivery_metrics import (
+from streaminfer.monitoring.alerting.delivery_metrics import (
     DELIVERED,
     INVALID_RECORD,
     REJECTED,
     RETRIED,
     DeliveryMetrics,
 )
-from monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
-from schemas.alerts import DeliveryFailure, Notification, encode_alerting
-from streams.errors import DeliveryFailed
-from streams.offsets import OffsetTracker
-from streams.webhook_attempts import Attempt, backoff_s, post, request_headers, verdict
+from streaminfer.monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
+from streaminfer.schemas.alerts import DeliveryFailure, Notification, encode_alerting
+from streaminfer.streams.errors import DeliveryFailed
+from streaminfer.streams.offsets import OffsetTracker
+from streaminfer.streams.webhook_attempts import Attempt, backoff_s, post, request_headers, verdict
 
 log = logging.getLogger(__name__)
 

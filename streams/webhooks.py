@@ -43,14 +43,14 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from monitoring.alerting.delivery_metrics import UNKNOWN_RECEIVER, DeliveryMetrics
-from monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
-from schemas.alerts import decode_notification
-from schemas.errors import StreamInferError
-from streams.clients import make_consumer, make_producer, start_client
-from streams.offsets import OffsetTracker
-from streams.settings import KafkaSettings
-from streams.webhook_lanes import Endings, Pending, ReceiverCounts, ReceiverLane
+from streaminfer.monitoring.alerting.delivery_metrics import UNKNOWN_RECEIVER, DeliveryMetrics
+from streaminfer.monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
+from streaminfer.schemas.alerts import decode_notification
+from streaminfer.schemas.errors import StreamInferError
+from streaminfer.streams.clients import make_consumer, make_producer, start_client
+from streaminfer.streams.offsets import OffsetTracker
+from streaminfer.streams.settings import KafkaSettings
+from streaminfer.streams.webhook_lanes import Endings, Pending, ReceiverCounts, ReceiverLane
 
 log = logging.getLogger(__name__)
 

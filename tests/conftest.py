@@ -13,11 +13,11 @@ import ray
 
 from streaminfer.broker import EmbeddedBroker
 from streaminfer.demo_model import build_demo_model
-from streams.settings import KafkaSettings, TopicSettings
+from streaminfer.streams.settings import KafkaSettings, TopicSettings
 from tests.fixtures.apache_kafka import ApacheKafkaBroker, ensure_kafka_jars
 from tests.fixtures.testcontainers_kafka import docker_engine_reachable, testcontainers_kafka
 from tests.support.models import write_lookup_model
-from workers.repository import ModelRepository
+from streaminfer.workers.repository import ModelRepository
 
 BROKERS = ["tansu", "apache-kafka", "testcontainers"]
 
@@ -87,7 +87,7 @@ def ray_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     because Ray's socket paths have a length limit."""
     from streaminfer.app import start_ray
     from streaminfer.broker import free_port
-    from workers.settings import RaySettings
+    from streaminfer.workers.settings import RaySettings
 
     temp_dir = Path("/tmp") / f"ray-{uuid.uuid4().hex[:6]}"
     url = start_ray(RaySettings(num_cpus=2, dashboard_port=free_port(), temp_dir=str(temp_dir)), log_to_driver=False)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.runtime import ModelRuntime
-from workers.settings import RuntimeSettings
+from streaminfer.workers.runtime import ModelRuntime
+from streaminfer.workers.settings import RuntimeSettings
 
 
 class InferenceActor:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schemas.deadletter import Reason
-from schemas.errors import RequestError, StreamInferError
+from streaminfer.schemas.deadletter import Reason
+from streaminfer.schemas.errors import RequestError, StreamInferError
 
 
 class UnknownModel(RequestError):

@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from workers.errors import WorkersUnavailable
-from workers.repository import ModelVersion
-from workers.runtime import ModelRuntime
-from workers.settings import RuntimeSettings
+from streaminfer.workers.errors import WorkersUnavailable
+from streaminfer.workers.repository import ModelVersion
+from streaminfer.workers.runtime import ModelRuntime
+from streaminfer.workers.settings import RuntimeSettings
 
 
 class LocalPool:

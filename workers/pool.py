@@ -16,10 +16,10 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError
 
-from workers.actor import InferenceActor
-from workers.errors import InferenceFailed, WorkersUnavailable
-from workers.repository import ModelVersion
-from workers.settings import PoolSettings, RuntimeSettings
+from streaminfer.workers.actor import InferenceActor
+from streaminfer.workers.errors import InferenceFailed, WorkersUnavailable
+from streaminfer.workers.repository import ModelVersion
+from streaminfer.workers.settings import PoolSettings, RuntimeSettings
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import msgspec
 
-from schemas.errors import StreamInferError
-from workers.repository import ModelRepository
+from streaminfer.schemas.errors import StreamInferError
+from streaminfer.workers.repository import ModelRepository
 
 PRODUCTION = "production"
 ALIASES_FILE = "aliases.json"

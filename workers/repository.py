@@ -18,8 +18,8 @@ from pathlib import Path
 
 import msgspec
 
-from schemas.signature import Signature
-from workers.errors import ModelFileMissing, UnknownModel
+from streaminfer.schemas.signature import Signature
+from streaminfer.workers.errors import ModelFileMissing, UnknownModel
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from schemas.datatypes import ONNX_TO_OIP
-from schemas.signature import Signature, TensorSpec
-from workers.errors import InferenceFailed
-from workers.settings import RuntimeSettings
+from streaminfer.schemas.datatypes import ONNX_TO_OIP
+from streaminfer.schemas.signature import Signature, TensorSpec
+from streaminfer.workers.errors import InferenceFailed
+from streaminfer.workers.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
 

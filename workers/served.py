@@ -19,10 +19,10 @@ from typing import Protocol
 
 import numpy as np
 
-from workers.errors import UnknownModel
-from workers.registry import ALIASES_FILE, ModelRegistry
-from workers.repository import ModelRepository, ModelVersion
-from workers.traffic import TRAFFIC_FILE, TrafficPolicy, assign, load_policy, mirrored
+from streaminfer.workers.errors import UnknownModel
+from streaminfer.workers.registry import ALIASES_FILE, ModelRegistry
+from streaminfer.workers.repository import ModelRepository, ModelVersion
+from streaminfer.workers.traffic import TRAFFIC_FILE, TrafficPolicy, assign, load_policy, mirrored
 
 log = logging.getLogger(__name__)
 

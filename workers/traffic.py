@@ -22,8 +22,8 @@ from pathlib import Path
 
 import msgspec
 
-from schemas.errors import StreamInferError
-from workers.registry import write_atomically
+from streaminfer.schemas.errors import StreamInferError
+from streaminfer.workers.registry import write_atomically
 
 TRAFFIC_FILE = "traffic.json"
 

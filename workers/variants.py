@@ -24,9 +24,9 @@ import pandas as pd
 from onnxconverter_common import float16
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-from workers.repository import HOLDOUT_FILE, MODEL_FILE, REFERENCE_FILE, ModelMetadata, ModelRepository, ModelVersion
-from workers.runtime import ModelRuntime
-from workers.settings import RuntimeSettings
+from streaminfer.workers.repository import HOLDOUT_FILE, MODEL_FILE, REFERENCE_FILE, ModelMetadata, ModelRepository, ModelVersion
+from streaminfer.workers.runtime import ModelRuntime
+from streaminfer.workers.settings import RuntimeSettings
 
 @dataclass(frozen=True)
 class VariantReport:

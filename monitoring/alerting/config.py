@@ -40,9 +40,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from monitoring.alerting.receivers import ReceiverConfig
-from schemas.alerts import Matcher
-from schemas.errors import StreamInferError
+from streaminfer.monitoring.alerting.receivers import ReceiverConfig
+from streaminfer.schemas.alerts import Matcher
+from streaminfer.schemas.errors import StreamInferError
 
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
 

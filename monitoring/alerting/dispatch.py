@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from monitoring.alerting.config import RouteConfig, parse_matcher
-from monitoring.alerting.rules import Alert
-from monitoring.alerting.signals import matches
-from schemas.alerts import (
+from streaminfer.monitoring.alerting.config import RouteConfig, parse_matcher
+from streaminfer.monitoring.alerting.rules import Alert
+from streaminfer.monitoring.alerting.signals import matches
+from streaminfer.schemas.alerts import (
     FIRING,
     RESOLVED,
     ZERO_TIME,

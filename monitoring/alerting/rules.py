@@ -23,8 +23,8 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from monitoring.alerting.config import OPS, Reduce, RuleConfig, RuleKind
-from monitoring.alerting.signals import Labels, SignalStore, matches
+from streaminfer.monitoring.alerting.config import OPS, Reduce, RuleConfig, RuleKind
+from streaminfer.monitoring.alerting.signals import Labels, SignalStore, matches
 
 Active = dict[Labels, float]
 

@@ -17,8 +17,8 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from schemas import headers as h
-from schemas.codec import request_body
+from streaminfer.schemas import headers as h
+from streaminfer.schemas.codec import request_body
 
 Payload = tuple[bytes, bytes, list[tuple[str, bytes]]]
 

@@ -47,8 +47,8 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from schemas.codec import request_body
-from schemas.errors import StreamInferError
+from streaminfer.schemas.codec import request_body
+from streaminfer.schemas.errors import StreamInferError
 from streaminfer.broker import LOOPBACK, free_port
 
 MLSERVER_VERSION = "1.7.1"

@@ -24,8 +24,8 @@ import faust
 import msgspec
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from streams.features import aggregates
-from streams.features.records import (
+from streaminfer.streams.features import aggregates
+from streaminfer.streams.features.records import (
     FeatureRow,
     PredictionLog,
     Scored,
@@ -36,8 +36,8 @@ from streams.features.records import (
     prediction_part,
     request_part,
 )
-from streams.features.settings import FeatureSettings
-from streams.features.stall import (
+from streaminfer.streams.features.settings import FeatureSettings
+from streaminfer.streams.features.stall import (
     RESTART,
     RESUME,
     StallWatch,
@@ -46,8 +46,8 @@ from streams.features.stall import (
     resume_streams,
     source_offsets,
 )
-from streams.features.store import window_spec
-from streams.settings import KafkaSettings, TopicSettings
+from streaminfer.streams.features.store import window_spec
+from streaminfer.streams.settings import KafkaSettings, TopicSettings
 
 
 def raw() -> faust.Schema:

@@ -6,8 +6,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from streams.features.records import FeatureRow, PredictionLog
-from streams.features.store import CREATED, ENTITY_KEY, REQUEST_KEY, TIMESTAMP
+from streaminfer.streams.features.records import FeatureRow, PredictionLog
+from streaminfer.streams.features.store import CREATED, ENTITY_KEY, REQUEST_KEY, TIMESTAMP
 
 CURRENT = "current"
 

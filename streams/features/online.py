@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.features.settings import FeatureSettings
-from streams.features.store import ENTITY_KEY, open_store
+from streaminfer.streams.features.settings import FeatureSettings
+from streaminfer.streams.features.store import ENTITY_KEY, open_store
 
 
 class OnlineFeatures:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import msgspec
 
-from schemas import headers as h
-from schemas.codec import Prediction, decode_prediction, decode_request
-from schemas.deadletter import read_error_headers
+from streaminfer.schemas import headers as h
+from streaminfer.schemas.codec import Prediction, decode_prediction, decode_request
+from streaminfer.schemas.deadletter import read_error_headers
 
 
 class Part(msgspec.Struct, omit_defaults=True, gc=False):

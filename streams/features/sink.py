@@ -18,20 +18,20 @@ from typing import Any, Protocol, Sequence
 
 from aiokafka.structs import ConsumerRecord
 
-from monitoring.metrics import FeatureSinkMetrics
-from schemas.deadletter import Reason, error_headers
-from streams.clients import make_consumer, make_producer, start_client
-from streams.features.frames import (
+from streaminfer.monitoring.metrics import FeatureSinkMetrics
+from streaminfer.schemas.deadletter import Reason, error_headers
+from streaminfer.streams.clients import make_consumer, make_producer, start_client
+from streaminfer.streams.features.frames import (
     latest_per_entity,
     log_frame,
     offline_rows,
     online_rows,
     stats_frame,
 )
-from streams.features.offline import append_rows
-from streams.features.records import decode_log, decode_row
-from streams.features.settings import FeatureSettings
-from streams.features.store import (
+from streaminfer.streams.features.offline import append_rows
+from streaminfer.streams.features.records import decode_log, decode_row
+from streaminfer.streams.features.settings import FeatureSettings
+from streaminfer.streams.features.store import (
     CREATED,
     ENTITY_KEY,
     LOG_VIEW,
@@ -42,7 +42,7 @@ from streams.features.store import (
     offline_path,
     window_spec,
 )
-from streams.settings import KafkaSettings
+from streaminfer.streams.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from schemas.errors import StreamInferError
-from streams.features.aggregates import WindowSpec
-from streams.features.settings import FeatureSettings
+from streaminfer.schemas.errors import StreamInferError
+from streaminfer.streams.features.aggregates import WindowSpec
+from streaminfer.streams.features.settings import FeatureSettings
 
 STATS_VIEW = "entity_stats"
 LOG_VIEW = "prediction_log"

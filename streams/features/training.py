@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from streams.features.settings import FeatureSettings
-from streams.features.store import (
+from streaminfer.streams.features.settings import FeatureSettings
+from streaminfer.streams.features.store import (
     ENTITY_KEY,
     LOG_VIEW,
     REQUEST_KEY,

@@ -13,14 +13,14 @@ from typing import Callable
 import faust
 from prometheus_client import CollectorRegistry
 
-from monitoring.endpoint import serve_metrics, stop_serving
-from monitoring.metrics import FeatureSinkMetrics
-from streams.clients import ensure_topic_names, ensure_topics
-from streams.features.faust_app import changelog_topics, make_app
-from streams.features.settings import FeatureSettings
-from streams.features.sink import FeastWriter, FeatureSink
-from streams.features.store import open_store
-from streams.settings import KafkaSettings, TopicSettings
+from streaminfer.monitoring.endpoint import serve_metrics, stop_serving
+from streaminfer.monitoring.metrics import FeatureSinkMetrics
+from streaminfer.streams.clients import ensure_topic_names, ensure_topics
+from streaminfer.streams.features.faust_app import changelog_topics, make_app
+from streaminfer.streams.features.settings import FeatureSettings
+from streaminfer.streams.features.sink import FeastWriter, FeatureSink
+from streaminfer.streams.features.store import open_store
+from streaminfer.streams.settings import KafkaSettings, TopicSettings
 
 
 async def prepare_topics(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSettings) -> None:

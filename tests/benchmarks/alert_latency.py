@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from streaminfer.broker import EmbeddedBroker
-from streams.settings import KafkaSettings
+from streaminfer.streams.settings import KafkaSettings
 from tests.benchmarks.alerting_isolation import AlertingBeside
 
 

@@ -26,18 +26,18 @@ from typing import Callable
 
 import psutil
 
-from monitoring.settings import MonitorSettings
-from schemas.monitoring import DriftEvent, DriftKind, encode_event
+from streaminfer.monitoring.settings import MonitorSettings
+from streaminfer.schemas.monitoring import DriftEvent, DriftKind, encode_event
 from streaminfer.app import start_app, start_ray
 from streaminfer.broker import EmbeddedBroker, free_port
 from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME, build_demo_model, demo_data
 from streaminfer.loadgen import Payload, demo_payloads, send_all
 from streaminfer.settings import AppSettings
-from streams.clients import make_consumer, make_producer, start_client
-from streams.settings import KafkaSettings, TopicSettings
+from streaminfer.streams.clients import make_consumer, make_producer, start_client
+from streaminfer.streams.settings import KafkaSettings, TopicSettings
 from tests.support.receiver import WebhookReceiver
-from workers.repository import ModelRepository
-from workers.settings import RaySettings
+from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.settings import RaySettings
 
 SECRET = "bench-secret"
 

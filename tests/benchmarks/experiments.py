@@ -27,22 +27,22 @@ from pathlib import Path
 import numpy as np
 from aiokafka import AIOKafkaConsumer
 
-from monitoring.settings import ExperimentSettings, MonitorSettings, MonitorTopics
-from schemas import headers as h
-from schemas.codec import request_body
-from schemas.deadletter import read_error_headers
+from streaminfer.monitoring.settings import ExperimentSettings, MonitorSettings, MonitorTopics
+from streaminfer.schemas import headers as h
+from streaminfer.schemas.codec import request_body
+from streaminfer.schemas.deadletter import read_error_headers
 from streaminfer.app import start_app, start_ray
 from streaminfer.broker import EmbeddedBroker, free_port
 from streaminfer.demo_model import DEMO_MODEL, build_demo_model
 from streaminfer.settings import AppSettings
-from streams.clients import make_producer, start_client
-from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
+from streaminfer.streams.clients import make_producer, start_client
+from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from tests.benchmarks.alerting_isolation import time_requests
 from tests.support.models import EXPERIMENT_MODEL, write_table_model
-from workers.registry import PRODUCTION, ModelRegistry
-from workers.repository import METADATA_FILE, ModelRepository
-from workers.settings import RaySettings
-from workers.traffic import Arm, Canary, Shadow, TrafficPolicy, save_policy
+from streaminfer.workers.registry import PRODUCTION, ModelRegistry
+from streaminfer.workers.repository import METADATA_FILE, ModelRepository
+from streaminfer.workers.settings import RaySettings
+from streaminfer.workers.traffic import Arm, Canary, Shadow, TrafficPolicy, save_policy
 
 POLICIES = {
     "none": None,

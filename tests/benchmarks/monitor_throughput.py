@@ -19,17 +19,17 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from monitoring.metrics import MonitorMetrics
-from monitoring.settings import DetectorKind, MonitorSettings, MonitorTopics
-from monitoring.simulate import drifting_stream
-from monitoring.watch import reference_frame
+from streaminfer.monitoring.metrics import MonitorMetrics
+from streaminfer.monitoring.settings import DetectorKind, MonitorSettings, MonitorTopics
+from streaminfer.monitoring.simulate import drifting_stream
+from streaminfer.monitoring.watch import reference_frame
 from streaminfer.broker import EmbeddedBroker
 from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME, build_demo_model
 from streaminfer.loadgen import demo_payloads, send_all
-from streams.clients import ensure_topic_names, make_producer
-from streams.monitor import Monitor
-from streams.settings import KafkaSettings, TopicSettings
-from workers.repository import ModelRepository
+from streaminfer.streams.clients import ensure_topic_names, make_producer
+from streaminfer.streams.monitor import Monitor
+from streaminfer.streams.settings import KafkaSettings, TopicSettings
+from streaminfer.workers.repository import ModelRepository
 
 CASES = (
     ([DetectorKind.ADWIN], None),

@@ -15,18 +15,18 @@ import jsonschema
 import pandas as pd
 from prometheus_client import CollectorRegistry
 
-from monitoring.alerting.config import load_config
-from monitoring.alerting.receivers import DeliverySettings
-from monitoring.metrics import MonitorMetrics
-from monitoring.settings import AlertingSettings, AlertTopics, MonitorSettings, MonitorTopics
-from monitoring.simulate import Shift, drifting_stream
+from streaminfer.monitoring.alerting.config import load_config
+from streaminfer.monitoring.alerting.receivers import DeliverySettings
+from streaminfer.monitoring.metrics import MonitorMetrics
+from streaminfer.monitoring.settings import AlertingSettings, AlertTopics, MonitorSettings, MonitorTopics
+from streaminfer.monitoring.simulate import Shift, drifting_stream
 from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME
 from streaminfer.loadgen import demo_payloads, send_all
-from streams.alerting import AlertingService
-from streams.clients import ensure_topic_names, make_producer, start_client
-from streams.monitor import Monitor
-from streams.settings import KafkaSettings, TopicSettings
-from streams.webhooks import WebhookDelivery
+from streaminfer.streams.alerting import AlertingService
+from streaminfer.streams.clients import ensure_topic_names, make_producer, start_client
+from streaminfer.streams.monitor import Monitor
+from streaminfer.streams.settings import KafkaSettings, TopicSettings
+from streaminfer.streams.webhooks import WebhookDelivery
 from tests.support.receiver import WebhookReceiver
 
 SHIFTED = ("mean radius", "mean texture", "worst area")

@@ -7,12 +7,12 @@ import json
 
 import msgspec
 
-from monitoring.experiments import ExperimentEvidence
+from streaminfer.monitoring.experiments import ExperimentEvidence
 from tests.integration.test_cli import assert_one_line_error, streaminfer
 from tests.support.models import EXPERIMENT_MODEL, write_table_model
-from workers.registry import ModelRegistry
-from workers.repository import ModelRepository
-from workers.traffic import Arm, TrafficPolicy, load_policy
+from streaminfer.workers.registry import ModelRegistry
+from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.traffic import Arm, TrafficPolicy, load_policy
 
 
 def repository(tmp_path) -> ModelRepository:

@@ -15,18 +15,18 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
-from monitoring.settings import AlertingSettings, AlertTopics, ExperimentSettings, MonitorTopics
-from monitoring.splits import check_split
-from schemas import headers as h
-from schemas.codec import decode_prediction, request_body
-from schemas.deadletter import headers_dict, read_error_headers
-from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
+from streaminfer.monitoring.settings import AlertingSettings, AlertTopics, ExperimentSettings, MonitorTopics
+from streaminfer.monitoring.splits import check_split
+from streaminfer.schemas import headers as h
+from streaminfer.schemas.codec import decode_prediction, request_body
+from streaminfer.schemas.deadletter import headers_dict, read_error_headers
+from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from tests.support.harness import Collector, app_settings, send, started
 from tests.support.models import EXPERIMENT_MODEL, write_table_model
 from tests.support.receiver import WebhookReceiver
-from workers.registry import PRODUCTION, ModelRegistry
-from workers.repository import ModelRepository
-from workers.traffic import Arm, Canary, Shadow, TrafficPolicy, assign, save_policy
+from streaminfer.workers.registry import PRODUCTION, ModelRegistry
+from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.traffic import Arm, Canary, Shadow, TrafficPolicy, assign, save_policy
 
 SECRET = "experiments-" + uuid.uuid4().hex
 POLL_S = 0.2

@@ -10,13 +10,13 @@ import uuid
 import pandas as pd
 from prometheus_client import CollectorRegistry
 
-from monitoring.metrics import FeatureSinkMetrics
-from schemas.deadletter import read_error_headers
-from streams.clients import ensure_topic_names, make_producer, start_client
-from streams.features.records import FeatureRow, PredictionLog, decode_row, encode
-from streams.features.settings import FeatureSettings, FeatureTopics
-from streams.features.sink import FeatureSink
-from streams.settings import KafkaSettings
+from streaminfer.monitoring.metrics import FeatureSinkMetrics
+from streaminfer.schemas.deadletter import read_error_headers
+from streaminfer.streams.clients import ensure_topic_names, make_producer, start_client
+from streaminfer.streams.features.records import FeatureRow, PredictionLog, decode_row, encode
+from streaminfer.streams.features.settings import FeatureSettings, FeatureTopics
+from streaminfer.streams.features.sink import FeatureSink
+from streaminfer.streams.settings import KafkaSettings
 from tests.support.features import read_topic
 
 

@@ -22,16 +22,16 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from schemas import headers as h
-from schemas.codec import decode_prediction, request_body
-from schemas.deadletter import read_error_headers
+from streaminfer.schemas import headers as h
+from streaminfer.schemas.codec import decode_prediction, request_body
+from streaminfer.schemas.deadletter import read_error_headers
 from streaminfer.demo_model import INPUT_NAME, demo_data
-from streams.features.online import OnlineFeatures
-from streams.features.records import score_of
-from streams.features.settings import FeatureSettings
-from streams.features.store import init_repository, stats_features, window_spec
-from streams.features.training import prediction_log, training_frame
-from streams.settings import KafkaSettings, TopicSettings
+from streaminfer.streams.features.online import OnlineFeatures
+from streaminfer.streams.features.records import score_of
+from streaminfer.streams.features.settings import FeatureSettings
+from streaminfer.streams.features.store import init_repository, stats_features, window_spec
+from streaminfer.streams.features.training import prediction_log, training_frame
+from streaminfer.streams.settings import KafkaSettings, TopicSettings
 from tests.support.features import (
     FeatureWorker,
     RedisServer,

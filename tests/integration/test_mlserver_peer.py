@@ -15,11 +15,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from schemas.codec import request_body
+from streaminfer.schemas.codec import request_body
 from streaminfer.bench.mlserver_peer import MLServerPeer, PeerUnavailable
 from streaminfer.broker import EmbeddedBroker
 from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME, demo_data
-from workers.repository import ModelRepository
+from streaminfer.workers.repository import ModelRepository
 
 PEER_HOME = Path.home() / ".cache" / "streaminfer" / "mlserver-1.7.1"
 COUNT = 50

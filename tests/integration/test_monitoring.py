@@ -13,17 +13,17 @@ import ray
 from prometheus_client import CollectorRegistry
 from sklearn.metrics import accuracy_score
 
-from monitoring.metrics import MonitorMetrics
-from monitoring.settings import MonitorSettings, MonitorTopics
-from monitoring.simulate import Shift, drifting_stream
-from monitoring.watch import reference_frame
-from schemas.codec import decode_prediction
-from schemas.monitoring import decode_drift_event, decode_metric_event
+from streaminfer.monitoring.metrics import MonitorMetrics
+from streaminfer.monitoring.settings import MonitorSettings, MonitorTopics
+from streaminfer.monitoring.simulate import Shift, drifting_stream
+from streaminfer.monitoring.watch import reference_frame
+from streaminfer.schemas.codec import decode_prediction
+from streaminfer.schemas.monitoring import decode_drift_event, decode_metric_event
 from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME
 from streaminfer.loadgen import Payload, demo_payloads, label_payloads, send_all
-from streams.clients import ensure_topic_names, make_consumer, make_producer, start_client
-from streams.monitor import Monitor
-from streams.settings import KafkaSettings, TopicSettings
+from streaminfer.streams.clients import ensure_topic_names, make_consumer, make_producer, start_client
+from streaminfer.streams.monitor import Monitor
+from streaminfer.streams.settings import KafkaSettings, TopicSettings
 from tests.support.harness import Collector, app_settings, started
 from tests.support.prometheus import PrometheusServer
 

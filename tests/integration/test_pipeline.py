@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import ray
 
-from schemas import headers as h
-from schemas.codec import decode_prediction, request_body
-from schemas.deadletter import read_error_headers
+from streaminfer.schemas import headers as h
+from streaminfer.schemas.codec import decode_prediction, request_body
+from streaminfer.schemas.deadletter import read_error_headers
 from streaminfer.demo_model import DEMO_MODEL, DEMO_VERSION, INPUT_NAME, demo_data
 from tests.support.harness import Collector, app_settings, send, started
 from tests.support.models import LOOKUP_MODEL, LOOKUP_TABLE
-from workers.runtime import ModelRuntime
-from workers.settings import RuntimeSettings
+from streaminfer.workers.runtime import ModelRuntime
+from streaminfer.workers.settings import RuntimeSettings
 
 
 def demo_records(rows: np.ndarray, count: int, prefix: str) -> list:

@@ -18,7 +18,7 @@ def dashboard_actor_names(dashboard: str, namespace: str) -> set[str]:
 
 
 async def test_dashboard_lists_the_pools_named_actors(tansu, topics, model_repo, ray_dashboard):
-    from streams.settings import KafkaSettings
+    from streaminfer.streams.settings import KafkaSettings
 
     settings = app_settings(KafkaSettings(bootstrap=tansu.bootstrap, group_id="dash"), topics, model_repo, pool_size=2)
     app = await started(settings)

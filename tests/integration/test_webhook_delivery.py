@@ -21,9 +21,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from monitoring.alerting.delivery_metrics import DeliveryMetrics
-from monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
-from schemas.alerts import (
+from streaminfer.monitoring.alerting.delivery_metrics import DeliveryMetrics
+from streaminfer.monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
+from streaminfer.schemas.alerts import (
     FIRING,
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
@@ -35,9 +35,9 @@ from schemas.alerts import (
     decode_delivery_failure,
     encode_alerting,
 )
-from streams.clients import ensure_topic_names, partition_counts
-from streams.settings import KafkaSettings
-from streams.webhooks import WebhookDelivery
+from streaminfer.streams.clients import ensure_topic_names, partition_counts
+from streaminfer.streams.settings import KafkaSettings
+from streaminfer.streams.webhooks import WebhookDelivery
 from tests.support.receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ from typing import Any, Iterator
 from aiokafka import AIOKafkaConsumer
 
 from streaminfer.broker import free_port
-from streams.features.settings import FeatureSettings, FeatureTopics
-from streams.settings import KafkaSettings, TopicSettings
+from streaminfer.streams.features.settings import FeatureSettings, FeatureTopics
+from streaminfer.streams.settings import KafkaSettings, TopicSettings
 
 ROOT = Path(__file__).parents[2]
 

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from monitoring.settings import ExperimentSettings, MonitorSettings
-from schemas import headers as h
-from schemas.deadletter import headers_dict
+from streaminfer.monitoring.settings import ExperimentSettings, MonitorSettings
+from streaminfer.schemas import headers as h
+from streaminfer.schemas.deadletter import headers_dict
 from streaminfer.app import RunningApp, start_app
 from streaminfer.settings import AppSettings
-from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
-from workers.repository import ModelRepository
-from workers.settings import PoolSettings
+from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
+from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.settings import PoolSettings
 
 Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 

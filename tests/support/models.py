@@ -11,9 +11,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from workers.repository import METADATA_FILE, MODEL_FILE, Enrichment, ModelMetadata, ModelRepository
-from workers.runtime import ModelRuntime
-from workers.settings import RuntimeSettings
+from streaminfer.workers.repository import METADATA_FILE, MODEL_FILE, Enrichment, ModelMetadata, ModelRepository
+from streaminfer.workers.runtime import ModelRuntime
+from streaminfer.workers.settings import RuntimeSettings
 
 LOOKUP_MODEL = "lookup"
 LOOKUP_TABLE = np.arange(10, dtype=np.float32) * 0.5

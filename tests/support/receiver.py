@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from schemas.alerts import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
+from streaminfer.schemas.alerts import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
 
 
 @dataclass

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from monitoring.alerting.config import AlertConfigError, load_config
+from streaminfer.monitoring.alerting.config import AlertConfigError, load_config
 
 GOOD = """
 receivers:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from monitoring.alerting.config import RuleConfig
-from monitoring.alerting.rules import RuleEngine
-from monitoring.alerting.signals import Sample, labels_of
+from streaminfer.monitoring.alerting.config import RuleConfig
+from streaminfer.monitoring.alerting.rules import RuleEngine
+from streaminfer.monitoring.alerting.signals import Sample, labels_of
 
 MODEL = {"model": "m", "version": "1"}
 

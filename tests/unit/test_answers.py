@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from schemas.codec import Prediction
-from schemas.deadletter import Reason, read_error_headers
-from schemas.headers import RequestHeaders
-from streams.answers import answer, shadow_answer
-from streams.batch import Decoded
-from streams.errors import DeadlineExceeded
-from streams.settings import TopicSettings
-from workers.served import Route
+from streaminfer.schemas.codec import Prediction
+from streaminfer.schemas.deadletter import Reason, read_error_headers
+from streaminfer.schemas.headers import RequestHeaders
+from streaminfer.streams.answers import answer, shadow_answer
+from streaminfer.streams.batch import Decoded
+from streaminfer.streams.errors import DeadlineExceeded
+from streaminfer.streams.settings import TopicSettings
+from streaminfer.workers.served import Route
 
 TOPICS = TopicSettings()
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from workers.batching import BatcherClosed, DynamicBatcher
+from streaminfer.workers.batching import BatcherClosed, DynamicBatcher
 
 GUARD_S = 10
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import schema_path
-from schemas.codec import (
+from streaminfer.schemas import schema_path
+from streaminfer.schemas.codec import (
     Prediction,
     decode_prediction,
     decode_request,
@@ -21,9 +21,9 @@ from schemas.codec import (
     request_body,
     request_tensors,
 )
-from schemas.deadletter import Reason, error_headers, original_headers, read_error_headers
-from schemas.errors import InvalidJson, NestingTooDeep, SchemaViolation, WrongShapeOrDtype
-from schemas.signature import Signature, TensorSpec
+from streaminfer.schemas.deadletter import Reason, error_headers, original_headers, read_error_headers
+from streaminfer.schemas.errors import InvalidJson, NestingTooDeep, SchemaViolation, WrongShapeOrDtype
+from streaminfer.schemas.signature import Signature, TensorSpec
 
 SIGNATURE = Signature(
     inputs=(TensorSpec("input", "FP32", (-1, 3)),),

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from monitoring.settings import MonitorTopics
-from streams.settings import TopicSettings
+from streaminfer.monitoring.settings import MonitorTopics
+from streaminfer.streams.settings import TopicSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"

@@ -7,11 +7,11 @@ import pickle
 
 import pytest
 
-from monitoring.detectors import Reference, SampleDrift
-from monitoring.settings import DetectorKind
-from monitoring.simulate import Shift, drifting_rows
-from monitoring.watch import reference_frame
-from schemas.monitoring import PREDICTION_FEATURE
+from streaminfer.monitoring.detectors import Reference, SampleDrift
+from streaminfer.monitoring.settings import DetectorKind
+from streaminfer.monitoring.simulate import Shift, drifting_rows
+from streaminfer.monitoring.watch import reference_frame
+from streaminfer.schemas.monitoring import PREDICTION_FEATURE
 from streaminfer.demo_model import DEMO_MODEL
 
 ROWS, SHIFT_AT = 1200, 600

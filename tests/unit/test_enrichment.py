@@ -7,12 +7,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from schemas.deadletter import Reason
-from schemas.headers import RequestHeaders
-from streams.batch import Decoded
-from streams.enrichment import Enricher
-from workers.repository import Enrichment
-from workers.served import Route
+from streaminfer.schemas.deadletter import Reason
+from streaminfer.schemas.headers import RequestHeaders
+from streaminfer.streams.batch import Decoded
+from streaminfer.streams.enrichment import Enricher
+from streaminfer.workers.repository import Enrichment
+from streaminfer.workers.served import Route
 
 FEATURES = ["entity_stats:requests_60s", "entity_stats:mean_score_60s"]
 

@@ -6,9 +6,9 @@ import random
 
 import msgspec
 
-from monitoring.experiments import ExperimentEvidence
+from streaminfer.monitoring.experiments import ExperimentEvidence
 from streaminfer.experiment_report import write_report
-from workers.traffic import Arm, Canary, Gates, Shadow, TrafficPolicy
+from streaminfer.workers.traffic import Arm, Canary, Gates, Shadow, TrafficPolicy
 
 CANARY = TrafficPolicy("c1", canary=Canary(control="1.0.0", candidate="1.1.0", min_requests=200, gates=Gates()))
 

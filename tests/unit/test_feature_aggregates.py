@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from streams.features import aggregates
-from streams.features.aggregates import WindowSpec
+from streaminfer.streams.features import aggregates
+from streaminfer.streams.features.aggregates import WindowSpec
 
 SPEC = WindowSpec(step_s=60, size_s=300, lateness_s=300)
 MIN = 60_000

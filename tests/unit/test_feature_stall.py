@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from faust.types import TP
 
-from streams.features.stall import RESTART, RESUME, StallWatch, source_offsets, waiting_tasks
+from streaminfer.streams.features.stall import RESTART, RESUME, StallWatch, source_offsets, waiting_tasks
 
 
 def test_a_partition_behind_whose_commits_do_not_move_is_resumed_then_restarted_if_resuming_does_nothing():

@@ -6,7 +6,7 @@ from aiokafka import TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.offsets import OffsetTracker
+from streaminfer.streams.offsets import OffsetTracker
 
 TP = TopicPartition("requests", 0)
 

@@ -9,11 +9,11 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from monitoring.metrics import PipelineMetrics
-from streams.pipeline import Pipeline
-from streams.settings import KafkaSettings, PipelineSettings, TopicSettings
-from workers.repository import ModelRepository
-from workers.served import ServedModels
+from streaminfer.monitoring.metrics import PipelineMetrics
+from streaminfer.streams.pipeline import Pipeline
+from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
+from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.served import ServedModels
 
 
 class ConsumerInEndlessRebalance:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.support.models import write_table_model
-from workers.errors import UnknownModel
-from workers.registry import PRODUCTION, ModelRegistry, RegistryError
-from workers.repository import ModelRepository
+from streaminfer.workers.errors import UnknownModel
+from streaminfer.workers.registry import PRODUCTION, ModelRegistry, RegistryError
+from streaminfer.workers.repository import ModelRepository
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.signature import Signature
-from workers.errors import ModelFileMissing, UnknownModel
-from workers.repository import ModelMetadata, ModelRepository, version_key
+from streaminfer.schemas.signature import Signature
+from streaminfer.workers.errors import ModelFileMissing, UnknownModel
+from streaminfer.workers.repository import ModelMetadata, ModelRepository, version_key
 
 
 def add_version(repository: ModelRepository, name: str, version: str, with_model: bool = True) -> None:

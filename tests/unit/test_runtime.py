@@ -8,9 +8,9 @@ from sklearn.datasets import load_breast_cancer
 
 from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME, demo_data
 from tests.support.models import LOOKUP_MODEL
-from workers.errors import InferenceFailed
-from workers.runtime import CPU, CUDA, ModelRuntime
-from workers.settings import RuntimeSettings
+from streaminfer.workers.errors import InferenceFailed
+from streaminfer.workers.runtime import CPU, CUDA, ModelRuntime
+from streaminfer.workers.settings import RuntimeSettings
 
 
 def test_auto_device_uses_cuda_only_when_a_session_really_gets_it(model_repo):

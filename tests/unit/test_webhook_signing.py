@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from monitoring.alerting.signing import sign, verify
+from streaminfer.monitoring.alerting.signing import sign, verify
 
 BODY = b'{"version":"4","status":"firing"}'
 
