@@ -247,12 +247,28 @@ def bench(
 ) -> None:
     """Benchmark streaminfer against ONNX Runtime alone, a bare passthrough, hand-rolled consumers
     and MLServer, side by side on one broker."""
-    from streaminfer.bench.main import main as run_bench
-
+    run_bench = _checkout_bench()
     if broker not in ("tansu", "kafka"):
         raise typer.BadParameter("--broker must be tansu or kafka")
     for path in run_bench(out, runs, scale, latency_seconds, peer, console, only, broker):
         console.print(f"wrote {path}")
+
+
+def _checkout_bench():
+    """The benchmark ships with the source, not the wheel (it builds peers' venvs and starts
+    Apache Kafka from Maven jars): find it in the checkout this package was installed from."""
+    checkout = Path(__file__).resolve().parent.parent
+    if not (checkout / "bench" / "main.py").is_file():
+        err_console.print(
+            "[red]error:[/red] streaminfer bench runs from a source checkout (git clone, then "
+            f"pip install -e .); there is no bench/ beside {checkout / 'streaminfer'}", highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    from bench.main import main
+
+    return main
 
 
 @models_app.command("build-demo")

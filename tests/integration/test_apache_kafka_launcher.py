@@ -96,7 +96,7 @@ def test_a_broker_that_cannot_start_reports_the_tail_of_its_log(tmp_path: Path) 
 
 def test_a_random_cluster_id_that_starts_with_a_dash_still_formats_the_storage(tmp_path: Path, monkeypatch) -> None:
     """One generated id in 64 starts with "-", which the storage tool would take for an option."""
-    import streaminfer.kafka_jvm as kafka_jvm
+    import tests.support.kafka_jvm as kafka_jvm
     from tests.fixtures.apache_kafka import ensure_kafka_jars
 
     dash_first = uuid.UUID(bytes=bytes([0xF8]) + bytes(15))  # urlsafe base64: "-A..."

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streaminfer.schemas.codec import request_body
-from streaminfer.bench.mlserver_peer import MLServerPeer, PeerUnavailable
+from bench.mlserver_peer import MLServerPeer, PeerUnavailable
 from streaminfer.broker import EmbeddedBroker
 from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME, demo_data
 from streaminfer.workers.repository import ModelRepository

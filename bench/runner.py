@@ -15,9 +15,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from rich.progress import Progress
 
-from streaminfer.bench.load import Collector, blast, open_loop, payloads
-from streaminfer.bench.measure import PeakMemory, tree_cpu_seconds
-from streaminfer.bench.systems import System, Topics
+from bench.load import Collector, blast, open_loop, payloads
+from bench.measure import PeakMemory, tree_cpu_seconds
+from bench.systems import System, Topics
 
 LOADS = (0.25, 0.5, 0.8)
 

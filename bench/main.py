@@ -11,9 +11,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from streaminfer.bench import report
-from streaminfer.bench.runner import BenchConfig, median_result, ort_alone, run_system
-from streaminfer.bench.systems import System, baseline, mlserver, streaminfer
+from bench import report
+from bench.runner import BenchConfig, median_result, ort_alone, run_system
+from bench.systems import System, baseline, mlserver, streaminfer
 from streaminfer.broker import EmbeddedBroker
 from streaminfer.demo_model import build_demo_model, demo_data
 from streaminfer.workers.repository import ModelRepository
@@ -79,7 +79,7 @@ BROKERS = {"tansu": "embedded Tansu 0.6 (memory)", "kafka": "Apache Kafka 4.1.1 
 
 def _broker(kind: str, work: Path):
     if kind == "kafka":
-        from streaminfer.kafka_jvm import ApacheKafkaBroker, ensure_kafka_jars
+        from tests.support.kafka_jvm import ApacheKafkaBroker, ensure_kafka_jars
 
         return ApacheKafkaBroker(work / "kafka", ensure_kafka_jars())
     return EmbeddedBroker(log_path=work / "tansu.log")

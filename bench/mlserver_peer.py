@@ -3,7 +3,7 @@
 MLServer's pins conflict with ours, so it lives in its own virtual environment under ``home``
 (``ensure_installed``, once; a marker file records success) and runs as a subprocess
 (``start`` / ``stop``). This module runs in the main venv and imports nothing from mlserver; the
-runtime MLServer loads is ``streaminfer.bench.mlserver_runtime.OnnxModel``, imported only inside
+runtime MLServer loads is ``bench.mlserver_runtime.OnnxModel``, imported only inside
 MLServer's processes from a copy of that one file staged in the run folder (``pythonpath/``), so
 MLServer's PYTHONPATH holds nothing else of ours: not the repository, and never the main venv's
 site-packages, whose pins would shadow MLServer's.
@@ -54,7 +54,7 @@ from streaminfer.broker import LOOPBACK, free_port
 MLSERVER_VERSION = "1.7.1"
 REQUIREMENTS = (f"mlserver=={MLSERVER_VERSION}", "uvloop<0.22", "onnxruntime", "numpy")
 """uvloop 0.22 breaks MLServer 1.7.1's parallel workers at start-up, hence the pin."""
-RUNTIME = "streaminfer.bench.mlserver_runtime.OnnxModel"
+RUNTIME = "bench.mlserver_runtime.OnnxModel"
 MODEL_HEADER = "mlserver-model"
 WARMUP_PREFIX = "mlserver-peer-warmup-"
 RUNTIME_SOURCE = Path(__file__).with_name("mlserver_runtime.py")
@@ -219,9 +219,8 @@ class MLServerPeer:
             except FileExistsError:
                 n += 1
         (run_dir / self.model_name).mkdir()
-        package = run_dir / "pythonpath" / "streaminfer" / "bench"
+        package = run_dir / "pythonpath" / "bench"
         package.mkdir(parents=True)
-        (package.parent / "__init__.py").write_text("")
         (package / "__init__.py").write_text("")
         shutil.copy2(RUNTIME_SOURCE, package / RUNTIME_SOURCE.name)
         ports: set[int] = set()

@@ -18,7 +18,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]  # a source checkout: infra/ is not in the wheel
+REPO_ROOT = Path(__file__).resolve().parents[2]  # tests/support/ of a source checkout
 FETCH_SCRIPT = REPO_ROOT / "infra" / "kafka" / "fetch-jars.sh"
 LOG4J_CONFIG = REPO_ROOT / "infra" / "kafka" / "log4j2.properties"
 START_TIMEOUT_S = 90.0

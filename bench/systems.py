@@ -42,6 +42,10 @@ class Running:
     stop: Callable[[], None]
 
 
+#: The source checkout the benchmark runs from: the baselines are started as ``python -m bench...``.
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
 def _spawn(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> Running:
     log = open(log_path, "ab")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True)
@@ -61,9 +65,9 @@ def _spawn(command: list[str], log_path: Path, env: dict[str, str] | None = None
 
 def baseline(name: str, kind: str, backlog: int, model_path: Path) -> System:
     def launch(bootstrap: str, topics: Topics, work: Path) -> Running:
-        command = [sys.executable, "-m", "streaminfer.bench.baselines", name, bootstrap,
+        command = [sys.executable, "-m", "bench.baselines", name, bootstrap,
                    topics.requests, topics.answers, topics.group, str(model_path)]
-        return _spawn(command, work / f"{name}.log")
+        return _spawn(command, work / f"{name}.log", {"PYTHONPATH": str(CHECKOUT)})
 
     return System(name=name, kind=kind, backlog=backlog, launch=launch)
 
@@ -89,7 +93,7 @@ def streaminfer(label: str, backlog: int, repository: Path, consumers: int | Non
 
 def mlserver(backlog: int, home: Path, model_path: Path) -> System:
     """Seldon MLServer in Kafka mode, in its own virtual environment (see ``mlserver_peer``)."""
-    from streaminfer.bench.mlserver_peer import MLServerPeer
+    from bench.mlserver_peer import MLServerPeer
 
     peer = MLServerPeer(home, model_path)
 

@@ -1,9 +1,9 @@
 """An MLServer inference runtime serving the demo ONNX model, for the MLServer benchmark peer.
 
-Runs ONLY inside the MLServer virtual environment that ``streaminfer.bench.mlserver_peer`` builds
+Runs ONLY inside the MLServer virtual environment that ``bench.mlserver_peer`` builds
 (mlserver 1.7.1 pins conflict with the main venv). Nothing in the main venv may import this
 module: it imports ``mlserver`` at the top. The peer points MLServer's model settings at
-``streaminfer.bench.mlserver_runtime.OnnxModel`` and stages a copy of this file (alone) on that
+``bench.mlserver_runtime.OnnxModel`` and stages a copy of this file (alone) on that
 subprocess's PYTHONPATH, so keep it self-contained: no imports from the rest of the project.
 
 The session mirrors ours for a fair comparison: CPUExecutionProvider, one intra-op thread.

@@ -1,6 +1,6 @@
 """The hand-rolled consumers streaminfer is compared with, each run as its own process.
 
-    python -m streaminfer.bench.baselines {passthrough,naive,microbatch} BOOTSTRAP IN OUT GROUP MODEL
+    python -m bench.baselines {passthrough,naive,microbatch} BOOTSTRAP IN OUT GROUP MODEL
 
 - passthrough (limit B): consume → produce each record unchanged → commit; no inference.
 - naive: what most people write first: per message, stdlib ``json``, one ``session.run`` on one
