@@ -16,7 +16,7 @@ from bench.runner import BenchConfig, median_result, ort_alone, run_system
 from bench.systems import System, baseline, mlserver, streaminfer
 from streaminfer.broker import EmbeddedBroker
 from streaminfer.demo_model import build_demo_model, demo_data
-from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.models.repository import ModelRepository
 
 
 def build_systems(repository: Path, model_path: Path, scale: float, peer_home: Path, with_peer: bool) -> list[System]:

@@ -27,7 +27,7 @@ from scipy import stats
 from streaminfer.monitoring.comparison import ArmComparison
 from streaminfer.monitoring.sequential import MixtureSPRT, RunningMoments
 from streaminfer.monitoring.splits import check_split
-from streaminfer.workers.traffic import Gates, TrafficPolicy
+from streaminfer.workers.routing.traffic import Gates, TrafficPolicy
 
 RESERVOIR = 4096
 MIN_SCORES_FOR_SHIFT = 50

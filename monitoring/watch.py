@@ -12,7 +12,7 @@ from streaminfer.monitoring.labels import LabelJoin
 from streaminfer.monitoring.settings import MonitorSettings
 from streaminfer.monitoring.windows import WindowDrift
 from streaminfer.schemas.signature import Signature
-from streaminfer.workers.repository import ModelRepository, ModelVersion
+from streaminfer.workers.models.repository import ModelRepository, ModelVersion
 
 
 @dataclass

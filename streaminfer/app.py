@@ -47,9 +47,9 @@ from streaminfer.streams.clients import check_reachable, ensure_topics
 from streaminfer.streams.enrichment import feast_enricher
 from streaminfer.streams.features.settings import FeatureSettings
 from streaminfer.streams.pipeline import Pipeline
-from streaminfer.workers.pool import WorkerPool
-from streaminfer.workers.repository import ModelRepository
-from streaminfer.workers.served import ServedModels
+from streaminfer.workers.execution.pool import WorkerPool
+from streaminfer.workers.models.repository import ModelRepository
+from streaminfer.workers.routing.served import ServedModels
 from streaminfer.workers.settings import RaySettings
 
 log = logging.getLogger(__name__)

@@ -99,7 +99,7 @@ def print_scrape_targets(running: Any) -> None:
 async def _run_until_signal(settings: AppSettings) -> None:
     from streaminfer.app import start_app, start_ray
     from streaminfer.streams.clients import check_reachable
-    from streaminfer.workers.repository import ModelRepository
+    from streaminfer.workers.models.repository import ModelRepository
 
     await check_reachable(settings.kafka.bootstrap)
     for name in settings.served_model_names():
@@ -279,7 +279,7 @@ def build_demo(
 ) -> None:
     """Train the breast_cancer demo classifier and write it to the repository."""
     from streaminfer.demo_model import build_demo_mlp, build_demo_model
-    from streaminfer.workers.repository import ModelRepository
+    from streaminfer.workers.models.repository import ModelRepository
 
     repository = ModelRepository(load_settings(model_repo=model_repo).model_repository)
     for entry in (build_demo_model(repository, force=force), build_demo_mlp(repository, force=force)):
@@ -298,8 +298,8 @@ def optimize(
     and compare them with FP32 on held-out data."""
     from rich.table import Table
 
-    from streaminfer.workers.repository import ModelRepository
-    from streaminfer.workers.variants import write_variants
+    from streaminfer.workers.models.repository import ModelRepository
+    from streaminfer.workers.models.variants import write_variants
 
     repository = ModelRepository(load_settings(model_repo=model_repo).model_repository)
     base = repository.resolve(name, version)

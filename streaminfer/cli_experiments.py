@@ -1,6 +1,6 @@
 """Commands of traffic experiments: start a split, a canary or a shadow, stop it, see it, report it.
 
-A policy is a file beside the model's versions (``workers.traffic``); these commands write it,
+A policy is a file beside the model's versions (``workers.routing.traffic``); these commands write it,
 validated, and record the change in the audit log. Running consumers apply it within
 ``PIPELINE__ROUTING_POLL_S``; the experiment controller (on by default in ``run``) gates canaries.
 """
@@ -16,9 +16,9 @@ import typer
 
 from streaminfer.cli_common import RepoOpt, console, friendly_errors, load_settings
 from streaminfer.cli_registry import WhoOpt, WhyOpt, describe_policy
-from streaminfer.workers.registry import AuditEntry, ModelRegistry, RegistryError, default_actor
-from streaminfer.workers.repository import ModelRepository
-from streaminfer.workers.traffic import (
+from streaminfer.workers.models.registry import AuditEntry, ModelRegistry, RegistryError, default_actor
+from streaminfer.workers.models.repository import ModelRepository
+from streaminfer.workers.routing.traffic import (
     Arm,
     Canary,
     Gates,

@@ -42,7 +42,7 @@ async def _monitor_until_signal(settings: AppSettings) -> None:
     from streaminfer.app import _serve_metrics
     from streaminfer.streams.clients import check_reachable
     from streaminfer.streams.monitor import Monitor
-    from streaminfer.workers.repository import ModelRepository
+    from streaminfer.workers.models.repository import ModelRepository
 
     await check_reachable(settings.kafka.bootstrap)
     registry = CollectorRegistry()

@@ -13,9 +13,9 @@ from typing import Optional
 import typer
 
 from streaminfer.cli_common import RepoOpt, console, friendly_errors, load_settings
-from streaminfer.workers.registry import PRODUCTION, AuditEntry, ModelRegistry
-from streaminfer.workers.repository import ModelRepository
-from streaminfer.workers.traffic import load_policy
+from streaminfer.workers.models.registry import PRODUCTION, AuditEntry, ModelRegistry
+from streaminfer.workers.models.repository import ModelRepository
+from streaminfer.workers.routing.traffic import load_policy
 
 WhyOpt = typer.Option("", "--why", help="Why: kept in the audit log.")
 WhoOpt = typer.Option(None, "--who", help="Who (default: user@host).")
@@ -98,7 +98,7 @@ def format_entry(entry: AuditEntry) -> list[str]:
 
 
 def describe_policy(policy: object) -> str:
-    from streaminfer.workers.traffic import TrafficPolicy
+    from streaminfer.workers.routing.traffic import TrafficPolicy
 
     assert isinstance(policy, TrafficPolicy)
     parts = []

@@ -23,9 +23,9 @@ from streaminfer.streams.enrichment import feast_enricher
 from streaminfer.streams.features.settings import FeatureSettings
 from streaminfer.streams.pipeline import Pipeline
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
-from streaminfer.workers.local import LocalPool
-from streaminfer.workers.repository import ModelRepository
-from streaminfer.workers.served import ServedModels
+from streaminfer.workers.execution.local import LocalPool
+from streaminfer.workers.models.repository import ModelRepository
+from streaminfer.workers.routing.served import ServedModels
 from streaminfer.workers.settings import RuntimeSettings
 
 

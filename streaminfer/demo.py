@@ -28,7 +28,7 @@ from streaminfer.loadgen import Payload, demo_payloads, send_all
 from streaminfer.settings import AppSettings
 from streaminfer.watch import Scoreboard
 from streaminfer.streams.clients import make_consumer, make_producer, start_client
-from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.models.repository import ModelRepository
 
 
 @dataclass

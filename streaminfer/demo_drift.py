@@ -17,7 +17,7 @@ from streaminfer.schemas.monitoring import DriftEvent, decode_drift_event
 from streaminfer.loadgen import Payload, demo_payloads, label_payloads
 from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import make_consumer, start_client
-from streaminfer.workers.repository import ModelVersion
+from streaminfer.workers.models.repository import ModelVersion
 
 MONITOR_CATCH_UP_S = 120.0
 

@@ -20,7 +20,7 @@ from streaminfer.schemas.headers import parse_request_headers
 from streaminfer.errors import NothingToReport
 from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import check_reachable, make_consumer, start_client
-from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.models.repository import ModelRepository
 
 IDLE_POLLS = 3
 

@@ -16,7 +16,7 @@ from streaminfer.monitoring.metrics import ExperimentMetrics
 from streaminfer.monitoring.settings import ExperimentSettings, MonitorTopics
 from streaminfer.streams.experiments import ExperimentController
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
-from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.models.repository import ModelRepository
 
 
 class ExperimentsActor:

@@ -16,7 +16,7 @@ from streaminfer.monitoring.metrics import MonitorMetrics
 from streaminfer.monitoring.settings import MonitorSettings
 from streaminfer.streams.monitor import Monitor
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
-from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.models.repository import ModelRepository
 
 
 class MonitorActor:

@@ -15,8 +15,8 @@ from streaminfer.schemas.codec import BatchOutputs, Prediction, decode_request, 
 from streaminfer.schemas.errors import SchemaViolation
 from streaminfer.schemas.headers import RequestHeaders, parse_request_headers
 from streaminfer.streams.records import fallback_request_id
-from streaminfer.workers.repository import ModelVersion
-from streaminfer.workers.served import Route, ServedModel, ServedModels
+from streaminfer.workers.models.repository import ModelVersion
+from streaminfer.workers.routing.served import Route, ServedModel, ServedModels
 
 
 @dataclass(slots=True)

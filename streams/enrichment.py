@@ -1,6 +1,6 @@
 """Enrichment: online features from the feature store added to requests before inference.
 
-Only models whose metadata asks for it (``workers.repository.Enrichment``) are enriched. One read
+Only models whose metadata asks for it (``workers.models.repository.Enrichment``) are enriched. One read
 of the online store per fetched batch and feature set, in a thread: Feast's online reads are
 blocking calls, and the event loop must keep fetching and producing meanwhile.
 """
@@ -16,7 +16,7 @@ from streaminfer.schemas.errors import RequestError
 from streaminfer.streams.batch import Decoded
 from streaminfer.streams.errors import FeatureMissing, FeatureStoreUnavailable
 from streaminfer.streams.features.settings import FeatureSettings
-from streaminfer.workers.repository import Enrichment
+from streaminfer.workers.models.repository import Enrichment
 
 
 class FeatureReader(Protocol):

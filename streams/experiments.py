@@ -44,9 +44,9 @@ from streaminfer.streams.single_reader import (
     open_clients,
     stop_task_and_clients,
 )
-from streaminfer.workers.registry import AuditEntry, ModelRegistry
-from streaminfer.workers.repository import ModelRepository
-from streaminfer.workers.traffic import TrafficPolicy, load_policy, save_policy
+from streaminfer.workers.models.registry import AuditEntry, ModelRegistry
+from streaminfer.workers.models.repository import ModelRepository
+from streaminfer.workers.routing.traffic import TrafficPolicy, load_policy, save_policy
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from streaminfer.streams.errors import DeadlineExceeded
 from streaminfer.streams.settings import PipelineSettings
 from streaminfer.workers.batching import DynamicBatcher
 from streaminfer.workers.errors import InferenceFailed
-from streaminfer.workers.served import ServedModel, ServedModels, VersionKey
+from streaminfer.workers.routing.served import ServedModel, ServedModels, VersionKey
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ from streaminfer.streams.single_reader import (
     open_clients,
     stop_task_and_clients,
 )
-from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.models.repository import ModelRepository
 
 log = logging.getLogger(__name__)
 

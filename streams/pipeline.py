@@ -40,7 +40,7 @@ from streaminfer.streams.model_batchers import ModelBatchers
 from streaminfer.streams.offsets import OffsetTracker
 from streaminfer.streams.records import Outgoing, source_of
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
-from streaminfer.workers.served import ServedModels, VersionKey
+from streaminfer.workers.routing.served import ServedModels, VersionKey
 
 log = logging.getLogger(__name__)
 

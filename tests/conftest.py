@@ -17,7 +17,7 @@ from streaminfer.streams.settings import KafkaSettings, TopicSettings
 from tests.fixtures.apache_kafka import ApacheKafkaBroker, ensure_kafka_jars
 from tests.fixtures.testcontainers_kafka import docker_engine_reachable, testcontainers_kafka
 from tests.support.models import write_lookup_model
-from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.models.repository import ModelRepository
 
 BROKERS = ["tansu", "apache-kafka", "testcontainers"]
 

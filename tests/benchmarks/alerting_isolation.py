@@ -36,7 +36,7 @@ from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import make_consumer, make_producer, start_client
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
 from tests.support.receiver import WebhookReceiver
-from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.settings import RaySettings
 
 SECRET = "bench-secret"

@@ -39,10 +39,10 @@ from streaminfer.streams.clients import make_producer, start_client
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from tests.benchmarks.alerting_isolation import time_requests
 from tests.support.models import EXPERIMENT_MODEL, write_table_model
-from streaminfer.workers.registry import PRODUCTION, ModelRegistry
-from streaminfer.workers.repository import METADATA_FILE, ModelRepository
+from streaminfer.workers.models.registry import PRODUCTION, ModelRegistry
+from streaminfer.workers.models.repository import METADATA_FILE, ModelRepository
 from streaminfer.workers.settings import RaySettings
-from streaminfer.workers.traffic import Arm, Canary, Shadow, TrafficPolicy, save_policy
+from streaminfer.workers.routing.traffic import Arm, Canary, Shadow, TrafficPolicy, save_policy
 
 POLICIES = {
     "none": None,

@@ -47,7 +47,7 @@ from streaminfer.streams.features.store import init_repository, open_store, stat
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
 from tests.benchmarks.alerting_isolation import time_requests
 from tests.support.features import FeatureWorker, RedisServer, feature_settings
-from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.settings import RaySettings
 
 

@@ -43,8 +43,8 @@ def prepare(directory: Path) -> None:
     from onnxconverter_common import float16
 
     from streaminfer.demo_model import build_demo_mlp, build_demo_model, demo_data
-    from streaminfer.workers.repository import ModelRepository
-    from streaminfer.workers.variants import write_variants
+    from streaminfer.workers.models.repository import ModelRepository
+    from streaminfer.workers.models.variants import write_variants
 
     directory.mkdir(parents=True, exist_ok=True)
     repository = ModelRepository(Path(tempfile.mkdtemp()))

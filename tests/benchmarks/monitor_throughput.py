@@ -29,7 +29,7 @@ from streaminfer.loadgen import demo_payloads, send_all
 from streaminfer.streams.clients import ensure_topic_names, make_producer
 from streaminfer.streams.monitor import Monitor
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
-from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.models.repository import ModelRepository
 
 CASES = (
     ([DetectorKind.ADWIN], None),

@@ -24,9 +24,9 @@ from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicS
 from tests.support.harness import Collector, app_settings, send, started
 from tests.support.models import EXPERIMENT_MODEL, write_table_model
 from tests.support.receiver import WebhookReceiver
-from streaminfer.workers.registry import PRODUCTION, ModelRegistry
-from streaminfer.workers.repository import ModelRepository
-from streaminfer.workers.traffic import Arm, Canary, Shadow, TrafficPolicy, assign, save_policy
+from streaminfer.workers.models.registry import PRODUCTION, ModelRegistry
+from streaminfer.workers.models.repository import ModelRepository
+from streaminfer.workers.routing.traffic import Arm, Canary, Shadow, TrafficPolicy, assign, save_policy
 
 SECRET = "experiments-" + uuid.uuid4().hex
 POLL_S = 0.2

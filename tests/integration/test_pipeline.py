@@ -16,7 +16,7 @@ from streaminfer.schemas.deadletter import read_error_headers
 from streaminfer.demo_model import DEMO_MODEL, DEMO_VERSION, INPUT_NAME, demo_data
 from tests.support.harness import Collector, app_settings, send, started
 from tests.support.models import LOOKUP_MODEL, LOOKUP_TABLE
-from streaminfer.workers.runtime import ModelRuntime
+from streaminfer.workers.execution.runtime import ModelRuntime
 from streaminfer.workers.settings import RuntimeSettings
 
 

@@ -17,7 +17,7 @@ from streaminfer.schemas.deadletter import headers_dict
 from streaminfer.app import RunningApp, start_app
 from streaminfer.settings import AppSettings
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
-from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.settings import PoolSettings
 
 Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]

@@ -15,7 +15,7 @@ from streaminfer.streams.answers import answer, shadow_answer
 from streaminfer.streams.batch import Decoded
 from streaminfer.streams.errors import DeadlineExceeded
 from streaminfer.streams.settings import TopicSettings
-from streaminfer.workers.served import Route
+from streaminfer.workers.routing.served import Route
 
 TOPICS = TopicSettings()
 

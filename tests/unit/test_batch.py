@@ -9,7 +9,7 @@ import pytest
 
 from streaminfer.schemas.headers import RequestHeaders
 from streaminfer.streams.batch import Decoded, split_predictions, stack_inputs
-from streaminfer.workers.served import Route
+from streaminfer.workers.routing.served import Route
 
 
 def item(request_id: str, rows: int, deadline_ms: int | None = None) -> Decoded:

@@ -11,8 +11,8 @@ from streaminfer.schemas.deadletter import Reason
 from streaminfer.schemas.headers import RequestHeaders
 from streaminfer.streams.batch import Decoded
 from streaminfer.streams.enrichment import Enricher
-from streaminfer.workers.repository import Enrichment
-from streaminfer.workers.served import Route
+from streaminfer.workers.models.repository import Enrichment
+from streaminfer.workers.routing.served import Route
 
 FEATURES = ["entity_stats:requests_60s", "entity_stats:mean_score_60s"]
 

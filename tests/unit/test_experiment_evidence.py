@@ -8,7 +8,7 @@ import msgspec
 
 from streaminfer.monitoring.experiments import ExperimentEvidence
 from streaminfer.experiment_report import write_report
-from streaminfer.workers.traffic import Arm, Canary, Gates, Shadow, TrafficPolicy
+from streaminfer.workers.routing.traffic import Arm, Canary, Gates, Shadow, TrafficPolicy
 
 CANARY = TrafficPolicy("c1", canary=Canary(control="1.0.0", candidate="1.1.0", min_requests=200, gates=Gates()))
 

@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 from streaminfer.monitoring.metrics import PipelineMetrics
 from streaminfer.streams.pipeline import Pipeline
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
-from streaminfer.workers.repository import ModelRepository
-from streaminfer.workers.served import ServedModels
+from streaminfer.workers.models.repository import ModelRepository
+from streaminfer.workers.routing.served import ServedModels
 
 
 class ConsumerInEndlessRebalance:

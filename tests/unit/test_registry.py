@@ -6,8 +6,8 @@ import pytest
 
 from tests.support.models import write_table_model
 from streaminfer.workers.errors import UnknownModel
-from streaminfer.workers.registry import PRODUCTION, ModelRegistry, RegistryError
-from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.models.registry import PRODUCTION, ModelRegistry, RegistryError
+from streaminfer.workers.models.repository import ModelRepository
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from streaminfer.schemas.signature import Signature
 from streaminfer.workers.errors import ModelFileMissing, UnknownModel
-from streaminfer.workers.repository import ModelMetadata, ModelRepository, version_key
+from streaminfer.workers.models.repository import ModelMetadata, ModelRepository, version_key
 
 
 def add_version(repository: ModelRepository, name: str, version: str, with_model: bool = True) -> None:

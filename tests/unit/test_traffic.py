@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from streaminfer.monitoring.splits import check_split
-from streaminfer.workers.traffic import (
+from streaminfer.workers.routing.traffic import (
     Arm,
     Canary,
     PolicyInvalid,
@@ -29,7 +29,7 @@ ABC = (Arm("a", "1.0.0", 50), Arm("b", "1.1.0", 30), Arm("c", "1.2.0", 20))
 
 _ASSIGN_IN_A_NEW_PROCESS = """
 import json, sys
-from streaminfer.workers.traffic import Arm, assign
+from streaminfer.workers.routing.traffic import Arm, assign
 arms = (Arm("a", "1.0.0", 50), Arm("b", "1.1.0", 30), Arm("c", "1.2.0", 20))
 print(json.dumps([assign(arms, f"user-{n}".encode(), "exp-1").name for n in range(2000)]))
 """

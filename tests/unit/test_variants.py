@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from streaminfer.demo_model import DEMO_MLP_MODEL, DEMO_MODEL, build_demo_mlp, build_demo_model
-from streaminfer.workers.repository import ModelRepository
-from streaminfer.workers.variants import write_variants
+from streaminfer.workers.models.repository import ModelRepository
+from streaminfer.workers.models.variants import write_variants
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from pathlib import Path
 import msgspec
 
 from streaminfer.schemas.errors import StreamInferError
-from streaminfer.workers.repository import ModelRepository
+from streaminfer.workers.models.repository import ModelRepository
 
 PRODUCTION = "production"
 ALIASES_FILE = "aliases.json"

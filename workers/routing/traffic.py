@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 
 from streaminfer.schemas.errors import StreamInferError
-from streaminfer.workers.registry import write_atomically
+from streaminfer.workers.models.registry import write_atomically
 
 TRAFFIC_FILE = "traffic.json"
 

@@ -20,9 +20,9 @@ from typing import Protocol
 import numpy as np
 
 from streaminfer.workers.errors import UnknownModel
-from streaminfer.workers.registry import ALIASES_FILE, ModelRegistry
-from streaminfer.workers.repository import ModelRepository, ModelVersion
-from streaminfer.workers.traffic import TRAFFIC_FILE, TrafficPolicy, assign, load_policy, mirrored
+from streaminfer.workers.models.registry import ALIASES_FILE, ModelRegistry
+from streaminfer.workers.models.repository import ModelRepository, ModelVersion
+from streaminfer.workers.routing.traffic import TRAFFIC_FILE, TrafficPolicy, assign, load_policy, mirrored
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streaminfer.workers.runtime import ModelRuntime
+from streaminfer.workers.execution.runtime import ModelRuntime
 from streaminfer.workers.settings import RuntimeSettings
 
 

@@ -1,0 +1,1 @@
+"""Which version answers a request: the served models and the traffic policies over them."""
