@@ -12,7 +12,7 @@ outputs), it answers three questions after every window:
 - **shadow**: how often does the shadow agree with the answering version, and do their score
   distributions differ (two-sample Kolmogorov-Smirnov from scipy)?
 
-No Kafka here: ``streams.experiments`` feeds it, and the tests feed it directly.
+No Kafka here: ``streams.experiment_controller`` feeds it, and the tests feed it directly.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from streaminfer.schemas.alerts import (
     encode_alerting,
 )
 from streaminfer.settings import AppSettings
-from streaminfer.streams.alerting import AlertingService, check_receivers
+from streaminfer.streams.alerting.rules_consumer import AlertingService, check_receivers
 from streaminfer.streams.clients import (
     check_reachable,
     ensure_topic_names,
@@ -29,7 +29,7 @@ from streaminfer.streams.clients import (
     make_producer,
     start_client,
 )
-from streaminfer.streams.webhooks import WebhookDelivery
+from streaminfer.streams.alerting.webhooks import WebhookDelivery
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -44,9 +44,9 @@ from streaminfer.process import tune_gc_for_streaming
 from streaminfer.settings import AppSettings
 from streaminfer.supervision import ActorWatcher, Sighting
 from streaminfer.streams.clients import check_reachable, ensure_topics
-from streaminfer.streams.enrichment import feast_enricher
+from streaminfer.streams.pipeline.enrichment import feast_enricher
 from streaminfer.streams.features.settings import FeatureSettings
-from streaminfer.streams.pipeline import Pipeline
+from streaminfer.streams.pipeline.loop import Pipeline
 from streaminfer.workers.execution.pool import WorkerPool
 from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.routing.served import ServedModels

@@ -29,7 +29,7 @@ def alerts_check(
 ) -> None:
     """Validate a rules file (and reach its receivers) without starting anything."""
     from streaminfer.monitoring.alerting.config import load_config
-    from streaminfer.streams.alerting import check_receivers as reach
+    from streaminfer.streams.alerting.rules_consumer import check_receivers as reach
 
     config, receivers = load_config(rules)
     if check_receivers:

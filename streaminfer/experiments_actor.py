@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from streaminfer.monitoring.endpoint import serve_metrics, stop_serving
 from streaminfer.monitoring.metrics import ExperimentMetrics
 from streaminfer.monitoring.settings import ExperimentSettings, MonitorTopics
-from streaminfer.streams.experiments import ExperimentController
+from streaminfer.streams.experiment_controller import ExperimentController
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
 from streaminfer.workers.models.repository import ModelRepository
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics of webhook delivery (``streams.webhooks``).
+"""Prometheus metrics of webhook delivery (``streams.alerting.webhooks``).
 
 Like every metrics class here they live in a registry passed in by the composition root, never
 the global default, so two workers in one process (or tests) never share counters by accident.

@@ -24,7 +24,7 @@ class ReceiverConfig(BaseModel):
 
 
 class DeliverySettings(BaseModel):
-    """How the webhook delivery worker (``streams.webhooks``) reads the outbox and retries."""
+    """How the webhook delivery worker (``streams.alerting.webhooks``) reads the outbox and retries."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -22,11 +22,11 @@ from streaminfer.monitoring.settings import AlertingSettings, AlertTopics, Monit
 from streaminfer.monitoring.simulate import Shift, drifting_stream
 from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME
 from streaminfer.loadgen import demo_payloads, send_all
-from streaminfer.streams.alerting import AlertingService
+from streaminfer.streams.alerting.rules_consumer import AlertingService
 from streaminfer.streams.clients import ensure_topic_names, make_producer, start_client
 from streaminfer.streams.monitor import Monitor
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
-from streaminfer.streams.webhooks import WebhookDelivery
+from streaminfer.streams.alerting.webhooks import WebhookDelivery
 from tests.support.receiver import WebhookReceiver
 
 SHIFTED = ("mean radius", "mean texture", "worst area")

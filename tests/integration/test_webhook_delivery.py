@@ -37,7 +37,7 @@ from streaminfer.schemas.alerts import (
 )
 from streaminfer.streams.clients import ensure_topic_names, partition_counts
 from streaminfer.streams.settings import KafkaSettings
-from streaminfer.streams.webhooks import WebhookDelivery
+from streaminfer.streams.alerting.webhooks import WebhookDelivery
 from tests.support.receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration

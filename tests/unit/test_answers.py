@@ -11,8 +11,8 @@ from aiokafka.structs import ConsumerRecord
 from streaminfer.schemas.codec import Prediction
 from streaminfer.schemas.deadletter import Reason, read_error_headers
 from streaminfer.schemas.headers import RequestHeaders
-from streaminfer.streams.answers import answer, shadow_answer
-from streaminfer.streams.batch import Decoded
+from streaminfer.streams.pipeline.answers import answer, shadow_answer
+from streaminfer.streams.pipeline.decoding import Decoded
 from streaminfer.streams.errors import DeadlineExceeded
 from streaminfer.streams.settings import TopicSettings
 from streaminfer.workers.routing.served import Route

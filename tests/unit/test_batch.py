@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from streaminfer.schemas.headers import RequestHeaders
-from streaminfer.streams.batch import Decoded, split_predictions, stack_inputs
+from streaminfer.streams.pipeline.decoding import Decoded, split_predictions, stack_inputs
 from streaminfer.workers.routing.served import Route
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from streaminfer.workers.batching import BatcherClosed, DynamicBatcher
+from streaminfer.streams.pipeline.batcher import BatcherClosed, DynamicBatcher
 
 GUARD_S = 10
 

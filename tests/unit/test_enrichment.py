@@ -9,8 +9,8 @@ import pytest
 
 from streaminfer.schemas.deadletter import Reason
 from streaminfer.schemas.headers import RequestHeaders
-from streaminfer.streams.batch import Decoded
-from streaminfer.streams.enrichment import Enricher
+from streaminfer.streams.pipeline.decoding import Decoded
+from streaminfer.streams.pipeline.enrichment import Enricher
 from streaminfer.workers.models.repository import Enrichment
 from streaminfer.workers.routing.served import Route
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streaminfer.streams.health import HealthWindow
+from streaminfer.streams.pipeline.health import HealthWindow
 
 
 def test_a_report_gives_error_rate_p99_and_lag_and_starts_a_new_window():

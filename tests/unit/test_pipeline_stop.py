@@ -10,7 +10,7 @@ import time
 from prometheus_client import CollectorRegistry
 
 from streaminfer.monitoring.metrics import PipelineMetrics
-from streaminfer.streams.pipeline import Pipeline
+from streaminfer.streams.pipeline.loop import Pipeline
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.routing.served import ServedModels

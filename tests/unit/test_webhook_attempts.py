@@ -8,7 +8,7 @@ import random
 from streaminfer.monitoring.alerting.receivers import ReceiverConfig
 from streaminfer.monitoring.alerting.signing import verify
 from streaminfer.schemas.alerts import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
-from streaminfer.streams.webhook_attempts import backoff_s, request_headers, retry_after_s, verdict
+from streaminfer.streams.alerting.attempts import backoff_s, request_headers, retry_after_s, verdict
 
 
 def test_2xx_is_delivered_5xx_408_429_and_no_answer_are_retried_other_answers_are_rejected():

@@ -17,8 +17,8 @@ Guarantees, in order of importance:
    is keyed by receiver, so one receiver's notifications sit in one partition, in order, also
    when they are read again after a restart.
 
-What one attempt's answer means, and how long the next waits: ``streams.webhook_attempts``.
-The lanes and what ending a notification does: ``streams.webhook_lanes``.
+What one attempt's answer means, and how long the next waits: ``streams.alerting.attempts``.
+The lanes and what ending a notification does: ``streams.alerting.lanes``.
 
 A notification for a receiver missing from the config is dead-lettered as ``unknown_receiver``.
 Outbox bytes that are not a ``Notification`` at all have no receiver or id to put in a
@@ -50,7 +50,7 @@ from streaminfer.schemas.errors import StreamInferError
 from streaminfer.streams.clients import make_consumer, make_producer, start_client
 from streaminfer.streams.offsets import OffsetTracker
 from streaminfer.streams.settings import KafkaSettings
-from streaminfer.streams.webhook_lanes import Endings, Pending, ReceiverCounts, ReceiverLane
+from streaminfer.streams.alerting.lanes import Endings, Pending, ReceiverCounts, ReceiverLane
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from streaminfer.streams.records import Outgoing
+from streaminfer.streams.pipeline.outgoing import Outgoing
 
 
 class BatchSender:

@@ -14,7 +14,7 @@ from aiokafka.structs import ConsumerRecord
 from streaminfer.schemas.codec import BatchOutputs, Prediction, decode_request, request_tensors
 from streaminfer.schemas.errors import SchemaViolation
 from streaminfer.schemas.headers import RequestHeaders, parse_request_headers
-from streaminfer.streams.records import fallback_request_id
+from streaminfer.streams.pipeline.outgoing import fallback_request_id
 from streaminfer.workers.models.repository import ModelVersion
 from streaminfer.workers.routing.served import Route, ServedModel, ServedModels
 

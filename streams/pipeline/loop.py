@@ -5,7 +5,7 @@ Guarantees, in order of importance:
 1. Nothing accepted is lost: a record's offset is committed only after it has ended as a
    prediction or a dead letter that the broker acknowledged (see ``streams.offsets``).
 2. A bad record never takes good ones down: decoding errors are per record, and a batch that
-   ONNX Runtime rejects is split until the failing request is isolated (``workers.batching``).
+   ONNX Runtime rejects is split until the failing request is isolated (``streams.pipeline.batcher``).
 3. Memory is bounded: at most ``max_inflight_batches`` fetched batches sit between fetch and
    acknowledgement; while all are in flight the consumer pauses its partitions.
 4. Stages overlap: while one batch runs on the model, the next is fetched and decoded and the
@@ -30,15 +30,15 @@ from aiokafka.structs import ConsumerRecord
 from streaminfer.monitoring.metrics import PREDICTED, PipelineMetrics
 from streaminfer.schemas.errors import RequestError, UndecodableRequest
 from streaminfer.schemas.monitoring import encode_event
-from streaminfer.streams.answers import answer, dead_letter, shadow_answer
-from streaminfer.streams.batch import Decoded, decode_record
+from streaminfer.streams.pipeline.answers import answer, dead_letter, shadow_answer
+from streaminfer.streams.pipeline.decoding import Decoded, decode_record
 from streaminfer.streams.clients import make_consumer, make_producer, start_client
-from streaminfer.streams.delivery import AtLeastOnceDelivery, Delivery
-from streaminfer.streams.enrichment import Enricher
-from streaminfer.streams.health import HealthWindow
-from streaminfer.streams.model_batchers import ModelBatchers
+from streaminfer.streams.pipeline.delivery import AtLeastOnceDelivery, Delivery
+from streaminfer.streams.pipeline.enrichment import Enricher
+from streaminfer.streams.pipeline.health import HealthWindow
+from streaminfer.streams.pipeline.version_batchers import ModelBatchers
 from streaminfer.streams.offsets import OffsetTracker
-from streaminfer.streams.records import Outgoing, source_of
+from streaminfer.streams.pipeline.outgoing import Outgoing, source_of
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from streaminfer.workers.routing.served import ServedModels, VersionKey
 
@@ -237,7 +237,7 @@ class Pipeline:
                 await self._report_health()
 
     async def _routing_loop(self) -> None:
-        """Apply promotions, rollbacks and traffic policies live (see ``streams.model_batchers``)."""
+        """Apply promotions, rollbacks and traffic policies live (see ``streams.pipeline.version_batchers``)."""
         while not self._stopping.is_set():
             await asyncio.sleep(self._settings.routing_poll_s)
             await self._batchers.refresh(list(self._inflight))

@@ -13,7 +13,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from streaminfer.schemas.errors import RequestError
-from streaminfer.streams.batch import Decoded
+from streaminfer.streams.pipeline.decoding import Decoded
 from streaminfer.streams.errors import FeatureMissing, FeatureStoreUnavailable
 from streaminfer.streams.features.settings import FeatureSettings
 from streaminfer.workers.models.repository import Enrichment

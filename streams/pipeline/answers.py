@@ -11,8 +11,8 @@ from aiokafka.structs import ConsumerRecord
 
 from streaminfer.schemas.codec import Prediction
 from streaminfer.schemas.errors import StreamInferError
-from streaminfer.streams.batch import Decoded
-from streaminfer.streams.records import (
+from streaminfer.streams.pipeline.decoding import Decoded
+from streaminfer.streams.pipeline.outgoing import (
     Outgoing,
     dead_letter_record,
     experiment_headers,

@@ -4,7 +4,7 @@ It reads ``monitoring.drift``, ``monitoring.metrics`` and the silences topic (al
 rule state cannot be split), feeds the rule engine, evaluates it every
 ``evaluation_interval_s`` on the wall clock, and writes what the dispatcher decides to notify to
 the outbox topic, keyed by receiver. Delivery is a separate consumer of the outbox
-(``streams.webhooks``), so a slow or dead receiver holds up neither this loop nor, since both
+(``streams.alerting.webhooks``), so a slow or dead receiver holds up neither this loop nor, since both
 run outside the pipeline's processes, any prediction.
 
 Rule and dispatch state is checkpointed with the offsets it reflects, after the notifications

@@ -30,7 +30,7 @@ from streaminfer.monitoring.alerting.receivers import DeliverySettings, Receiver
 from streaminfer.schemas.alerts import DeliveryFailure, Notification, encode_alerting
 from streaminfer.streams.errors import DeliveryFailed
 from streaminfer.streams.offsets import OffsetTracker
-from streaminfer.streams.webhook_attempts import Attempt, backoff_s, post, request_headers, verdict
+from streaminfer.streams.alerting.attempts import Attempt, backoff_s, post, request_headers, verdict
 
 log = logging.getLogger(__name__)
 

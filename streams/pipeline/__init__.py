@@ -1,0 +1,1 @@
+"""The consume → decode → batch → infer → produce → commit path, one concern per module."""
