@@ -1,1 +1,1 @@
-"""Prometheus metrics, and later drift detection and alerting."""
+"""Monitoring: drift detection, label-joined model quality, experiments, alerting rules, and Prometheus metrics."""

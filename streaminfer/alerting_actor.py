@@ -9,7 +9,7 @@ import os
 from prometheus_client import CollectorRegistry
 
 from streaminfer.monitoring.alerting.delivery_metrics import DeliveryMetrics
-from streaminfer.monitoring.endpoint import serve_metrics, stop_serving
+from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
 from streaminfer.settings import AppSettings
 
 

@@ -31,9 +31,9 @@ from prometheus_client import CollectorRegistry
 from ray.exceptions import RayActorError, RayError
 
 from streaminfer.monitoring.alerting.config import load_config
-from streaminfer.monitoring.discovery import ScrapeTarget, write_targets
-from streaminfer.monitoring.endpoint import serve_metrics, stop_serving
-from streaminfer.monitoring.metrics import ActorMetrics, PipelineMetrics
+from streaminfer.monitoring.observability.discovery import ScrapeTarget, write_targets
+from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
+from streaminfer.monitoring.observability.metrics import ActorMetrics, PipelineMetrics
 from streaminfer.alerting_actor import AlertingActor
 from streaminfer.broker import port_in_use
 from streaminfer.consumer_actor import ConsumerActor

@@ -37,8 +37,8 @@ def monitor_command(
 async def _monitor_until_signal(settings: AppSettings) -> None:
     from prometheus_client import CollectorRegistry
 
-    from streaminfer.monitoring.endpoint import stop_serving
-    from streaminfer.monitoring.metrics import MonitorMetrics
+    from streaminfer.monitoring.observability.endpoint import stop_serving
+    from streaminfer.monitoring.observability.metrics import MonitorMetrics
     from streaminfer.app import _serve_metrics
     from streaminfer.streams.clients import check_reachable
     from streaminfer.streams.monitor import Monitor
@@ -75,7 +75,7 @@ def drift_report(
 ) -> None:
     """Show the newest evidently window report the monitor wrote; with --bootstrap, write a new
     one now from the newest requests on the topic against the model's training reference."""
-    from streaminfer.monitoring.windows import latest_report
+    from streaminfer.monitoring.drift.windows import latest_report
     from streaminfer.drift_report import report_from_topic
 
     settings = load_settings(bootstrap, model_repo)

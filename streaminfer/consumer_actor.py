@@ -16,8 +16,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from streaminfer.monitoring.endpoint import serve_metrics, stop_serving
-from streaminfer.monitoring.metrics import PipelineMetrics
+from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
+from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.process import tune_gc_for_streaming
 from streaminfer.streams.pipeline.enrichment import feast_enricher
 from streaminfer.streams.features.settings import FeatureSettings

@@ -12,7 +12,7 @@ import pandas as pd
 import ray
 from rich.table import Table
 
-from streaminfer.monitoring.simulate import Shift, default_shift, drifting_stream
+from streaminfer.monitoring.drift.simulate import Shift, default_shift, drifting_stream
 from streaminfer.schemas.monitoring import DriftEvent, decode_drift_event
 from streaminfer.loadgen import Payload, demo_payloads, label_payloads
 from streaminfer.settings import AppSettings

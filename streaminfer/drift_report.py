@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streaminfer.monitoring.watch import new_watch
-from streaminfer.monitoring.windows import ClosedWindow
+from streaminfer.monitoring.drift.model_watch import new_watch
+from streaminfer.monitoring.drift.windows import ClosedWindow
 from streaminfer.schemas.codec import decode_request, request_tensors
 from streaminfer.schemas.errors import StreamInferError
 from streaminfer.schemas.headers import parse_request_headers

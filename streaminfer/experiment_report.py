@@ -20,7 +20,7 @@ import msgspec
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from streaminfer.monitoring.experiments import Snapshot  # noqa: E402
+from streaminfer.monitoring.experiments.evidence import Snapshot  # noqa: E402
 from streaminfer.schemas.errors import StreamInferError  # noqa: E402
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from streaminfer.monitoring.endpoint import serve_metrics, stop_serving
-from streaminfer.monitoring.metrics import ExperimentMetrics
+from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
+from streaminfer.monitoring.observability.metrics import ExperimentMetrics
 from streaminfer.monitoring.settings import ExperimentSettings, MonitorTopics
 from streaminfer.streams.experiment_controller import ExperimentController
 from streaminfer.streams.settings import KafkaSettings, TopicSettings

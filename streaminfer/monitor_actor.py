@@ -11,8 +11,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from streaminfer.monitoring.endpoint import serve_metrics, stop_serving
-from streaminfer.monitoring.metrics import MonitorMetrics
+from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
+from streaminfer.monitoring.observability.metrics import MonitorMetrics
 from streaminfer.monitoring.settings import MonitorSettings
 from streaminfer.streams.monitor import Monitor
 from streaminfer.streams.settings import KafkaSettings, TopicSettings

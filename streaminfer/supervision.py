@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from streaminfer.monitoring.metrics import ActorMetrics
+from streaminfer.monitoring.observability.metrics import ActorMetrics
 
 
 @dataclass

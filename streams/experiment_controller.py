@@ -2,10 +2,10 @@
 
 One reader per system (like the monitor) over the predictions, dead letters, shadow outputs and
 labels. Records carry the ``experiment`` and ``arm`` headers the pipeline set, so evidence is
-kept per running experiment (``monitoring.experiments``). After every look, once a second:
+kept per running experiment (``monitoring.experiments.evidence``). After every look, once a second:
 
 - a snapshot is appended to ``<snapshots_dir>/<experiment>.jsonl`` (the report reads it) and
-  the figures go to ``monitoring.metrics`` as metric events;
+  the figures go to ``monitoring.observability.metrics`` as metric events;
 - a canary that passed its gates at this step moves to the next one; one that completed the
   last step is promoted to ``production``; one that failed a gate is rolled back at once. Each
   is written to the traffic policy file (which every consumer applies within its poll interval)
@@ -28,8 +28,8 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from streaminfer.monitoring.experiments import ExperimentEvidence, Snapshot, Verdict
-from streaminfer.monitoring.metrics import ExperimentMetrics
+from streaminfer.monitoring.experiments.evidence import ExperimentEvidence, Snapshot, Verdict
+from streaminfer.monitoring.observability.metrics import ExperimentMetrics
 from streaminfer.monitoring.settings import ExperimentSettings
 from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import Prediction, decode_prediction

@@ -4,12 +4,12 @@ The detection itself lives in ``monitoring`` (detectors, windows, the label join
 is the consumer around it. One process reads all partitions of the three topics, because its
 per-model state cannot be split by partition, and keeps, per model version:
 
-- river detectors on every input feature and on the prediction score (``monitoring.detectors``),
-- an evidently window over the input features (``monitoring.windows``),
+- river detectors on every input feature and on the prediction score (``monitoring.drift.detectors``),
+- an evidently window over the input features (``monitoring.drift.windows``),
 - the join of predictions with their delayed labels and the streaming quality metrics it feeds
-  (``monitoring.labels``).
+  (``monitoring.label_join``).
 
-Detections go to ``monitoring.drift`` and quality figures to ``monitoring.metrics`` (schemas in
+Detections go to ``monitoring.drift`` and quality figures to ``monitoring.observability.metrics`` (schemas in
 ``schemas/``), and everything is exported as Prometheus metrics. State is checkpointed with the
 offsets it reflects (``monitoring.checkpoint``), so a restarted monitor carries on where its
 state stopped instead of starting blind. The partitions are assigned, not balanced by a group
@@ -31,11 +31,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from streaminfer.monitoring.checkpoint import load_checkpoint, save_checkpoint
-from streaminfer.monitoring.labels import LabelJoin, predicted_rows, prediction_scores
-from streaminfer.monitoring.metrics import MonitorMetrics
+from streaminfer.monitoring.label_join import LabelJoin, predicted_rows, prediction_scores
+from streaminfer.monitoring.observability.metrics import MonitorMetrics
 from streaminfer.monitoring.settings import MonitorSettings
-from streaminfer.monitoring.watch import ModelWatch, MonitorState, new_watch
-from streaminfer.monitoring.windows import WindowResult
+from streaminfer.monitoring.drift.model_watch import ModelWatch, MonitorState, new_watch
+from streaminfer.monitoring.drift.windows import WindowResult
 from streaminfer.schemas.codec import decode_prediction, decode_request, request_tensors
 from streaminfer.schemas.errors import StreamInferError
 from streaminfer.schemas.headers import parse_request_headers

@@ -1,6 +1,6 @@
 """The alerting consumer: drift and metric events in, notifications to the outbox out.
 
-It reads ``monitoring.drift``, ``monitoring.metrics`` and the silences topic (all partitions:
+It reads ``monitoring.drift``, ``monitoring.observability.metrics`` and the silences topic (all partitions:
 rule state cannot be split), feeds the rule engine, evaluates it every
 ``evaluation_interval_s`` on the wall clock, and writes what the dispatcher decides to notify to
 the outbox topic, keyed by receiver. Delivery is a separate consumer of the outbox

@@ -18,7 +18,7 @@ from typing import Any, Protocol, Sequence
 
 from aiokafka.structs import ConsumerRecord
 
-from streaminfer.monitoring.metrics import FeatureSinkMetrics
+from streaminfer.monitoring.observability.metrics import FeatureSinkMetrics
 from streaminfer.schemas.deadletter import Reason, error_headers
 from streaminfer.streams.clients import make_consumer, make_producer, start_client
 from streaminfer.streams.features.frames import (

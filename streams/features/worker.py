@@ -13,8 +13,8 @@ from typing import Callable
 import faust
 from prometheus_client import CollectorRegistry
 
-from streaminfer.monitoring.endpoint import serve_metrics, stop_serving
-from streaminfer.monitoring.metrics import FeatureSinkMetrics
+from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
+from streaminfer.monitoring.observability.metrics import FeatureSinkMetrics
 from streaminfer.streams.clients import ensure_topic_names, ensure_topics
 from streaminfer.streams.features.faust_app import changelog_topics, make_app
 from streaminfer.streams.features.settings import FeatureSettings

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from streaminfer.monitoring.metrics import PREDICTED, PipelineMetrics
+from streaminfer.monitoring.observability.metrics import PREDICTED, PipelineMetrics
 from streaminfer.schemas.errors import RequestError, UndecodableRequest
 from streaminfer.schemas.monitoring import encode_event
 from streaminfer.streams.pipeline.answers import answer, dead_letter, shadow_answer

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 
-from streaminfer.monitoring.metrics import PipelineMetrics
+from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.schemas.codec import Prediction
 from streaminfer.streams.pipeline.decoding import Decoded, split_predictions, stack_inputs
 from streaminfer.streams.errors import DeadlineExceeded

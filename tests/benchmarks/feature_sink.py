@@ -30,7 +30,7 @@ import numpy as np
 import psutil
 from prometheus_client import CollectorRegistry
 
-from streaminfer.monitoring.metrics import FeatureSinkMetrics
+from streaminfer.monitoring.observability.metrics import FeatureSinkMetrics
 from streaminfer.monitoring.settings import MonitorSettings
 from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import request_body

@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry
 
 from streaminfer.monitoring.alerting.config import load_config
 from streaminfer.monitoring.alerting.receivers import DeliverySettings
-from streaminfer.monitoring.metrics import MonitorMetrics
+from streaminfer.monitoring.observability.metrics import MonitorMetrics
 from streaminfer.monitoring.settings import AlertingSettings, AlertTopics, MonitorSettings, MonitorTopics
-from streaminfer.monitoring.simulate import Shift, drifting_stream
+from streaminfer.monitoring.drift.simulate import Shift, drifting_stream
 from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME
 from streaminfer.loadgen import demo_payloads, send_all
 from streaminfer.streams.alerting.rules_consumer import AlertingService

@@ -7,7 +7,7 @@ import json
 
 import msgspec
 
-from streaminfer.monitoring.experiments import ExperimentEvidence
+from streaminfer.monitoring.experiments.evidence import ExperimentEvidence
 from tests.integration.test_cli import assert_one_line_error, streaminfer
 from tests.support.models import EXPERIMENT_MODEL, write_table_model
 from streaminfer.workers.models.registry import ModelRegistry

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
 from streaminfer.monitoring.settings import AlertingSettings, AlertTopics, ExperimentSettings, MonitorTopics
-from streaminfer.monitoring.splits import check_split
+from streaminfer.monitoring.experiments.splits import check_split
 from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import decode_prediction, request_body
 from streaminfer.schemas.deadletter import headers_dict, read_error_headers

@@ -10,7 +10,7 @@ import uuid
 import pandas as pd
 from prometheus_client import CollectorRegistry
 
-from streaminfer.monitoring.metrics import FeatureSinkMetrics
+from streaminfer.monitoring.observability.metrics import FeatureSinkMetrics
 from streaminfer.schemas.deadletter import read_error_headers
 from streaminfer.streams.clients import ensure_topic_names, make_producer, start_client
 from streaminfer.streams.features.records import FeatureRow, PredictionLog, decode_row, encode

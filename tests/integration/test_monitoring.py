@@ -13,10 +13,10 @@ import ray
 from prometheus_client import CollectorRegistry
 from sklearn.metrics import accuracy_score
 
-from streaminfer.monitoring.metrics import MonitorMetrics
+from streaminfer.monitoring.observability.metrics import MonitorMetrics
 from streaminfer.monitoring.settings import MonitorSettings, MonitorTopics
-from streaminfer.monitoring.simulate import Shift, drifting_stream
-from streaminfer.monitoring.watch import reference_frame
+from streaminfer.monitoring.drift.simulate import Shift, drifting_stream
+from streaminfer.monitoring.drift.model_watch import reference_frame
 from streaminfer.schemas.codec import decode_prediction
 from streaminfer.schemas.monitoring import decode_drift_event, decode_metric_event
 from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME

@@ -7,10 +7,10 @@ import pickle
 
 import pytest
 
-from streaminfer.monitoring.detectors import Reference, SampleDrift
+from streaminfer.monitoring.drift.detectors import Reference, SampleDrift
 from streaminfer.monitoring.settings import DetectorKind
-from streaminfer.monitoring.simulate import Shift, drifting_rows
-from streaminfer.monitoring.watch import reference_frame
+from streaminfer.monitoring.drift.simulate import Shift, drifting_rows
+from streaminfer.monitoring.drift.model_watch import reference_frame
 from streaminfer.schemas.monitoring import PREDICTION_FEATURE
 from streaminfer.demo_model import DEMO_MODEL
 

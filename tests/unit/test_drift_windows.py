@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streaminfer.monitoring.simulate import Shift, drifting_rows
-from streaminfer.monitoring.watch import reference_frame
-from streaminfer.monitoring.windows import WindowDrift
+from streaminfer.monitoring.drift.simulate import Shift, drifting_rows
+from streaminfer.monitoring.drift.model_watch import reference_frame
+from streaminfer.monitoring.drift.windows import WindowDrift
 from streaminfer.demo_model import DEMO_MODEL
 
 SHIFTED = ("mean radius", "mean texture", "worst area")

@@ -6,7 +6,7 @@ import random
 
 import msgspec
 
-from streaminfer.monitoring.experiments import ExperimentEvidence
+from streaminfer.monitoring.experiments.evidence import ExperimentEvidence
 from streaminfer.experiment_report import write_report
 from streaminfer.workers.routing.traffic import Arm, Canary, Gates, Shadow, TrafficPolicy
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
-from streaminfer.monitoring.labels import LabelJoin, PredictedRows, predicted_rows
+from streaminfer.monitoring.label_join import LabelJoin, PredictedRows, predicted_rows
 from streaminfer.schemas.codec import Prediction, ResponseTensor
 
 TTL_MS = 10_000

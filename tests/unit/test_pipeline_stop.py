@@ -9,7 +9,7 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from streaminfer.monitoring.metrics import PipelineMetrics
+from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.streams.pipeline.loop import Pipeline
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from streaminfer.workers.models.repository import ModelRepository

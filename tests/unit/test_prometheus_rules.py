@@ -22,7 +22,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from streaminfer.monitoring.metrics import ActorMetrics, ExperimentMetrics, FeatureSinkMetrics, MonitorMetrics, PipelineMetrics
+from streaminfer.monitoring.observability.metrics import ActorMetrics, ExperimentMetrics, FeatureSinkMetrics, MonitorMetrics, PipelineMetrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO_ROOT / "infra" / "prometheus"

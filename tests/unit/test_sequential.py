@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from streaminfer.monitoring.comparison import ArmComparison, holm
-from streaminfer.monitoring.sequential import MixtureSPRT, RunningMoments
-from streaminfer.monitoring.splits import check_split
+from streaminfer.monitoring.experiments.comparison import ArmComparison, holm
+from streaminfer.monitoring.experiments.sequential import MixtureSPRT, RunningMoments
+from streaminfer.monitoring.experiments.splits import check_split
 
 ALPHA = 0.05
 WINDOWS = 20

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streaminfer.monitoring.splits import check_split
+from streaminfer.monitoring.experiments.splits import check_split
 from streaminfer.workers.routing.traffic import (
     Arm,
     Canary,

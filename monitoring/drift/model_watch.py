@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from streaminfer.monitoring.detectors import Reference, SampleDrift
-from streaminfer.monitoring.labels import LabelJoin
+from streaminfer.monitoring.drift.detectors import Reference, SampleDrift
+from streaminfer.monitoring.label_join import LabelJoin
 from streaminfer.monitoring.settings import MonitorSettings
-from streaminfer.monitoring.windows import WindowDrift
+from streaminfer.monitoring.drift.windows import WindowDrift
 from streaminfer.schemas.signature import Signature
 from streaminfer.workers.models.repository import ModelRepository, ModelVersion
 

@@ -2,7 +2,7 @@
 more than two arms.
 
 Each treatment arm is compared with the control by its own always-valid test
-(``monitoring.sequential``). With k treatment arms, k tests run at once; the decisions use
+(``monitoring.experiments.sequential``). With k treatment arms, k tests run at once; the decisions use
 Holm's step-down correction, which keeps the family-wise error rate at alpha for any dependence
 between the comparisons. (It is a few lines here: statsmodels' ``multipletests`` gives the same
 numbers but runs a full garbage collection per call, which a look after every window cannot
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streaminfer.monitoring.sequential import Look, MixtureSPRT, RunningMoments
+from streaminfer.monitoring.experiments.sequential import Look, MixtureSPRT, RunningMoments
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ outputs), it answers three questions after every window:
 
 - **A/B/n**: is the split what was configured (sample ratio mismatch), and does any arm differ
   from the control in accuracy or latency? Always-valid sequential tests per arm, Holm across
-  arms, effect sizes with their confidence sequences (``monitoring.comparison``).
+  arms, effect sizes with their confidence sequences (``monitoring.experiments.comparison``).
 - **canary**: may the candidate move to the next step, must it be rolled back (and by which
   gate), or is there not enough evidence yet? Gates use the evidence of the current step only,
   so a candidate that degrades at a larger share is caught at that share.
@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import msgspec
 from scipy import stats
 
-from streaminfer.monitoring.comparison import ArmComparison
-from streaminfer.monitoring.sequential import MixtureSPRT, RunningMoments
-from streaminfer.monitoring.splits import check_split
+from streaminfer.monitoring.experiments.comparison import ArmComparison
+from streaminfer.monitoring.experiments.sequential import MixtureSPRT, RunningMoments
+from streaminfer.monitoring.experiments.splits import check_split
 from streaminfer.workers.routing.traffic import Gates, TrafficPolicy
 
 RESERVOIR = 4096

@@ -1,0 +1,1 @@
+"""Traffic experiments: per-arm evidence, always-valid sequential tests, comparisons against the control, and sample-ratio checks."""

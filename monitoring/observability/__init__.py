@@ -1,0 +1,1 @@
+"""Prometheus metrics, each process's /metrics endpoint, and the file-based discovery that lists them."""
