@@ -15,7 +15,7 @@ from bench import report
 from bench.runner import BenchConfig, median_result, ort_alone, run_system
 from bench.systems import System, baseline, mlserver, streaminfer
 from streaminfer.broker import EmbeddedBroker
-from streaminfer.demo_model import build_demo_model, demo_data
+from streaminfer.demo.model import build_demo_model, demo_data
 from streaminfer.workers.models.repository import ModelRepository
 
 

@@ -34,12 +34,12 @@ from streaminfer.monitoring.alerting.config import load_config
 from streaminfer.monitoring.observability.discovery import ScrapeTarget, write_targets
 from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
 from streaminfer.monitoring.observability.metrics import ActorMetrics, PipelineMetrics
-from streaminfer.alerting_actor import AlertingActor
+from streaminfer.actors.alerting import AlertingActor
 from streaminfer.broker import port_in_use
-from streaminfer.consumer_actor import ConsumerActor
+from streaminfer.actors.consumer import ConsumerActor
 from streaminfer.errors import PortInUse
-from streaminfer.experiments_actor import ExperimentsActor
-from streaminfer.monitor_actor import MonitorActor
+from streaminfer.actors.experiments import ExperimentsActor
+from streaminfer.actors.monitor import MonitorActor
 from streaminfer.process import tune_gc_for_streaming
 from streaminfer.settings import AppSettings
 from streaminfer.supervision import ActorWatcher, Sighting

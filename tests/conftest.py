@@ -12,7 +12,7 @@ import pytest
 import ray
 
 from streaminfer.broker import EmbeddedBroker
-from streaminfer.demo_model import build_demo_model
+from streaminfer.demo.model import build_demo_model
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
 from tests.fixtures.apache_kafka import ApacheKafkaBroker, ensure_kafka_jars
 from tests.fixtures.testcontainers_kafka import docker_engine_reachable, testcontainers_kafka

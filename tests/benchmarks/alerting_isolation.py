@@ -30,7 +30,7 @@ from streaminfer.monitoring.settings import MonitorSettings
 from streaminfer.schemas.monitoring import DriftEvent, DriftKind, encode_event
 from streaminfer.app import start_app, start_ray
 from streaminfer.broker import EmbeddedBroker, free_port
-from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME, build_demo_model, demo_data
+from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME, build_demo_model, demo_data
 from streaminfer.loadgen import Payload, demo_payloads, send_all
 from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import make_consumer, make_producer, start_client

@@ -33,7 +33,7 @@ from streaminfer.schemas.codec import request_body
 from streaminfer.schemas.deadletter import read_error_headers
 from streaminfer.app import start_app, start_ray
 from streaminfer.broker import EmbeddedBroker, free_port
-from streaminfer.demo_model import DEMO_MODEL, build_demo_model
+from streaminfer.demo.model import DEMO_MODEL, build_demo_model
 from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import make_producer, start_client
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings

@@ -36,7 +36,7 @@ from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import request_body
 from streaminfer.app import start_app, start_ray
 from streaminfer.broker import EmbeddedBroker, free_port
-from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME, build_demo_model, demo_data
+from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME, build_demo_model, demo_data
 from streaminfer.loadgen import Payload
 from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import ensure_topic_names, make_producer, start_client

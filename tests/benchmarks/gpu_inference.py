@@ -42,7 +42,7 @@ def prepare(directory: Path) -> None:
     import onnx
     from onnxconverter_common import float16
 
-    from streaminfer.demo_model import build_demo_mlp, build_demo_model, demo_data
+    from streaminfer.demo.model import build_demo_mlp, build_demo_model, demo_data
     from streaminfer.workers.models.repository import ModelRepository
     from streaminfer.workers.models.variants import write_variants
 

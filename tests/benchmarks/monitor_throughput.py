@@ -24,7 +24,7 @@ from streaminfer.monitoring.settings import DetectorKind, MonitorSettings, Monit
 from streaminfer.monitoring.drift.simulate import drifting_stream
 from streaminfer.monitoring.drift.model_watch import reference_frame
 from streaminfer.broker import EmbeddedBroker
-from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME, build_demo_model
+from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME, build_demo_model
 from streaminfer.loadgen import demo_payloads, send_all
 from streaminfer.streams.clients import ensure_topic_names, make_producer
 from streaminfer.streams.monitor import Monitor

@@ -20,7 +20,7 @@ from streaminfer.monitoring.alerting.receivers import DeliverySettings
 from streaminfer.monitoring.observability.metrics import MonitorMetrics
 from streaminfer.monitoring.settings import AlertingSettings, AlertTopics, MonitorSettings, MonitorTopics
 from streaminfer.monitoring.drift.simulate import Shift, drifting_stream
-from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME
+from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME
 from streaminfer.loadgen import demo_payloads, send_all
 from streaminfer.streams.alerting.rules_consumer import AlertingService
 from streaminfer.streams.clients import ensure_topic_names, make_producer, start_client

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psutil
 
-from streaminfer.demo_model import demo_data
+from streaminfer.demo.model import demo_data
 from streaminfer.streams.settings import PipelineSettings
 from tests.integration.test_pipeline import demo_records
 from tests.support.harness import Collector, app_settings, send, started

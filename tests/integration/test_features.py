@@ -25,7 +25,7 @@ import pytest
 from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import decode_prediction, request_body
 from streaminfer.schemas.deadletter import read_error_headers
-from streaminfer.demo_model import INPUT_NAME, demo_data
+from streaminfer.demo.model import INPUT_NAME, demo_data
 from streaminfer.streams.features.online import OnlineFeatures
 from streaminfer.streams.features.records import score_of
 from streaminfer.streams.features.settings import FeatureSettings

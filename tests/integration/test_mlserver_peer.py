@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from streaminfer.schemas.codec import request_body
 from bench.mlserver_peer import MLServerPeer, PeerUnavailable
 from streaminfer.broker import EmbeddedBroker
-from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME, demo_data
+from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME, demo_data
 from streaminfer.workers.models.repository import ModelRepository
 
 PEER_HOME = Path.home() / ".cache" / "streaminfer" / "mlserver-1.7.1"

@@ -13,7 +13,7 @@ import ray
 from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import decode_prediction, request_body
 from streaminfer.schemas.deadletter import read_error_headers
-from streaminfer.demo_model import DEMO_MODEL, DEMO_VERSION, INPUT_NAME, demo_data
+from streaminfer.demo.model import DEMO_MODEL, DEMO_VERSION, INPUT_NAME, demo_data
 from tests.support.harness import Collector, app_settings, send, started
 from tests.support.models import LOOKUP_MODEL, LOOKUP_TABLE
 from streaminfer.workers.execution.runtime import ModelRuntime

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from streaminfer.demo_model import DEMO_MODEL
+from streaminfer.demo.model import DEMO_MODEL
 from tests.support.harness import app_settings, started
 
 

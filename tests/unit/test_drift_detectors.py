@@ -12,7 +12,7 @@ from streaminfer.monitoring.settings import DetectorKind
 from streaminfer.monitoring.drift.simulate import Shift, drifting_rows
 from streaminfer.monitoring.drift.model_watch import reference_frame
 from streaminfer.schemas.monitoring import PREDICTION_FEATURE
-from streaminfer.demo_model import DEMO_MODEL
+from streaminfer.demo.model import DEMO_MODEL
 
 ROWS, SHIFT_AT = 1200, 600
 SHIFTED = ("mean radius", "mean texture", "worst area")

@@ -8,7 +8,7 @@ import pytest
 from streaminfer.monitoring.drift.simulate import Shift, drifting_rows
 from streaminfer.monitoring.drift.model_watch import reference_frame
 from streaminfer.monitoring.drift.windows import WindowDrift
-from streaminfer.demo_model import DEMO_MODEL
+from streaminfer.demo.model import DEMO_MODEL
 
 SHIFTED = ("mean radius", "mean texture", "worst area")
 WINDOW = 300

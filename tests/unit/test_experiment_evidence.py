@@ -7,7 +7,7 @@ import random
 import msgspec
 
 from streaminfer.monitoring.experiments.evidence import ExperimentEvidence
-from streaminfer.experiment_report import write_report
+from streaminfer.reports.experiment import write_report
 from streaminfer.workers.routing.traffic import Arm, Canary, Gates, Shadow, TrafficPolicy
 
 CANARY = TrafficPolicy("c1", canary=Canary(control="1.0.0", candidate="1.1.0", min_requests=200, gates=Gates()))

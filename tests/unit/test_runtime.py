@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from streaminfer.demo_model import DEMO_MODEL, INPUT_NAME, demo_data
+from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME, demo_data
 from tests.support.models import LOOKUP_MODEL
 from streaminfer.workers.errors import InferenceFailed
 from streaminfer.workers.execution.runtime import CPU, CUDA, ModelRuntime

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streaminfer.demo_model import DEMO_MLP_MODEL, DEMO_MODEL, build_demo_mlp, build_demo_model
+from streaminfer.demo.model import DEMO_MLP_MODEL, DEMO_MODEL, build_demo_mlp, build_demo_model
 from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.models.variants import write_variants
 

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from streaminfer.app import start_app, start_ray
-from streaminfer.demo_drift import (
+from streaminfer.demo.drift import (
     DriftStream,
     DriftSummary,
     drift_stream,
@@ -23,10 +23,10 @@ from streaminfer.demo_drift import (
     summarise,
     wait_for_monitor,
 )
-from streaminfer.demo_model import INPUT_NAME, build_demo_model, demo_data
+from streaminfer.demo.model import INPUT_NAME, build_demo_model, demo_data
 from streaminfer.loadgen import Payload, demo_payloads, send_all
 from streaminfer.settings import AppSettings
-from streaminfer.watch import Scoreboard
+from streaminfer.scoreboard import Scoreboard
 from streaminfer.streams.clients import make_consumer, make_producer, start_client
 from streaminfer.workers.models.repository import ModelRepository
 

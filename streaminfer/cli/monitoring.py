@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from streaminfer.cli_common import (
+from streaminfer.cli.common import (
     BootstrapOpt,
     RepoOpt,
     console,
@@ -76,7 +76,7 @@ def drift_report(
     """Show the newest evidently window report the monitor wrote; with --bootstrap, write a new
     one now from the newest requests on the topic against the model's training reference."""
     from streaminfer.monitoring.drift.windows import latest_report
-    from streaminfer.drift_report import report_from_topic
+    from streaminfer.reports.drift import report_from_topic
 
     settings = load_settings(bootstrap, model_repo)
     if bootstrap is not None:

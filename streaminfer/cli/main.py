@@ -11,8 +11,8 @@ from typing import Any, Optional
 import typer
 from rich.progress import Progress
 
-from streaminfer.cli_alerts import alerts_app
-from streaminfer.cli_common import (
+from streaminfer.cli.alerts import alerts_app
+from streaminfer.cli.common import (
     BootstrapOpt,
     RepoOpt,
     console,
@@ -21,10 +21,10 @@ from streaminfer.cli_common import (
     load_settings,
     until_signal_or,
 )
-from streaminfer import cli_registry
-from streaminfer.cli_experiments import experiments_app
-from streaminfer.cli_features import features_app
-from streaminfer.cli_monitoring import drift_app, monitor_command
+from streaminfer.cli import registry as cli_registry
+from streaminfer.cli.experiments import experiments_app
+from streaminfer.cli.features import features_app
+from streaminfer.cli.monitoring import drift_app, monitor_command
 from streaminfer.settings import AppSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming inference on Kafka with Ray and ONNX Runtime.")
@@ -127,7 +127,7 @@ def produce(
     """Send requests from a file or from the demo dataset, with a progress bar."""
     if (file is None) == (count is None):
         raise typer.BadParameter("give exactly one of --file or --count")
-    from streaminfer.demo_model import INPUT_NAME, demo_data
+    from streaminfer.demo.model import INPUT_NAME, demo_data
     from streaminfer.loadgen import demo_payloads, file_payloads
 
     settings = load_settings(bootstrap)
@@ -209,7 +209,7 @@ def demo(
 ) -> None:
     """Start a broker, Ray and the pipeline, send N requests, and show predictions flowing."""
     from streaminfer.broker import EmbeddedBroker
-    from streaminfer.demo import run_demo
+    from streaminfer.demo.run import run_demo
 
     settings = load_settings(
         bootstrap, model_repo, pool={"size": pool_size}, metrics={"port": 0},
@@ -257,7 +257,7 @@ def bench(
 def _checkout_bench():
     """The benchmark ships with the source, not the wheel (it builds peers' venvs and starts
     Apache Kafka from Maven jars): find it in the checkout this package was installed from."""
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parents[2]
     if not (checkout / "bench" / "main.py").is_file():
         err_console.print(
             "[red]error:[/red] streaminfer bench runs from a source checkout (git clone, then "
@@ -278,7 +278,7 @@ def build_demo(
     force: bool = typer.Option(False, help="Rebuild even if the version exists."),
 ) -> None:
     """Train the breast_cancer demo classifier and write it to the repository."""
-    from streaminfer.demo_model import build_demo_mlp, build_demo_model
+    from streaminfer.demo.model import build_demo_mlp, build_demo_model
     from streaminfer.workers.models.repository import ModelRepository
 
     repository = ModelRepository(load_settings(model_repo=model_repo).model_repository)

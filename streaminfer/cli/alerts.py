@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from streaminfer.cli_common import (
+from streaminfer.cli.common import (
     BootstrapOpt,
     console,
     friendly_errors,
@@ -51,7 +51,7 @@ def alerts_run(
 
 
 async def _alerts_until_signal(settings: AppSettings) -> None:
-    from streaminfer.alerting import start_alerting
+    from streaminfer.alerting_service import start_alerting
     from streaminfer.streams.clients import check_reachable
 
     await check_reachable(settings.kafka.bootstrap)
@@ -72,7 +72,7 @@ def alerts_silence(
     bootstrap: Optional[str] = BootstrapOpt,
 ) -> None:
     """Mute alerts whose labels match, until the silence expires."""
-    from streaminfer.alerting import add_silence
+    from streaminfer.alerting_service import add_silence
 
     settings = load_settings(bootstrap)
     silence = asyncio.run(add_silence(settings, match, duration, comment, author))
@@ -84,7 +84,7 @@ def alerts_silence(
 def alerts_expire(silence_id: str = typer.Argument(..., help="Silence id from `alerts list`."),
                   bootstrap: Optional[str] = BootstrapOpt) -> None:
     """End a silence now."""
-    from streaminfer.alerting import expire_silence
+    from streaminfer.alerting_service import expire_silence
 
     asyncio.run(expire_silence(load_settings(bootstrap), silence_id))
     console.print(f"silence {silence_id} expired")
@@ -96,7 +96,7 @@ def alerts_list(bootstrap: Optional[str] = BootstrapOpt) -> None:
     """Alerts as last notified (firing or resolved) and the active silences."""
     from rich.table import Table
 
-    from streaminfer.alerting import current_alerts
+    from streaminfer.alerting_service import current_alerts
 
     alerts, silences = asyncio.run(current_alerts(load_settings(bootstrap)))
     table = Table(title="alerts (as last notified)")

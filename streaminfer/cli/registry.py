@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from streaminfer.cli_common import RepoOpt, console, friendly_errors, load_settings
+from streaminfer.cli.common import RepoOpt, console, friendly_errors, load_settings
 from streaminfer.workers.models.registry import PRODUCTION, AuditEntry, ModelRegistry
 from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.routing.traffic import load_policy

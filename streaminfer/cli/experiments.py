@@ -14,8 +14,8 @@ from typing import Optional
 import msgspec
 import typer
 
-from streaminfer.cli_common import RepoOpt, console, friendly_errors, load_settings
-from streaminfer.cli_registry import WhoOpt, WhyOpt, describe_policy
+from streaminfer.cli.common import RepoOpt, console, friendly_errors, load_settings
+from streaminfer.cli.registry import WhoOpt, WhyOpt, describe_policy
 from streaminfer.workers.models.registry import AuditEntry, ModelRegistry, RegistryError, default_actor
 from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.routing.traffic import (
@@ -153,7 +153,7 @@ def report(
 ) -> None:
     """Write the experiment's HTML report (effect over time with its confidence band, traffic
     split, latency by arm) and print the verdict."""
-    from streaminfer.experiment_report import write_report
+    from streaminfer.reports.experiment import write_report
 
     settings = load_settings().experiments
     path, verdict = write_report(settings.snapshots_dir, name, out)

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from streaminfer.cli_common import BootstrapOpt, console, friendly_errors, load_settings
+from streaminfer.cli.common import BootstrapOpt, console, friendly_errors, load_settings
 from streaminfer.settings import AppSettings
 
 features_app = typer.Typer(no_args_is_help=True, help="Streaming features in a Feast feature repository.")

@@ -23,7 +23,7 @@ class AlertingActor:
         self._url: str | None = None
 
     async def ensure_started(self) -> dict[str, object]:
-        from streaminfer.alerting import start_alerting
+        from streaminfer.alerting_service import start_alerting
 
         if self._running is not None and self._running.service.failure is not None:
             failed, self._running = self._running, None
