@@ -3,7 +3,7 @@
 Why: alerts and dashboards fail silently. A renamed metric, a typo in PromQL or a threshold
 that never trips shows up only during the incident it was meant to catch. promtool parses and
 unit-tests the rules (infra/prometheus/alerts.test.yml); the catalogue tests tie every
-``streaminfer_*`` name in the rules and the dashboard to monitoring/metrics.py.
+``streaminfer_*`` name in the rules and the dashboard to monitoring/observability/metrics.py.
 
 promtool comes with Debian's ``prometheus`` package, which CI installs (.ci/run): without it these
 tests fail rather than skip, so a missing tool never passes for green.
@@ -213,7 +213,7 @@ def test_every_metric_in_the_alert_rules_is_exported_or_recorded() -> None:
 
     unknown = used - _catalogue() - _recorded_names()
 
-    assert not unknown, f"neither in monitoring/metrics.py nor recorded: {sorted(unknown)}"
+    assert not unknown, f"neither in monitoring/observability/metrics.py nor recorded: {sorted(unknown)}"
 
 
 def test_every_metric_in_the_dashboard_is_exported() -> None:
@@ -224,7 +224,7 @@ def test_every_metric_in_the_dashboard_is_exported() -> None:
 
     unknown = used - _catalogue() - _recorded_names()
 
-    assert not unknown, f"not in monitoring/metrics.py: {sorted(unknown)}"
+    assert not unknown, f"not in monitoring/observability/metrics.py: {sorted(unknown)}"
 
 
 def test_a_histogram_or_counter_family_name_alone_is_not_a_series() -> None:
