@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from streaminfer.monitoring.alerting.config import AlertConfigError, AlertingConfig, load_config, parse_matcher
 from streaminfer.monitoring.alerting.delivery_metrics import DeliveryMetrics
 from streaminfer.monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
-from streaminfer.schemas.alerts import (
+from streaminfer.schemas.notifications import (
     Silence,
     WebhookAlert,
     decode_notification,

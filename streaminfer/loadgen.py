@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import request_body
-from streaminfer.schemas.monitoring import Label, encode_event
+from streaminfer.schemas.monitoring_events import Label, encode_event
 
 Headers = list[tuple[str, bytes]]
 

@@ -35,7 +35,7 @@ from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import Prediction, decode_prediction
 from streaminfer.schemas.deadletter import HEADER_PREFIX, MODEL_FAULTS
 from streaminfer.schemas.errors import StreamInferError
-from streaminfer.schemas.monitoring import MetricEvent, decode_label, encode_event
+from streaminfer.schemas.monitoring_events import MetricEvent, decode_label, encode_event
 from streaminfer.streams.clients import ensure_topic_names
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
 from streaminfer.streams.single_reader import (

@@ -39,7 +39,7 @@ from streaminfer.monitoring.drift.windows import WindowResult
 from streaminfer.schemas.codec import decode_prediction, decode_request, request_tensors
 from streaminfer.schemas.errors import StreamInferError
 from streaminfer.schemas.headers import parse_request_headers
-from streaminfer.schemas.monitoring import DriftEvent, MetricEvent, decode_label, encode_event
+from streaminfer.schemas.monitoring_events import DriftEvent, MetricEvent, decode_label, encode_event
 from streaminfer.streams.clients import ensure_topic_names
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
 from streaminfer.streams.single_reader import (

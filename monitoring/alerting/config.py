@@ -41,7 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streaminfer.monitoring.alerting.receivers import ReceiverConfig
-from streaminfer.schemas.alerts import Matcher
+from streaminfer.schemas.notifications import Matcher
 from streaminfer.schemas.errors import StreamInferError
 
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")

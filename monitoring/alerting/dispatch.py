@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from streaminfer.monitoring.alerting.config import RouteConfig, parse_matcher
 from streaminfer.monitoring.alerting.rules import Alert
 from streaminfer.monitoring.alerting.signals import matches
-from streaminfer.schemas.alerts import (
+from streaminfer.schemas.notifications import (
     FIRING,
     RESOLVED,
     ZERO_TIME,

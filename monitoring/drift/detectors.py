@@ -17,7 +17,7 @@ import numpy as np
 from river import drift
 
 from streaminfer.monitoring.settings import DetectorKind
-from streaminfer.schemas.monitoring import PREDICTION_FEATURE, DriftEvent, DriftKind
+from streaminfer.schemas.monitoring_events import PREDICTION_FEATURE, DriftEvent, DriftKind
 
 _RIVER = {
     DetectorKind.ADWIN: drift.ADWIN,

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from streaminfer.schemas.monitoring import DriftEvent, DriftKind
+from streaminfer.schemas.monitoring_events import DriftEvent, DriftKind
 
 #: Evidently tests whose score is a p-value (drift when below the threshold); the others return
 #: a distance (drift when above).

@@ -15,7 +15,7 @@ import msgspec
 import typer
 
 from streaminfer.cli.common import RepoOpt, console, friendly_errors, load_settings
-from streaminfer.cli.registry import WhoOpt, WhyOpt, describe_policy
+from streaminfer.cli.models import WhoOpt, WhyOpt, describe_policy
 from streaminfer.workers.models.registry import AuditEntry, ModelRegistry, RegistryError, default_actor
 from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.routing.traffic import (

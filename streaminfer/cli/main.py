@@ -21,7 +21,7 @@ from streaminfer.cli.common import (
     load_settings,
     until_signal_or,
 )
-from streaminfer.cli import registry
+from streaminfer.cli import models as model_commands
 from streaminfer.cli.experiments import experiments_app
 from streaminfer.cli.features import features_app
 from streaminfer.cli.monitoring import drift_app, monitor_command
@@ -317,10 +317,10 @@ def optimize(
                   "that precision applies to (tree ensembles), so the variant computes as FP32 does.")
 
 
-models_app.command("list")(registry.list_models)
-models_app.command("promote")(registry.promote)
-models_app.command("rollback")(registry.rollback)
-models_app.command("history")(registry.history)
+models_app.command("list")(model_commands.list_models)
+models_app.command("promote")(model_commands.promote)
+models_app.command("rollback")(model_commands.rollback)
+models_app.command("history")(model_commands.history)
 
 
 app.add_typer(drift_app, name="drift")

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from streaminfer.app import start_app, start_ray
-from streaminfer.demo.drift import (
+from streaminfer.demo.drift_scenario import (
     DriftStream,
     DriftSummary,
     drift_stream,

@@ -21,7 +21,7 @@ import aiohttp
 from streaminfer.monitoring.alerting.delivery_metrics import DELIVERED, REJECTED, RETRIED
 from streaminfer.monitoring.alerting.receivers import ReceiverConfig
 from streaminfer.monitoring.alerting.signing import sign
-from streaminfer.schemas.alerts import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
+from streaminfer.schemas.notifications import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
 
 #: 4xx answers that mean "not now" rather than "never": retried like 5xx.
 RETRIED_CLIENT_STATUSES = frozenset({408, 429})

@@ -27,7 +27,7 @@ from streaminfer.monitoring.alerting.delivery_metrics import (
     DeliveryMetrics,
 )
 from streaminfer.monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
-from streaminfer.schemas.alerts import DeliveryFailure, Notification, encode_alerting
+from streaminfer.schemas.notifications import DeliveryFailure, Notification, encode_alerting
 from streaminfer.streams.errors import DeliveryFailed
 from streaminfer.streams.offsets import OffsetTracker
 from streaminfer.streams.alerting.attempts import Attempt, backoff_s, post, request_headers, verdict

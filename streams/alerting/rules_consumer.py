@@ -31,8 +31,8 @@ from streaminfer.monitoring.alerting.rules import RuleEngine
 from streaminfer.monitoring.alerting.signals import Sample, from_drift, from_metric
 from streaminfer.monitoring.checkpoint import load_checkpoint, save_checkpoint
 from streaminfer.monitoring.settings import AlertingSettings, MonitorTopics
-from streaminfer.schemas.alerts import Notification, Silence, decode_silence, encode_alerting
-from streaminfer.schemas.monitoring import decode_drift_event, decode_metric_event
+from streaminfer.schemas.notifications import Notification, Silence, decode_silence, encode_alerting
+from streaminfer.schemas.monitoring_events import decode_drift_event, decode_metric_event
 from streaminfer.streams.clients import ensure_topic_names
 from streaminfer.streams.settings import KafkaSettings
 from streaminfer.streams.single_reader import (

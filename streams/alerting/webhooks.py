@@ -45,7 +45,7 @@ from prometheus_client import CollectorRegistry
 
 from streaminfer.monitoring.alerting.delivery_metrics import UNKNOWN_RECEIVER, DeliveryMetrics
 from streaminfer.monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
-from streaminfer.schemas.alerts import decode_notification
+from streaminfer.schemas.notifications import decode_notification
 from streaminfer.schemas.errors import StreamInferError
 from streaminfer.streams.clients import make_consumer, make_producer, start_client
 from streaminfer.streams.offsets import OffsetTracker

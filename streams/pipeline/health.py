@@ -11,7 +11,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from streaminfer.schemas.monitoring import MetricEvent
+from streaminfer.schemas.monitoring_events import MetricEvent
 
 LATENCY_SAMPLE = 4096
 

@@ -29,7 +29,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streaminfer.monitoring.observability.metrics import PREDICTED, PipelineMetrics
 from streaminfer.schemas.errors import RequestError, UndecodableRequest
-from streaminfer.schemas.monitoring import encode_event
+from streaminfer.schemas.monitoring_events import encode_event
 from streaminfer.streams.pipeline.answers import answer, dead_letter, shadow_answer
 from streaminfer.streams.pipeline.decoding import Decoded, decode_record
 from streaminfer.streams.clients import make_consumer, make_producer, start_client

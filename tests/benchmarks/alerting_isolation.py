@@ -27,7 +27,7 @@ from typing import Callable
 import psutil
 
 from streaminfer.monitoring.settings import MonitorSettings
-from streaminfer.schemas.monitoring import DriftEvent, DriftKind, encode_event
+from streaminfer.schemas.monitoring_events import DriftEvent, DriftKind, encode_event
 from streaminfer.app import start_app, start_ray
 from streaminfer.broker import EmbeddedBroker, free_port
 from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME, build_demo_model, demo_data

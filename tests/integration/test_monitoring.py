@@ -18,7 +18,7 @@ from streaminfer.monitoring.settings import MonitorSettings, MonitorTopics
 from streaminfer.monitoring.drift.simulate import Shift, drifting_stream
 from streaminfer.monitoring.drift.model_watch import reference_frame
 from streaminfer.schemas.codec import decode_prediction
-from streaminfer.schemas.monitoring import decode_drift_event, decode_metric_event
+from streaminfer.schemas.monitoring_events import decode_drift_event, decode_metric_event
 from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME
 from streaminfer.loadgen import Payload, demo_payloads, label_payloads, send_all
 from streaminfer.streams.clients import ensure_topic_names, make_consumer, make_producer, start_client

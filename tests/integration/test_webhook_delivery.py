@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from streaminfer.monitoring.alerting.delivery_metrics import DeliveryMetrics
 from streaminfer.monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
-from streaminfer.schemas.alerts import (
+from streaminfer.schemas.notifications import (
     FIRING,
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from streaminfer.schemas.alerts import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
+from streaminfer.schemas.notifications import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
 
 
 @dataclass

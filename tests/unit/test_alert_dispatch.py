@@ -5,7 +5,7 @@ from __future__ import annotations
 from streaminfer.monitoring.alerting.config import RouteConfig
 from streaminfer.monitoring.alerting.dispatch import Dispatcher
 from streaminfer.monitoring.alerting.rules import Alert
-from streaminfer.schemas.alerts import Matcher, Silence
+from streaminfer.schemas.notifications import Matcher, Silence
 
 ROUTE = RouteConfig(
     receiver="team", group_by=["alertname", "model"], group_wait_s=10, group_interval_s=30, repeat_interval_s=300,

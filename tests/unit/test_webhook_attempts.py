@@ -7,7 +7,7 @@ import random
 
 from streaminfer.monitoring.alerting.receivers import ReceiverConfig
 from streaminfer.monitoring.alerting.signing import verify
-from streaminfer.schemas.alerts import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
+from streaminfer.schemas.notifications import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
 from streaminfer.streams.alerting.attempts import backoff_s, request_headers, retry_after_s, verdict
 
 

@@ -13,7 +13,7 @@ import ray
 from rich.table import Table
 
 from streaminfer.monitoring.drift.simulate import Shift, default_shift, drifting_stream
-from streaminfer.schemas.monitoring import DriftEvent, decode_drift_event
+from streaminfer.schemas.monitoring_events import DriftEvent, decode_drift_event
 from streaminfer.loadgen import Payload, demo_payloads, label_payloads
 from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import make_consumer, start_client
