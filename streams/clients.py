@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -13,33 +14,61 @@ from streaminfer.streams.errors import BrokerUnreachable, TopicsMissing
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
 
 
+class KafkaClients:
+    """Builds every Kafka client the system opens from one ``KafkaSettings``.
+
+    This is the seam between our code and aiokafka: services and the pipeline take a
+    ``KafkaClients`` instead of constructing clients, so a unit test can hand in one whose
+    clients are fakes, and connection settings (security, for one) are added in one place.
+    Keyword overrides win over the settings, for the few clients that need another value.
+    """
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.kafka = kafka
+
+    def producer(self, **overrides: Any) -> AIOKafkaProducer:
+        kafka = self.kafka
+        options: dict[str, Any] = dict(
+            bootstrap_servers=kafka.bootstrap,
+            client_id=f"{kafka.client_id}-producer",
+            acks="all",
+            linger_ms=kafka.linger_ms,
+            max_batch_size=256 * 1024,
+            compression_type=kafka.compression,
+            request_timeout_ms=kafka.request_timeout_ms,
+        )
+        return AIOKafkaProducer(**{**options, **overrides})
+
+    def consumer(self, *topics: str, group_id: str | None = None, **overrides: Any) -> AIOKafkaConsumer:
+        kafka = self.kafka
+        options: dict[str, Any] = dict(
+            bootstrap_servers=kafka.bootstrap,
+            client_id=f"{kafka.client_id}-consumer",
+            group_id=group_id if group_id is not None else kafka.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=kafka.session_timeout_ms,
+            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+            rebalance_timeout_ms=kafka.rebalance_timeout_ms,
+            fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+            request_timeout_ms=kafka.request_timeout_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        return AIOKafkaConsumer(*topics, **{**options, **overrides})
+
+    def admin(self, **overrides: Any) -> AIOKafkaAdminClient:
+        options: dict[str, Any] = dict(
+            bootstrap_servers=self.kafka.bootstrap, request_timeout_ms=self.kafka.request_timeout_ms
+        )
+        return AIOKafkaAdminClient(**{**options, **overrides})
+
+
 def make_producer(kafka: KafkaSettings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap,
-        client_id=f"{kafka.client_id}-producer",
-        acks="all",
-        linger_ms=kafka.linger_ms,
-        max_batch_size=256 * 1024,
-        compression_type=kafka.compression,
-        request_timeout_ms=kafka.request_timeout_ms,
-    )
+    return KafkaClients(kafka).producer()
 
 
 def make_consumer(kafka: KafkaSettings, *topics: str, group_id: str | None = None) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=kafka.bootstrap,
-        client_id=f"{kafka.client_id}-consumer",
-        group_id=group_id if group_id is not None else kafka.group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=kafka.session_timeout_ms,
-        heartbeat_interval_ms=kafka.heartbeat_interval_ms,
-        rebalance_timeout_ms=kafka.rebalance_timeout_ms,
-        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
-        request_timeout_ms=kafka.request_timeout_ms,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
+    return KafkaClients(kafka).consumer(*topics, group_id=group_id)
 
 
 async def start_client(client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdminClient, bootstrap: str) -> None:
@@ -70,7 +99,7 @@ async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> None:
 
 
 async def ensure_topic_names(kafka: KafkaSettings, names: list[str], partitions: int, replication_factor: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, request_timeout_ms=kafka.request_timeout_ms)
+    admin = KafkaClients(kafka).admin()
     await start_client(admin, kafka.bootstrap)
     try:
         existing = set(await admin.list_topics())
@@ -89,7 +118,7 @@ async def ensure_topic_names(kafka: KafkaSettings, names: list[str], partitions:
 async def partition_counts(kafka: KafkaSettings, names: list[str], timeout_s: float = 30.0) -> dict[str, int]:
     """Partitions of each topic, waiting for topics just created to show up in the metadata
     (a consumer's cached metadata may not list them yet, and assigning nothing reads nothing)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap, request_timeout_ms=kafka.request_timeout_ms)
+    admin = KafkaClients(kafka).admin()
     await start_client(admin, kafka.bootstrap)
     deadline = asyncio.get_running_loop().time() + timeout_s
     try:
