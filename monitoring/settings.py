@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from streaminfer.monitoring.alerting.receivers import DeliverySettings
+
 
 class DetectorKind(str, Enum):
     """River's drift detectors; values are what drift events carry in ``detector``."""
@@ -106,6 +108,9 @@ class AlertingSettings(BaseModel):
     check_receivers: bool = True
     """Refuse to start when a receiver's host does not accept connections (a typo in the URL
     would otherwise only show as undelivered alerts)."""
+
+    delivery: DeliverySettings = DeliverySettings()
+    """How the webhook delivery worker reads the outbox and retries (``STREAMINFER_ALERTING__DELIVERY__...``)."""
 
 
 class ExperimentSettings(BaseModel):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from streaminfer.monitoring.alerting.config import AlertConfigError, AlertingConfig, load_config, parse_matcher
 from streaminfer.monitoring.alerting.delivery_metrics import DeliveryMetrics
-from streaminfer.monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
+from streaminfer.monitoring.alerting.receivers import ReceiverConfig
 from streaminfer.schemas.notifications import (
     Silence,
     WebhookAlert,
@@ -60,7 +60,7 @@ async def start_alerting(settings: AppSettings, metrics: DeliveryMetrics | None 
     service = AlertingService(settings.kafka, config, settings.monitor.topics, settings.alerting)
     delivery = WebhookDelivery(
         settings.kafka, settings.alerting.topics.outbox, settings.alerting.topics.deadletter,
-        settings.alerting.delivery_group_id, receivers, DeliverySettings(), metrics,
+        settings.alerting.delivery_group_id, receivers, settings.alerting.delivery, metrics,
     )
     await service.start()
     try:

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+from typing import get_args
+
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+import streaminfer
 
 from streaminfer.settings import AppSettings
 
@@ -28,3 +36,39 @@ def test_invalid_values_are_rejected_with_the_field_name(monkeypatch):
 def test_served_models_start_with_the_default_and_have_no_repeats():
     settings = AppSettings(models=["a", "breast-cancer", "a"])
     assert settings.served_model_names() == ["breast-cancer", "a"]
+
+
+def _reachable(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[BaseModel]]:
+    seen.add(model)
+    for field in model.model_fields.values():
+        for candidate in (field.annotation, *get_args(field.annotation)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel) and candidate not in seen:
+                _reachable(candidate, seen)
+    return seen
+
+
+def _settings_models() -> set[type[BaseModel]]:
+    """Every settings model of the project: classes named ``*Settings`` or ``*Topics``."""
+    package_root = Path(streaminfer.__file__).parent
+    found = set()
+    for info in pkgutil.walk_packages([str(package_root)], prefix="streaminfer."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for _name, value in inspect.getmembers(module, inspect.isclass):
+            if (issubclass(value, BaseModel) and value.__module__ == module.__name__
+                    and value.__name__.endswith(("Settings", "Topics"))):
+                found.add(value)
+    return found
+
+
+def test_every_settings_model_is_reachable_from_app_settings():
+    """A settings model the composition root cannot reach is one production only ever runs at
+    its defaults (as webhook delivery once did)."""
+    unreachable = {m.__qualname__ for m in _settings_models() - _reachable(AppSettings, set())}
+    assert unreachable == set()
+
+
+def test_webhook_delivery_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("STREAMINFER_ALERTING__DELIVERY__COMMIT_INTERVAL_MS", "50")
+    assert AppSettings().alerting.delivery.commit_interval_ms == 50
