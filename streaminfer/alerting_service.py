@@ -8,7 +8,6 @@ import getpass
 import re
 import time
 import uuid
-from dataclasses import dataclass
 
 from streaminfer.monitoring.alerting.config import AlertConfigError, AlertingConfig, load_config, parse_matcher
 from streaminfer.monitoring.alerting.delivery_metrics import DeliveryMetrics
@@ -35,40 +34,68 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-@dataclass
-class RunningAlerting:
-    config: AlertingConfig
-    receivers: list[ReceiverConfig]
-    service: AlertingService
-    delivery: WebhookDelivery
+class AlertingPair:
+    """The rules consumer and the webhook delivery, started and stopped together: what `alerts
+    run` and the ``alerting`` actor run. Either one failing fails the pair, so the actor shell
+    replaces both (each resumes from its checkpoint or committed offsets)."""
+
+    def __init__(self, settings: AppSettings, metrics: DeliveryMetrics | None = None) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self.config: AlertingConfig | None = None
+        self.receivers: list[ReceiverConfig] = []
+        self.service: AlertingService | None = None
+        self.delivery: WebhookDelivery | None = None
+
+    async def start(self) -> None:
+        """Load and check the rules file, then start the rules consumer and the delivery worker."""
+        settings = self._settings
+        if settings.alerting.rules_file is None:
+            raise AlertConfigError("no alerting rules file: pass --rules FILE (see infra/alerts/rules.yml)")
+        self.config, self.receivers = load_config(settings.alerting.rules_file)
+        if settings.alerting.check_receivers:
+            await check_receivers(self.receivers)
+        service = AlertingService(settings.kafka, self.config, settings.monitor.topics, settings.alerting)
+        delivery = WebhookDelivery(
+            settings.kafka, settings.alerting.topics.outbox, settings.alerting.topics.deadletter,
+            settings.alerting.delivery_group_id, self.receivers, settings.alerting.delivery, self._metrics,
+        )
+        await service.start()
+        try:
+            await delivery.start()
+        except BaseException:
+            await service.stop()
+            raise
+        self.service, self.delivery = service, delivery
+
+    @property
+    def failure(self) -> BaseException | None:
+        if self.service is not None and self.service.failure is not None:
+            return self.service.failure
+        return self.delivery.failure if self.delivery is not None else None
+
+    def describe(self) -> dict[str, object]:
+        if self.service is None or self.delivery is None:
+            return {}
+        return {"delivery": self.delivery.describe(), **self.service.describe()}
 
     async def wait(self) -> None:
+        assert self.service is not None and self.delivery is not None
         await asyncio.gather(self.service.wait(), self.delivery.wait())
 
     async def stop(self) -> None:
-        await self.service.stop()
-        await self.delivery.stop()
+        """Safe to call twice."""
+        service, delivery, self.service, self.delivery = self.service, self.delivery, None, None
+        if service is not None:
+            await service.stop()
+        if delivery is not None:
+            await delivery.stop()
 
 
-async def start_alerting(settings: AppSettings, metrics: DeliveryMetrics | None = None) -> RunningAlerting:
-    """Load and check the rules file, then start the rules consumer and the delivery worker."""
-    if settings.alerting.rules_file is None:
-        raise AlertConfigError("no alerting rules file: pass --rules FILE (see infra/alerts/rules.yml)")
-    config, receivers = load_config(settings.alerting.rules_file)
-    if settings.alerting.check_receivers:
-        await check_receivers(receivers)
-    service = AlertingService(settings.kafka, config, settings.monitor.topics, settings.alerting)
-    delivery = WebhookDelivery(
-        settings.kafka, settings.alerting.topics.outbox, settings.alerting.topics.deadletter,
-        settings.alerting.delivery_group_id, receivers, settings.alerting.delivery, metrics,
-    )
-    await service.start()
-    try:
-        await delivery.start()
-    except BaseException:
-        await service.stop()
-        raise
-    return RunningAlerting(config, receivers, service, delivery)
+async def start_alerting(settings: AppSettings, metrics: DeliveryMetrics | None = None) -> AlertingPair:
+    pair = AlertingPair(settings, metrics)
+    await pair.start()
+    return pair
 
 
 def parse_duration(text: str) -> float:

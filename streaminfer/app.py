@@ -34,12 +34,10 @@ from streaminfer.monitoring.alerting.config import load_config
 from streaminfer.monitoring.observability.discovery import ScrapeTarget, write_targets
 from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
 from streaminfer.monitoring.observability.metrics import ActorMetrics, PipelineMetrics
-from streaminfer.actors.alerting import AlertingActor
 from streaminfer.broker import port_in_use
 from streaminfer.actors.consumer import ConsumerActor
 from streaminfer.errors import PortInUse
-from streaminfer.actors.experiments import ExperimentsActor
-from streaminfer.actors.monitor import MonitorActor
+from streaminfer.actors.service import AlertingBuilder, ExperimentsBuilder, MonitorBuilder, ServiceActor, ServiceBuilder, ServiceState
 from streaminfer.process import tune_gc_for_streaming
 from streaminfer.settings import AppSettings
 from streaminfer.supervision import ActorWatcher, Sighting
@@ -113,7 +111,7 @@ class RunningApp(ABC):
     monitor: ray.actor.ActorHandle | None = None
     alerting: ray.actor.ActorHandle | None = None
     experiments: ray.actor.ActorHandle | None = None
-    side_states: dict[str, dict[str, object]] = field(default_factory=dict)
+    side_states: dict[str, ServiceState] = field(default_factory=dict)
     """What the monitor, alerting and experiment actors last said about themselves, by name."""
     supervisor: asyncio.Task[None] | None = None
     failure: str | None = None
@@ -188,8 +186,8 @@ class RunningApp(ABC):
             self._side_failures[name] = str(exc)
             return Sighting(name, name, None)
         self._side_failures.pop(name, None)
-        self._endpoint(name, state.get("metrics_url"), name)
-        return Sighting(name, name, int(state["pid"]))  # type: ignore[arg-type]
+        self._endpoint(name, state.metrics_url, name)
+        return Sighting(name, name, state.pid)
 
     async def supervise(self) -> None:
         while self.failure is None:
@@ -339,6 +337,14 @@ def _metrics_host(settings: AppSettings) -> str | None:
     return settings.metrics.host if settings.metrics.port is not None else None
 
 
+def _start_service(settings: AppSettings, build: ServiceBuilder, env: dict[str, str] | None = None) -> ray.actor.ActorHandle:
+    """A side service in its own actor, named after it; Ray restarts the process if it dies."""
+    options: dict[str, object] = {"name": build.label, "namespace": settings.pool.namespace, "max_restarts": -1, "num_cpus": 0}
+    if env:
+        options["runtime_env"] = {"env_vars": env}
+    return ray.remote(ServiceActor).options(**options).remote(build, _metrics_host(settings))
+
+
 def _start_monitor(settings: AppSettings) -> ray.actor.ActorHandle:
     """Paths are made absolute here: a Ray worker's working directory is not the driver's."""
     monitor_settings = settings.monitor.model_copy(
@@ -347,22 +353,17 @@ def _start_monitor(settings: AppSettings) -> ray.actor.ActorHandle:
             "checkpoint_dir": settings.monitor.checkpoint_dir.resolve(),
         }
     )
-    return ray.remote(MonitorActor).options(
-        name="monitor", namespace=settings.pool.namespace, max_restarts=-1, num_cpus=0
-    ).remote(
-        str(settings.model_repository.resolve()), settings.pipeline.default_model, settings.kafka, settings.topics,
-        monitor_settings, _metrics_host(settings),
-    )
+    return _start_service(settings, MonitorBuilder(
+        settings.model_repository.resolve(), settings.pipeline.default_model, settings.kafka, settings.topics,
+        monitor_settings,
+    ))
 
 
 def _start_experiments(settings: AppSettings) -> ray.actor.ActorHandle:
     experiments = settings.experiments.model_copy(update={"snapshots_dir": settings.experiments.snapshots_dir.resolve()})
-    return ray.remote(ExperimentsActor).options(
-        name="experiments", namespace=settings.pool.namespace, max_restarts=-1, num_cpus=0
-    ).remote(
-        str(settings.model_repository.resolve()), settings.kafka, settings.topics, settings.monitor.topics, experiments,
-        _metrics_host(settings),
-    )
+    return _start_service(settings, ExperimentsBuilder(
+        settings.model_repository.resolve(), settings.kafka, settings.topics, settings.monitor.topics, experiments,
+    ))
 
 
 def _start_alerting(settings: AppSettings) -> ray.actor.ActorHandle:
@@ -375,10 +376,7 @@ def _start_alerting(settings: AppSettings) -> ray.actor.ActorHandle:
         "rules_file": settings.alerting.rules_file.resolve(),
         "checkpoint_dir": settings.alerting.checkpoint_dir.resolve(),
     })})
-    return ray.remote(AlertingActor).options(
-        name="alerting", namespace=settings.pool.namespace, max_restarts=-1, num_cpus=0,
-        runtime_env={"env_vars": secrets},
-    ).remote(absolute)
+    return _start_service(settings, AlertingBuilder(absolute), env=secrets)
 
 
 async def _start_consumer_group(app: ConsumerGroupApp) -> None:

@@ -56,6 +56,7 @@ async def _alerts_until_signal(settings: AppSettings) -> None:
 
     await check_reachable(settings.kafka.bootstrap)
     running = await start_alerting(settings)
+    assert running.config is not None
     console.print(f"alerting: {len(running.config.rules)} rules on {settings.monitor.topics.drift} and "
                   f"{settings.monitor.topics.metrics}; outbox {settings.alerting.topics.outbox}; receivers "
                   f"{', '.join(r.name for r in running.receivers)} (Ctrl-C to stop)")

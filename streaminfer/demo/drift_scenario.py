@@ -82,11 +82,11 @@ async def wait_for_monitor(monitor: ray.actor.ActorHandle, requests: int, labels
     deadline = time.monotonic() + MONITOR_CATCH_UP_S
     state: dict[str, object] = {}
     while time.monotonic() < deadline:
-        state = await monitor.ensure_started.remote()
+        state = (await monitor.ensure_started.remote()).detail
         seen = state.get("records", {})
         if seen.get("requests", 0) >= requests and seen.get("predictions", 0) >= requests and seen.get("labels", 0) >= labels:  # type: ignore[union-attr]
             await asyncio.sleep(0.5)
-            return await monitor.ensure_started.remote()
+            return (await monitor.ensure_started.remote()).detail
         await asyncio.sleep(0.5)
     return state
 

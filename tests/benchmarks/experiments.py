@@ -125,7 +125,7 @@ async def time_to_rollback(scratch: Path, kafka: KafkaSettings, trial: int) -> t
                     break
         await producer.flush()
         await asyncio.sleep(3)
-        actions = (await app.experiments.describe.remote())["actions"]  # type: ignore[union-attr]
+        actions = (await app.experiments.describe.remote()).detail["actions"]  # type: ignore[union-attr]
     finally:
         await producer.stop()
         await app.stop()

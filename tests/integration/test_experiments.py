@@ -246,7 +246,7 @@ async def test_a_canary_failing_a_fifth_of_its_requests_is_rolled_back_and_alert
                 await sender
                 await collector.until(lambda c: len(answered(c)) >= 8000)
                 await collector.settle()
-                actions = (await app.experiments.describe.remote())["actions"]  # type: ignore[union-attr]
+                actions = (await app.experiments.describe.remote()).detail["actions"]  # type: ignore[union-attr]
         finally:
             await app.stop()
 
@@ -283,7 +283,7 @@ async def test_a_healthy_canary_reaches_every_step_and_is_promoted(kafka_setting
             assert time.monotonic() < deadline, f"canary stuck: {[e.detail for e in registry.history(EXPERIMENT_MODEL)]}"
             await asyncio.sleep(0.5)
         sender.cancel()
-        actions = (await app.experiments.describe.remote())["actions"]  # type: ignore[union-attr]
+        actions = (await app.experiments.describe.remote()).detail["actions"]  # type: ignore[union-attr]
     finally:
         await app.stop()
     assert [a[2] for a in actions] == ["advance", "advance", "complete"]

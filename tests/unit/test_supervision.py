@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ray.exceptions import RayError
 
+from streaminfer.actors.service import ServiceState
 from streaminfer.app import DriverApp
 from streaminfer.settings import AppSettings
 
@@ -32,11 +33,11 @@ async def test_a_side_actor_that_fails_to_start_is_counted_down_and_the_round_go
     app = DriverApp(settings=AppSettings(metrics={"port": None, "targets_file": None}))
     app._start_observability()
     app.monitor = _SideActor(RayError("monitor: RecursionError while reading a request"))
-    app.alerting = _SideActor({"pid": 42, "label": "alerting"})
+    app.alerting = _SideActor(ServiceState("alerting", 42, None))
 
     await app.supervise_once()  # must not raise: only the inference path may end `run`
     await app.supervise_once()
 
     assert app.failure is None
     assert "monitor" not in app.side_states
-    assert app.side_states["alerting"]["pid"] == 42
+    assert app.side_states["alerting"].pid == 42
