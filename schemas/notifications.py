@@ -87,7 +87,6 @@ _encoder = msgspec.json.Encoder()
 _notification_decoder = msgspec.json.Decoder(Notification)
 _failure_decoder = msgspec.json.Decoder(DeliveryFailure)
 _silence_decoder = msgspec.json.Decoder(Silence)
-_payload_decoder = msgspec.json.Decoder(WebhookPayload)
 
 
 def encode_alerting(message: msgspec.Struct) -> bytes:
@@ -105,6 +104,3 @@ def decode_delivery_failure(body: bytes) -> DeliveryFailure:
 def decode_silence(body: bytes) -> Silence:
     return _silence_decoder.decode(body)
 
-
-def decode_payload(body: bytes) -> WebhookPayload:
-    return _payload_decoder.decode(body)

@@ -38,12 +38,9 @@ from streaminfer.streams.features.records import (
 )
 from streaminfer.streams.features.settings import FeatureSettings
 from streaminfer.streams.features.stall import (
-    RESTART,
-    RESUME,
     StallWatch,
     report_stall,
     restart_process,
-    resume_streams,
     source_offsets,
 )
 from streaminfer.streams.features.store import window_spec
@@ -170,19 +167,15 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
                 await rows.send(key=event.key, value=encode(row))
 
     if settings.stall_after_s > 0:
-        watch = StallWatch(settings.stall_after_s, max_resumes=settings.stall_resumes)
+        watch = StallWatch(settings.stall_after_s)
         highwaters: dict[Any, int] = {}
 
         @app.timer(interval=max(1.0, settings.stall_after_s / 5))
         async def unstick() -> None:
             committed, behind = await source_offsets(app, highwaters)
             busy = bool(app.rebalancing or getattr(app, "in_recovery", False))
-            action = watch.check(time.monotonic(), committed, behind, busy)
-            if action is not None:
+            if watch.check(time.monotonic(), committed, behind, busy):
                 report_stall(app, behind)
-            if action == RESUME:
-                await resume_streams(app)
-            elif action == RESTART:
                 restart_process()
 
     return app

@@ -50,10 +50,6 @@ class FeatureSettings(BaseModel):
     rebalance, counts as stuck, and the worker process restarts itself
     (``streams.features.stall``); 0: never."""
 
-    stall_resumes: int = Field(0, ge=0)
-    """Times a stuck worker first redoes Faust's end-of-recovery steps in place before it
-    restarts; none by default, since that never got a stuck worker going in the stalls seen."""
-
     app_id: str = "streaminfer-features"
     """Faust app id: its consumer group and the prefix of its changelog topics."""
 

@@ -15,10 +15,9 @@ So this watch, deliberately dumb: a source partition that is behind, outside a r
 recovery, whose committed offset has not moved for ``stall_after_s``, is stuck. It logs each
 partition's offsets and where every task waits, and the process replaces itself with a fresh
 run of the same command, as a liveness probe would have it restarted: a fresh process reads
-from the committed offsets again. (With ``max_resumes`` it first redoes what Faust does at the
-end of a recovery: resume the source partitions, seek them to the committed offsets, resume the
-flow, make sure the fetcher runs. That never helped in the stalls seen.) Records read again are
-harmless: the join and the aggregates recognise requests they already hold.
+from the committed offsets again. (Redoing Faust's end-of-recovery steps in place, resuming and
+seeking the source partitions, was tried and never got a stuck worker going.) Records read
+again are harmless: the join and the aggregates recognise requests they already hold.
 """
 
 from __future__ import annotations
@@ -32,9 +31,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-RESUME, RESTART = "resume", "restart"
-
-
 @dataclass
 class StallWatch:
     """Per source partition: behind, and its committed offset not moving (Faust commits every
@@ -42,19 +38,11 @@ class StallWatch:
     worker can stall on some partitions while others flow."""
 
     stall_after_s: float
-    max_resumes: int = 0
-    """Resumes in a row that change nothing before the worker restarts its process instead.
-    None by default: in every stall seen, resuming changed nothing and only a fresh process
-    recovered, so a resume only added ``stall_after_s`` to the outage."""
-
-    resumes: int = 0
     restarts: int = 0
     _seen: dict[Any, tuple[int, float]] = field(default_factory=dict, repr=False)
-    _in_a_row: int = field(default=0, repr=False)
 
-    def check(self, now: float, committed: dict[Any, int], behind: dict[Any, int], busy: bool) -> str | None:
-        """``RESUME`` or ``RESTART`` when some partition is stuck; ``RESTART`` once
-        ``max_resumes`` resumes in a row left a partition stuck."""
+    def check(self, now: float, committed: dict[Any, int], behind: dict[Any, int], busy: bool) -> bool:
+        """True when some partition is stuck: the worker should restart its process."""
         stuck = False
         for tp, offset in committed.items():
             last = self._seen.get(tp)
@@ -62,18 +50,9 @@ class StallWatch:
                 self._seen[tp] = (offset, now)
             elif now - last[1] >= self.stall_after_s:
                 stuck = True
-        if not stuck:
-            if not busy and not any(behind.values()):
-                self._in_a_row = 0
-            return None
-        for tp, (offset, _) in list(self._seen.items()):
-            self._seen[tp] = (offset, now)  # the resumed worker gets the same time again
-        self._in_a_row += 1
-        if self._in_a_row > self.max_resumes:
+        if stuck:
             self.restarts += 1
-            return RESTART
-        self.resumes += 1
-        return RESUME
+        return stuck
 
 
 async def source_offsets(app: Any, highwaters: dict[Any, int], timeout_s: float = 10.0) -> tuple[dict[Any, int], dict[Any, int]]:
@@ -123,19 +102,6 @@ def report_stall(app: Any, behind: dict[Any, int]) -> None:
     except Exception:  # a diagnostic must never stop the remedy
         log.exception("could not describe the stuck worker's partitions")
     log.warning("where the worker's tasks wait:\n%s", waiting_tasks())
-
-
-async def resume_streams(app: Any) -> None:
-    """Faust's own end-of-recovery steps (``Recovery._resume_streams``), again."""
-    log.warning("feature worker: resuming its partitions from the committed offsets")
-    consumer = app.consumer
-    sources = {tp for tp in consumer.assignment() if tp.topic not in app.tables.changelog_topics}
-    consumer._buffered_partitions.difference_update(sources)
-    consumer.resume_partitions(sources)
-    await consumer.perform_seek()
-    app.flow_control.resume()
-    consumer.resume_flow()
-    await app._fetcher.maybe_start()
 
 
 def partition_states(app: Any) -> str:

@@ -145,10 +145,6 @@ class DynamicBatcher(Generic[T, R]):
         self._queued_rows += unit.rows
         return unit.future
 
-    @property
-    def queued_rows(self) -> int:
-        return self._queued_rows
-
     # dispatching -----------------------------------------------------------------------------
 
     async def _dispatch_loop(self) -> None:

@@ -94,9 +94,6 @@ class TrafficPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
             share = 100.0 if canary.status == "completed" else 0.0
         return (Arm("candidate", canary.candidate, share), Arm("control", canary.control, 100.0 - share))
 
-    def control_arm(self) -> str:
-        return "control" if self.canary is not None else (self.arms[0].name if self.arms else "")
-
 
 class PolicyInvalid(StreamInferError):
     def __init__(self, path: Path, problem: str) -> None:
