@@ -60,6 +60,6 @@ async def report_from_topic(settings: AppSettings, model: str, rows: int) -> tup
     import pandas as pd
 
     frame = pd.DataFrame(np.stack([row for row, _ in newest]), columns=watch.window.feature_names)
-    result = watch.window.evaluate(ClosedWindow(frame, newest[0][1], newest[-1][1]))
+    result = watch.window.evaluate(ClosedWindow(frame, newest[0][1], newest[-1][1], seen=len(newest)))
     assert result.report is not None
     return result.report, result.drifted

@@ -206,3 +206,24 @@ async def test_monitor_counts_a_deeply_nested_request_as_skipped_and_goes_on(kaf
     await monitor.stop()
     assert monitor.failure is None
     assert monitor.state.records == {"requests": 200, "skipped": 2}
+
+
+async def test_drift_report_from_the_topic_flags_exactly_the_shifted_features(tansu, model_repo, tmp_path):
+    """`drift report --bootstrap`: the newest requests as one window against the reference."""
+    from streaminfer.reports.drift import report_from_topic
+    from streaminfer.settings import AppSettings
+
+    suffix = uuid.uuid4().hex[:8]
+    settings = AppSettings(
+        model_repository=model_repo.root, kafka=KafkaSettings(bootstrap=tansu.bootstrap),
+        topics=TopicSettings(requests=f"requests-{suffix}", predictions=f"predictions-{suffix}", deadletter=f"deadletter-{suffix}"),
+        monitor=monitor_settings(tmp_path),
+    )
+    reference = reference_frame(model_repo.resolve(DEMO_MODEL))
+    rows, _ = drifting_stream(reference, 600, Shift(SHIFTED, 0), seed=4)
+    await ensure_topic_names(settings.kafka, [settings.topics.requests], partitions=1, replication_factor=1)
+    await produce(tansu.bootstrap, settings.topics.requests, demo_payloads(rows, 600, DEMO_MODEL, INPUT_NAME, "r"))
+
+    path, drifted = await report_from_topic(settings, DEMO_MODEL, rows=500)
+    assert path.is_file() and path.suffix == ".html"
+    assert set(drifted) == set(SHIFTED)
