@@ -97,10 +97,26 @@ def ray_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Everything under tests/integration talks to real services."""
+    """Everything under tests/integration talks to real services. Tests about Kafka's own
+    semantics (commits, rebalances, restarts, transactions: marked ``kafka_semantics``) run on
+    every broker; the rest run on the embedded one only, since the broker does not change what
+    they check (``STREAMINFER_TEST_ALL_BROKERS=1`` runs everything everywhere)."""
     for item in items:
         if "integration" in Path(str(item.fspath)).parts:
             item.add_marker(pytest.mark.integration)
+    if os.environ.get("STREAMINFER_TEST_ALL_BROKERS") == "1":
+        return
+    kept, deselected = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        broker = callspec.params.get("bootstrap") if callspec is not None else None
+        if broker not in (None, "tansu") and item.get_closest_marker("kafka_semantics") is None:
+            deselected.append(item)
+        else:
+            kept.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jsonschema
 import pandas as pd
+import pytest
 from prometheus_client import CollectorRegistry
 
 from streaminfer.monitoring.alerting.config import load_config
@@ -156,6 +157,7 @@ async def test_drift_fires_once_and_resolves_once_per_alert_with_signed_alertman
         assert all(a["annotations"]["summary"] == f"{a['labels']['feature']} drifted" for a in firing)
 
 
+@pytest.mark.kafka_semantics
 async def test_restarted_alerting_delivers_every_accepted_notification_once_after_a_receiver_outage(
     kafka_settings, model_repo, tmp_path
 ):

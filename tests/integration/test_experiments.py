@@ -103,6 +103,7 @@ async def read_all(bootstrap: str, topic: str, until, timeout_s: float = 60.0) -
     return records
 
 
+@pytest.mark.kafka_semantics
 async def test_promote_and_rollback_under_live_traffic_lose_and_fail_nothing(kafka_settings, topics, registry, ray_dashboard):
     count, rate = 6000, 1000.0
     sent_at: dict[str, float] = {}
@@ -133,6 +134,7 @@ async def test_promote_and_rollback_under_live_traffic_lose_and_fail_nothing(kaf
     assert [e.action for e in registry.history(EXPERIMENT_MODEL)] == ["promote", "promote", "rollback"]
 
 
+@pytest.mark.kafka_semantics
 async def test_a_split_is_sticky_per_key_across_processes_and_restarts(kafka_settings, topics, registry, ray_dashboard):
     arms = (Arm("control", PRODUCTION, 50), Arm("b", "1.1.0", 50))
     save_policy(registry.repository.root / EXPERIMENT_MODEL, TrafficPolicy("ab-1", arms=arms))

@@ -153,6 +153,7 @@ async def drift_events(kafka, topic: str) -> list[tuple]:
     return [(e.feature, e.detector, e.kind, e.samples, e.window_start_ms, e.window_end_ms) for e in events]
 
 
+@pytest.mark.kafka_semantics
 async def test_restarted_monitor_keeps_its_detector_state_and_fires_at_the_same_point(
     kafka_settings, model_repo, tmp_path
 ):

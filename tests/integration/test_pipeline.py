@@ -133,6 +133,7 @@ async def test_mixed_stream_sends_each_bad_record_to_dead_letters_with_its_reaso
     assert predicted == {rid for rid, reason in expected.items() if reason is None}
 
 
+@pytest.mark.kafka_semantics
 @pytest.mark.parametrize("consumers", [0, 2], ids=["worker-pool-actor", "consumer-actor"])
 async def test_killed_actor_mid_stream_loses_no_request(consumers, kafka_settings, topics, model_repo, ray_dashboard):
     """Kill a pool actor (driver shape) or a consuming actor (default shape) while requests flow."""
@@ -160,6 +161,7 @@ async def test_killed_actor_mid_stream_loses_no_request(consumers, kafka_setting
     print(f"duplicates after killing a {'consumer' if consumers else 'worker pool'} actor: {duplicates}")
 
 
+@pytest.mark.kafka_semantics
 async def test_restarted_pipeline_resumes_from_committed_offsets(kafka_settings, topics, model_repo, ray_dashboard):
     rows = demo_data().x_test
     first, second = demo_records(rows, 3000, "r")[:1500], demo_records(rows, 3000, "r")[1500:]
@@ -182,6 +184,7 @@ async def test_restarted_pipeline_resumes_from_committed_offsets(kafka_settings,
     assert max(ids.values()) == 1, "a clean stop commits what it answered, so nothing is answered twice"
 
 
+@pytest.mark.kafka_semantics
 async def test_two_pipelines_in_one_group_share_the_partitions_and_answer_each_request_once(
     kafka_settings, topics, model_repo, ray_dashboard
 ):

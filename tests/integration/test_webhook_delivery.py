@@ -242,6 +242,7 @@ async def test_every_notification_arrives_once_signed_with_its_key_and_an_alertm
     }
 
 
+@pytest.mark.kafka_semantics
 async def test_notifications_written_while_the_receiver_is_down_arrive_once_in_order_after_a_worker_restart(
     kafka_settings,
 ):
@@ -385,6 +386,7 @@ async def test_a_receiver_slower_than_its_timeout_does_not_delay_another_receive
     assert {p: offsets[p] for p in ends} == {p: first_slow.get(p, end) for p, end in ends.items()}
 
 
+@pytest.mark.kafka_semantics
 async def test_a_dead_receivers_backlog_waits_in_kafka_and_is_delivered_in_order_when_it_returns(
     kafka_settings,
 ):
