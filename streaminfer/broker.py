@@ -6,8 +6,11 @@ listener and the advertised listener URL, or it binds 0.0.0.0:9092.
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 import subprocess
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -43,13 +46,25 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def _stop_with_parent() -> None:
+    """Runs in the child before exec: PR_SET_PDEATHSIG (1) with SIGTERM."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
 class EmbeddedBroker:
     """``start()`` / ``stop()`` are idempotent; use it as a context manager in tests."""
 
-    def __init__(self, port: int = 0, host: str = LOOPBACK, log_path: Path | None = None) -> None:
+    def __init__(
+        self, port: int = 0, host: str = LOOPBACK, log_path: Path | None = None, die_with_parent: bool = False,
+    ) -> None:
+        """``die_with_parent``: on Linux, the kernel stops the broker when the process that started
+        it dies, however it dies (SIGKILL included), so a killed `streaminfer broker` never leaves
+        a broker holding its port. Only for a broker started from the main thread: the kernel
+        ties it to the starting *thread*."""
         self.host = host
         self.port = port
         self._log_path = log_path
+        self._die_with_parent = die_with_parent
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -70,6 +85,7 @@ class EmbeddedBroker:
              "--storage-engine", "memory://tansu/"],
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=_stop_with_parent if self._die_with_parent and sys.platform == "linux" else None,
         )
         self._wait_until_listening(timeout_s)
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -49,7 +50,10 @@ def broker(
     """Start the embedded Kafka-protocol broker (Tansu, in memory) until interrupted."""
     from streaminfer.broker import EmbeddedBroker
 
-    embedded = EmbeddedBroker(port=port, host=host).start()
+    # SIGTERM (systemd, docker stop, kill) must stop the broker too, not only Ctrl-C: without a
+    # handler Python dies at once and leaves the broker holding the port.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    embedded = EmbeddedBroker(port=port, host=host, die_with_parent=True).start()
     console.print(f"embedded broker listening; bootstrap: [bold]{embedded.bootstrap}[/bold]  (Ctrl-C to stop)")
     try:
         embedded.wait()
