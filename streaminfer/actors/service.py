@@ -44,7 +44,10 @@ class Service(Protocol):
 class ServiceBuilder(Protocol):
     """Creates a service, unstarted, with its metrics in ``registry``."""
 
-    label: str
+    @property
+    def label(self) -> str:
+        """The actor's name, and its ``component`` label in Prometheus."""
+        ...
 
     def __call__(self, registry: CollectorRegistry) -> Service: ...
 
@@ -146,8 +149,8 @@ class ExperimentsBuilder:
         from streaminfer.workers.models.repository import ModelRepository
 
         return ExperimentController(
-            self.kafka, self.topics, self.monitor_topics.labels, self.monitor_topics.metrics,
-            self.settings, ModelRepository(self.repository_root), ExperimentMetrics(registry),
+            self.kafka, self.topics, self.monitor_topics, self.settings,
+            ModelRepository(self.repository_root), ExperimentMetrics(registry),
         )
 
 
