@@ -41,6 +41,7 @@ from streaminfer.actors.service import AlertingBuilder, ExperimentsBuilder, Moni
 from streaminfer.process import tune_gc_for_streaming
 from streaminfer.settings import AppSettings
 from streaminfer.supervision import ActorWatcher, Sighting
+from streaminfer.topology import topology
 from streaminfer.streams.clients import check_reachable, ensure_topics
 from streaminfer.streams.pipeline.enrichment import feast_enricher
 from streaminfer.streams.features.settings import FeatureSettings
@@ -301,7 +302,8 @@ class ConsumerGroupApp(RunningApp):
 async def start_app(settings: AppSettings, registry: CollectorRegistry | None = None) -> RunningApp:
     """Check the broker, create topics, then start the chosen shape."""
     await check_reachable(settings.kafka.bootstrap)
-    await ensure_topics(settings.kafka, settings.topics)
+    system = topology(settings)
+    await ensure_topics(settings.kafka, system.select(system.pipeline_topics()))
     repository = ModelRepository(settings.model_repository)
     for name in settings.served_model_names():
         repository.resolve(name)  # fail here, in one line, before any actor starts
@@ -394,7 +396,7 @@ async def _start_consumer_group(app: ConsumerGroupApp) -> None:
                 num_gpus=settings.pool.actor_num_gpus,
             ).remote(
                 index, name, str(settings.model_repository.resolve()), settings.served_model_names(),
-                settings.kafka, settings.topics, settings.pipeline, settings.runtime, _metrics_host(settings),
+                settings.kafka, topology(settings).pipeline, settings.pipeline, settings.runtime, _metrics_host(settings),
                 _absolute_features(settings),
             )
         )
@@ -412,7 +414,7 @@ async def _start_driver(app: DriverApp, repository: ModelRepository) -> None:
         app.actors.extend(await served.pool.describe())
     tune_gc_for_streaming(settings.pipeline.gc_gen0_threshold)
     app.pipeline = Pipeline(
-        settings.kafka, settings.topics, settings.pipeline, app.models, PipelineMetrics(app.registry),
+        settings.kafka, topology(settings).pipeline, settings.pipeline, app.models, PipelineMetrics(app.registry),
         concurrent_batches=settings.pool.size, enricher=feast_enricher(_absolute_features(settings)),
     )
     await app.pipeline.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -11,7 +12,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from streaminfer.streams.errors import BrokerUnreachable, TopicsMissing
-from streaminfer.streams.settings import KafkaSettings, TopicSettings
+from streaminfer.streams.settings import KafkaSettings
+from streaminfer.streams.topics import TopicSpec
 
 
 class KafkaClients:
@@ -92,22 +94,15 @@ async def check_reachable(bootstrap: str, timeout_s: float = 10.0) -> None:
         await admin.close()
 
 
-async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> None:
-    """Create the pipeline's topics if missing (brokers that auto-create pick their own counts)."""
-    names = [topics.requests, topics.predictions, topics.deadletter, topics.shadow] + ([topics.health] if topics.health else [])
-    await ensure_topic_names(kafka, names, topics.partitions, topics.replication_factor)
-
-
-async def ensure_topic_names(kafka: KafkaSettings, names: list[str], partitions: int, replication_factor: int) -> None:
-    admin = KafkaClients(kafka).admin()
-    await start_client(admin, kafka.bootstrap)
+async def ensure_topics(kafka: KafkaClients | KafkaSettings, specs: Iterable[TopicSpec]) -> None:
+    """Create the topics of ``specs`` that do not exist yet, laid out as declared
+    (``streams.topics``); existing topics are left as they are. The one place topics are created."""
+    clients = _clients(kafka)
+    admin = clients.admin()
+    await start_client(admin, clients.kafka.bootstrap)
     try:
         existing = set(await admin.list_topics())
-        missing = [
-            NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
-            for name in dict.fromkeys(names)
-            if name not in existing
-        ]
+        missing = [_new_topic(spec) for spec in {spec.name: spec for spec in specs}.values() if spec.name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another member created it first
                 await admin.create_topics(missing)
@@ -115,11 +110,30 @@ async def ensure_topic_names(kafka: KafkaSettings, names: list[str], partitions:
         await admin.close()
 
 
-async def partition_counts(kafka: KafkaSettings, names: list[str], timeout_s: float = 30.0) -> dict[str, int]:
+async def ensure_topic_names(kafka: KafkaSettings, names: list[str], partitions: int, replication_factor: int) -> None:
+    """Ad hoc topics of tests and tools; the system's own go through ``ensure_topics`` with their
+    declaration (``streams.topics.Topology``)."""
+    await ensure_topics(kafka, [TopicSpec(name, partitions, replication_factor) for name in names])
+
+
+def _new_topic(spec: TopicSpec) -> NewTopic:
+    configs = {"cleanup.policy": "compact"} if spec.compacted else None
+    return NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=spec.replication_factor,
+                    topic_configs=configs)
+
+
+def _clients(kafka: KafkaClients | KafkaSettings) -> KafkaClients:
+    return kafka if isinstance(kafka, KafkaClients) else KafkaClients(kafka)
+
+
+async def partition_counts(
+    kafka: KafkaClients | KafkaSettings, names: list[str], timeout_s: float = 30.0
+) -> dict[str, int]:
     """Partitions of each topic, waiting for topics just created to show up in the metadata
     (a consumer's cached metadata may not list them yet, and assigning nothing reads nothing)."""
-    admin = KafkaClients(kafka).admin()
-    await start_client(admin, kafka.bootstrap)
+    clients = _clients(kafka)
+    admin = clients.admin()
+    await start_client(admin, clients.kafka.bootstrap)
     deadline = asyncio.get_running_loop().time() + timeout_s
     try:
         while True:
@@ -129,7 +143,7 @@ async def partition_counts(kafka: KafkaSettings, names: list[str], timeout_s: fl
             if not missing:
                 return counts
             if asyncio.get_running_loop().time() > deadline:
-                raise TopicsMissing(missing, kafka.bootstrap)
+                raise TopicsMissing(missing, clients.kafka.bootstrap)
             await asyncio.sleep(0.2)
     finally:
         await admin.close()

@@ -10,6 +10,8 @@
     │   └── FeatureStoreUnavailable the online store could not be read; replay the dead letter later
     ├── BrokerUnreachable           no Kafka answered at the bootstrap address
     ├── TopicsMissing               topics still unknown to the broker after creating them
+    ├── UndeclaredTopic             a service asked for a topic ``streams.topics`` does not declare
+    ├── TopicConflict               two settings name one topic, laid out differently
     └── DeliveryFailed              the broker did not acknowledge a prediction or dead letter;
                                     the pipeline stops without committing, so nothing is lost
 """
@@ -51,4 +53,23 @@ class TopicsMissing(StreamInferError):
         super().__init__(
             f"topics {', '.join(topics)} do not exist on {bootstrap}: create them, or let streaminfer "
             "create them (it needs the right to create topics)"
+        )
+
+
+class UndeclaredTopic(StreamInferError):
+    """A topic not in ``streams.topics.Topology``: a bug of ours, not of the settings."""
+
+    def __init__(self, topics: list[str]) -> None:
+        self.topics = topics
+        super().__init__(f"topics {', '.join(topics)} are not declared in streams.topics.Topology")
+
+
+class TopicConflict(StreamInferError):
+    """Two settings give one topic name to topics laid out differently (say, drift and silences)."""
+
+    def __init__(self, topic: str, first: str, second: str) -> None:
+        self.topic = topic
+        super().__init__(
+            f"topic {topic!r} is named by two settings with different layouts ({first} and {second}): "
+            "give each its own topic"
         )

@@ -2,23 +2,66 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Any
+
+from pydantic import BaseModel, Field, PrivateAttr, model_validator
+
+from streaminfer.monitoring.settings import MonitorTopics
 
 
 class TopicSettings(BaseModel):
+    """The inference path's topics, and the layout of every topic the system creates
+    (``streams.topics`` says which topic gets which)."""
+
     requests: str = "inference.requests"
     predictions: str = "inference.predictions"
     deadletter: str = "inference.deadletter"
     shadow: str = "inference.shadow"
     """Outputs of shadow versions (traffic experiments): for comparison, never for clients."""
 
-    health: str | None = "monitoring.metrics"
-    """Where each consumer reports error rate, p99 latency and lag (None: not at all)."""
+    health_reports: bool = True
+    """Whether each consumer reports its error rate, p99 latency and lag. They go to the
+    monitoring metrics topic, ``monitor.topics.metrics`` (``STREAMINFER_MONITOR__TOPICS__METRICS``),
+    where the alerting rules read them: the health topic is derived from that setting and has
+    none of its own, so the two cannot diverge. ``topics.health=None`` (the former setting) still
+    turns the reports off; a topic name there is refused with a pointer to the metrics setting."""
 
     partitions: int = Field(4, ge=1)
-    """Partitions for topics the pipeline creates; consumption scales with the requests topic's."""
+    """Partitions of the topics streaminfer creates (but silences, refused notifications and the
+    outbox, see ``streams.topics``); consumption scales with the requests topic's."""
 
     replication_factor: int = Field(1, ge=1)
+    """Replicas of every topic streaminfer creates."""
+
+    _metrics_topic: str = PrivateAttr(default_factory=lambda: MonitorTopics().metrics)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _health_follows_the_metrics_topic(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "health" not in data:
+            return data
+        data = dict(data)
+        health = data.pop("health")
+        if health not in (None, "", "none", "None", "null"):
+            raise ValueError(
+                f"topics.health={health!r}: health reports go to the monitoring metrics topic; set "
+                "monitor.topics.metrics (STREAMINFER_MONITOR__TOPICS__METRICS) to move them, or "
+                "topics.health_reports=false to turn them off"
+            )
+        data["health_reports"] = False
+        return data
+
+    @property
+    def health(self) -> str | None:
+        """Where each consumer reports its health: the monitoring metrics topic these settings
+        were bound to (``reporting_to``; the default metrics topic until then), or None."""
+        return self._metrics_topic if self.health_reports else None
+
+    def reporting_to(self, monitor: MonitorTopics) -> TopicSettings:
+        """These settings with health reports going to ``monitor.metrics``."""
+        bound = self.model_copy()
+        bound._metrics_topic = monitor.metrics
+        return bound
 
 
 class KafkaSettings(BaseModel):
@@ -77,7 +120,8 @@ class PipelineSettings(BaseModel):
     which makes the collector the largest cost per message); 0 keeps Python's defaults."""
 
     health_interval_s: float = Field(10.0, gt=0)
-    """How often each consumer reports its health on ``topics.health``."""
+    """How often each consumer reports its health (on the monitoring metrics topic, see
+    ``TopicSettings.health_reports``)."""
 
     commit_interval_ms: int = Field(200, ge=0)
     """Offsets are committed at most this often (and always on rebalance and shutdown)."""

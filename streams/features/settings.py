@@ -7,6 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+TABLES = ("pending", "entity-windows")
+"""The app's Faust tables (``streams.features.faust_app``), each backed by a changelog topic."""
+
 
 class FeatureTopics(BaseModel):
     """The app's own topics, each keyed by what the stage that reads it groups on."""
@@ -67,6 +70,10 @@ class FeatureSettings(BaseModel):
     sink_retry_backoff_s: float = Field(0.2, gt=0)
 
     topics: FeatureTopics = FeatureTopics()
+
+    def changelog_topics(self) -> list[str]:
+        """The tables' changelogs, named as Faust names them: ``<app_id>-<table>-changelog``."""
+        return [f"{self.app_id}-{table}-changelog" for table in TABLES]
 
     @model_validator(mode="after")
     def _hop_divides_window(self) -> "FeatureSettings":

@@ -15,20 +15,20 @@ from prometheus_client import CollectorRegistry
 
 from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
 from streaminfer.monitoring.observability.metrics import FeatureSinkMetrics
-from streaminfer.streams.clients import ensure_topic_names, ensure_topics
-from streaminfer.streams.features.faust_app import changelog_topics, make_app
+from streaminfer.streams.clients import ensure_topics
+from streaminfer.streams.features.faust_app import make_app
 from streaminfer.streams.features.settings import FeatureSettings
 from streaminfer.streams.features.sink import FeastWriter, FeatureSink
 from streaminfer.streams.features.store import open_store
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
+from streaminfer.streams.topics import Topology
 
 
 async def prepare_topics(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSettings) -> None:
-    """Every topic the app reads or writes, with the requests topic's partition count: Faust
-    refuses tables whose changelog is partitioned unlike their source."""
-    await ensure_topics(kafka, topics)
-    names = settings.topics.all() + changelog_topics(settings)
-    await ensure_topic_names(kafka, names, topics.partitions, topics.replication_factor)
+    """Every topic the app reads or writes, laid out as ``streams.topics`` declares them."""
+    sources = [topics.requests, topics.predictions, topics.deadletter]
+    names = sources + settings.topics.all() + settings.changelog_topics()
+    await ensure_topics(kafka, Topology(topics, features=settings).select(names))
 
 
 def run_worker(
