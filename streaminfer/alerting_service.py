@@ -23,12 +23,13 @@ from streaminfer.settings import AppSettings
 from streaminfer.streams.alerting.rules_consumer import AlertingService, check_receivers
 from streaminfer.streams.clients import (
     check_reachable,
-    ensure_topic_names,
+    ensure_topics,
     make_consumer,
     make_producer,
     start_client,
 )
 from streaminfer.streams.alerting.webhooks import WebhookDelivery
+from streaminfer.topology import topology
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -55,7 +56,8 @@ class AlertingPair:
         self.config, self.receivers = load_config(settings.alerting.rules_file)
         if settings.alerting.check_receivers:
             await check_receivers(self.receivers)
-        service = AlertingService(settings.kafka, self.config, settings.monitor.topics, settings.alerting)
+        service = AlertingService(settings.kafka, self.config, settings.monitor.topics, settings.alerting,
+                                  topics=settings.topics)
         delivery = WebhookDelivery(
             settings.kafka, settings.alerting.topics.outbox, settings.alerting.topics.deadletter,
             settings.alerting.delivery_group_id, self.receivers, settings.alerting.delivery, self._metrics,
@@ -132,7 +134,7 @@ async def expire_silence(settings: AppSettings, silence_id: str) -> None:
 async def _write_silence(settings: AppSettings, silence: Silence) -> None:
     await check_reachable(settings.kafka.bootstrap)
     topic = settings.alerting.topics.silences
-    await ensure_topic_names(settings.kafka, [topic], 1, 1)
+    await ensure_topics(settings.kafka, topology(settings).select([topic]))
     producer = make_producer(settings.kafka)
     await start_client(producer, settings.kafka.bootstrap)
     try:
@@ -145,7 +147,7 @@ async def current_alerts(settings: AppSettings) -> tuple[list[tuple[WebhookAlert
     """Each alert as last notified (from the outbox) and the silences still active."""
     await check_reachable(settings.kafka.bootstrap)
     topics = settings.alerting.topics
-    await ensure_topic_names(settings.kafka, [topics.outbox, topics.silences], 1, 1)
+    await ensure_topics(settings.kafka, topology(settings).select([topics.outbox, topics.silences]))
     alerts: dict[str, tuple[WebhookAlert, str]] = {}
     silences: dict[str, Silence] = {}
     consumer = make_consumer(settings.kafka, topics.outbox, topics.silences, group_id=None)

@@ -5,7 +5,7 @@ labels. Records carry the ``experiment`` and ``arm`` headers the pipeline set, s
 kept per running experiment (``monitoring.experiments.evidence``). After every look, once a second:
 
 - a snapshot is appended to ``<snapshots_dir>/<experiment>.jsonl`` (the report reads it) and
-  the figures go to ``monitoring.observability.metrics`` as metric events;
+  the figures go to ``monitoring.metrics`` as metric events;
 - a canary that passed its gates at this step moves to the next one; one that completed the
   last step is promoted to ``production``; one that failed a gate is rolled back at once. Each
   is written to the traffic policy file (which every consumer applies within its poll interval)
@@ -18,32 +18,26 @@ evidence, so no record is counted twice, and a canary re-earns its current step.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from streaminfer.monitoring.experiments.evidence import ExperimentEvidence, Snapshot, Verdict
 from streaminfer.monitoring.observability.metrics import ExperimentMetrics
-from streaminfer.monitoring.settings import ExperimentSettings
+from streaminfer.monitoring.settings import ExperimentSettings, MonitorTopics
 from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import Prediction, decode_prediction
 from streaminfer.schemas.deadletter import HEADER_PREFIX, MODEL_FAULTS
 from streaminfer.schemas.errors import StreamInferError
 from streaminfer.schemas.monitoring_events import MetricEvent, decode_label, encode_event
-from streaminfer.streams.clients import ensure_topic_names
+from streaminfer.streams.clients import KafkaClients
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
-from streaminfer.streams.single_reader import (
-    assign_all,
-    commit_for_lag_tools,
-    open_clients,
-    stop_task_and_clients,
-)
+from streaminfer.streams.single_reader import Batches, SingleReader, advance
+from streaminfer.streams.topics import Topology
 from streaminfer.workers.models.registry import AuditEntry, ModelRegistry
 from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.routing.traffic import TrafficPolicy, load_policy, save_policy
@@ -59,67 +53,54 @@ class _Running:
     evidence: ExperimentEvidence
 
 
-class ExperimentController:
-    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, labels_topic: str, metrics_topic: str,
-                 settings: ExperimentSettings, repository: ModelRepository, metrics: ExperimentMetrics) -> None:
-        self._kafka, self._topics, self._settings = kafka, topics, settings
+class ExperimentController(SingleReader):
+    """Reads predictions, dead letters, shadow outputs and labels; writes metric events. Started,
+    stopped and watched as every ``SingleReader``; resumes from the group's committed offsets."""
+
+    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, monitor_topics: MonitorTopics,
+                 settings: ExperimentSettings, repository: ModelRepository, metrics: ExperimentMetrics,
+                 clients: KafkaClients | None = None) -> None:
+        topology = Topology(topics, monitor_topics)
+        super().__init__(
+            "experiments", clients or KafkaClients(kafka), settings.group_id,
+            reads=topology.select([topics.predictions, topics.deadletter, topics.shadow, monitor_topics.labels]),
+            writes=topology.select([monitor_topics.metrics]),
+            poll_timeout_ms=100, max_records=5000,
+        )
+        self._topics, self._settings = topics, settings
         self._metrics = metrics
-        self._labels_topic, self._metrics_topic = labels_topic, metrics_topic
+        self._labels_topic, self._metrics_topic = monitor_topics.labels, monitor_topics.metrics
         self._registry = ModelRegistry(repository)
         self._running: dict[str, _Running] = {}
         self._offsets: dict[tuple[str, int], int] = {}
-        self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self.failure: BaseException | None = None
+        self._next_look = 0.0
         self.actions: list[tuple[int, str, Verdict]] = []
         """Every canary decision taken: (time in ms, experiment, verdict)."""
-
-    async def start(self) -> None:
-        watched = [self._topics.predictions, self._topics.deadletter, self._topics.shadow, self._labels_topic]
-        await ensure_topic_names(self._kafka, [*watched, self._metrics_topic], self._topics.partitions,
-                                 self._topics.replication_factor)
-        self._producer, self._consumer = await open_clients(self._kafka, self._settings.group_id)
-        await assign_all(self._consumer, self._kafka, watched, {}, group_fallback=True)
-        self._load_policies()
-        self._task = asyncio.create_task(self._run(), name="experiments")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        await stop_task_and_clients(self._task, self._consumer, self._producer)
-        self._task = None
-        self._consumer = self._producer = None
 
     def describe(self) -> dict[str, object]:
         return {
             "experiments": {name: r.policy.experiment for name, r in self._running.items()},
             "actions": [(at_ms, experiment, verdict.action, verdict.gate) for at_ms, experiment, verdict in self.actions],
-            "failed": repr(self.failure) if self.failure else None,
+            "failed": self._failed(),
         }
 
-    # the loop --------------------------------------------------------------------------------
+    # one fetch -------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        next_look = time.monotonic() + self._settings.look_interval_s
-        try:
-            while not self._stopping.is_set():
-                batches = await self._consumer.getmany(timeout_ms=100, max_records=5000)
-                for tp, records in batches.items():
-                    for record in records:
-                        self._handle_or_skip(record)
-                    self._offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
-                if time.monotonic() >= next_look:
-                    next_look = time.monotonic() + self._settings.look_interval_s
-                    await self._look()
-                    await commit_for_lag_tools(self._consumer, self._offsets)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            self.failure = exc
-            log.exception("experiment controller stopped")
-            raise
+    def _prepare(self) -> dict[tuple[str, int], int]:
+        """State is in memory: nothing to restore but the policies; offsets come from the group."""
+        self._load_policies()
+        self._next_look = time.monotonic() + self._settings.look_interval_s
+        return {}
+
+    async def _process(self, batches: Batches) -> None:
+        for records in batches.values():
+            for record in records:
+                self._handle_or_skip(record)
+        advance(self._offsets, batches)
+        if time.monotonic() >= self._next_look:
+            self._next_look = time.monotonic() + self._settings.look_interval_s
+            await self._look()
+            await self._commit_for_lag_tools(self._offsets)
 
     def _handle_or_skip(self, record: ConsumerRecord) -> None:
         """A record the controller cannot read is counted and passed over: it is evidence lost,
@@ -212,9 +193,8 @@ class ExperimentController:
             verdict = snapshot.verdict
             if verdict is not None and verdict.action != "wait":
                 events.extend(self._act(model, running, verdict, now_ms))
-        if events and self._producer is not None:
-            for event in events:
-                await self._producer.send(self._metrics_topic, encode_event(event), key=event.model.encode())
+        for event in events:
+            await self.producer.send(self._metrics_topic, encode_event(event), key=event.model.encode())
 
     def _act(self, model: str, running: _Running, verdict: Verdict, now_ms: int) -> list[MetricEvent]:
         policy, canary = running.policy, running.policy.canary

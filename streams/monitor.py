@@ -9,7 +9,7 @@ per-model state cannot be split by partition, and keeps, per model version:
 - the join of predictions with their delayed labels and the streaming quality metrics it feeds
   (``monitoring.label_join``).
 
-Detections go to ``monitoring.drift`` and quality figures to ``monitoring.observability.metrics`` (schemas in
+Detections go to ``monitoring.drift`` and quality figures to ``monitoring.metrics`` (schemas in
 ``schemas/``), and everything is exported as Prometheus metrics. State is checkpointed with the
 offsets it reflects (``monitoring.checkpoint``), so a restarted monitor carries on where its
 state stopped instead of starting blind. The partitions are assigned, not balanced by a group
@@ -27,27 +27,23 @@ import logging
 import time
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from streaminfer.monitoring.checkpoint import load_checkpoint, save_checkpoint
+from streaminfer.monitoring.drift.model_watch import ModelWatch, MonitorState, new_watch
+from streaminfer.monitoring.drift.windows import WindowResult
 from streaminfer.monitoring.label_join import LabelJoin, predicted_rows, prediction_scores
 from streaminfer.monitoring.observability.metrics import MonitorMetrics
 from streaminfer.monitoring.settings import MonitorSettings
-from streaminfer.monitoring.drift.model_watch import ModelWatch, MonitorState, new_watch
-from streaminfer.monitoring.drift.windows import WindowResult
 from streaminfer.schemas.codec import decode_prediction, decode_request, request_tensors
 from streaminfer.schemas.errors import StreamInferError
 from streaminfer.schemas.headers import parse_request_headers
 from streaminfer.schemas.monitoring_events import DriftEvent, MetricEvent, decode_label, encode_event
-from streaminfer.streams.clients import ensure_topic_names
+from streaminfer.streams.clients import KafkaClients
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
-from streaminfer.streams.single_reader import (
-    assign_all,
-    commit_for_lag_tools,
-    open_clients,
-    stop_task_and_clients,
-)
+from streaminfer.streams.single_reader import Batches, SingleReader, advance
+from streaminfer.streams.topics import Topology
 from streaminfer.workers.models.repository import ModelRepository
 
 log = logging.getLogger(__name__)
@@ -65,7 +61,11 @@ def in_event_time_order(batches: dict[TopicPartition, list[ConsumerRecord]]) -> 
     return merged
 
 
-class Monitor:
+class Monitor(SingleReader):
+    """Reads requests, predictions and labels; writes drift and metric events. Started, stopped
+    and watched as every ``SingleReader``; resumes from its checkpoint, or without one from the
+    group's committed offsets."""
+
     def __init__(
         self,
         kafka: KafkaSettings,
@@ -74,56 +74,42 @@ class Monitor:
         repository: ModelRepository,
         default_model: str,
         metrics: MonitorMetrics,
+        clients: KafkaClients | None = None,
     ) -> None:
-        self._kafka = kafka
+        topology = Topology(topics, settings.topics)
+        super().__init__(
+            "monitor", clients or KafkaClients(kafka), settings.group_id,
+            reads=topology.select([topics.requests, topics.predictions, settings.topics.labels]),
+            writes=topology.select([settings.topics.drift, settings.topics.metrics]),
+            poll_timeout_ms=200, max_records=settings.fetch_max_records,
+        )
         self._topics = topics
         self._settings = settings
         self._repository = repository
         self._default_model = default_model
         self._metrics = metrics
         self._state = MonitorState(join=LabelJoin(int(settings.label_ttl_s * 1000)))
-        self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
         self._last_checkpoint = time.monotonic()
         self._unknown: set[tuple[str, str | None]] = set()
         self._resolved: dict[tuple[str, str | None], tuple[tuple[str, str] | None, float]] = {}
         self._label_counts: dict[tuple[str, str, str], int] = {}
         self.restored = False
-        self.failure: BaseException | None = None
 
     @property
     def state(self) -> MonitorState:
         return self._state
 
-    # lifecycle -------------------------------------------------------------------------------
+    # restoring -------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    def _prepare(self) -> dict[tuple[str, int], int]:
         self._restore()
-        watched = [self._topics.requests, self._topics.predictions, self._settings.topics.labels]
-        emitted = [self._settings.topics.drift, self._settings.topics.metrics]
-        await ensure_topic_names(self._kafka, watched + emitted, self._topics.partitions, self._topics.replication_factor)
-        self._producer, self._consumer = await open_clients(self._kafka, self._settings.group_id)
-        await assign_all(self._consumer, self._kafka, watched, self._state.offsets, group_fallback=True)
-        self._task = asyncio.create_task(self._run(), name="monitor")
-
-    async def stop(self) -> None:
-        """Finish the batch in hand, checkpoint it, and close the clients. Safe to call twice."""
-        self._stopping.set()
-        await stop_task_and_clients(self._task, self._consumer, self._producer)
-        self._task = None
-        self._consumer = self._producer = None
-
-    async def wait(self) -> None:
-        assert self._task is not None
-        await self._task
+        return self._state.offsets
 
     def _source(self) -> str:
         """What a checkpoint's offsets refer to; one taken from other topics or another cluster's
         bootstrap must not be applied here."""
         topics = (self._topics.requests, self._topics.predictions, self._settings.topics.labels)
-        return f"{self._kafka.bootstrap}|{'|'.join(topics)}"
+        return f"{self.kafka.bootstrap}|{'|'.join(topics)}"
 
     def _restore(self) -> None:
         self._state.source = self._source()
@@ -144,33 +130,25 @@ class Monitor:
         self.restored = True
         log.info("monitor resumes from its checkpoint at %d partitions' offsets", len(saved.offsets))
 
-    # the loop --------------------------------------------------------------------------------
+    # one fetch -------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        try:
-            while not self._stopping.is_set():
-                batches = await self._consumer.getmany(timeout_ms=200, max_records=self._settings.fetch_max_records)
-                drift, closed = [], []
-                for record in in_event_time_order(batches):
-                    self._handle(record, drift, closed)
-                for tp, records in batches.items():
-                    self._state.offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
-                for watch, window in closed:
-                    result = await asyncio.to_thread(watch.window.evaluate, window)
-                    drift.extend(result.events)
-                    self._record_window(result)
-                await self._emit(drift, self._metric_events())
-                self._export()
-                if time.monotonic() - self._last_checkpoint >= self._settings.checkpoint_interval_s:
-                    await self._checkpoint()
+    async def _process(self, batches: Batches) -> None:
+        drift: list[DriftEvent] = []
+        closed: list = []
+        for record in in_event_time_order(batches):
+            self._handle(record, drift, closed)
+        advance(self._state.offsets, batches)
+        for watch, window in closed:
+            result = await asyncio.to_thread(watch.window.evaluate, window)
+            drift.extend(result.events)
+            self._record_window(result)
+        await self._emit(drift, self._metric_events())
+        self._export()
+        if time.monotonic() - self._last_checkpoint >= self._settings.checkpoint_interval_s:
             await self._checkpoint()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            self.failure = exc
-            log.exception("monitor stopped")
-            raise
+
+    async def _finish(self) -> None:
+        await self._checkpoint()
 
     def _handle(self, record: ConsumerRecord, drift: list[DriftEvent], closed: list) -> None:
         try:
@@ -264,13 +242,13 @@ class Monitor:
         return events
 
     async def _emit(self, drift: list[DriftEvent], quality: list[MetricEvent]) -> None:
-        assert self._producer is not None
+        producer = self.producer
         for event in drift:
-            await self._producer.send(self._settings.topics.drift, encode_event(event), key=event.model.encode())
+            await producer.send(self._settings.topics.drift, encode_event(event), key=event.model.encode())
             self._metrics.drift_events.labels(event.model, event.version, event.feature, event.detector).inc()
             self._state.drift_events += 1
         for metric in quality:
-            await self._producer.send(self._settings.topics.metrics, encode_event(metric), key=metric.model.encode())
+            await producer.send(self._settings.topics.metrics, encode_event(metric), key=metric.model.encode())
 
     def _record_window(self, result: WindowResult) -> None:
         for feature, score in result.scores.items():
@@ -306,11 +284,10 @@ class Monitor:
     async def _checkpoint(self) -> None:
         """Events first (so none is behind a checkpoint without being acknowledged), then state
         with its offsets, then the group's offsets for lag tools."""
-        assert self._producer is not None and self._consumer is not None
-        await self._producer.flush()
+        await self.producer.flush()
         save_checkpoint(self._settings.checkpoint_dir, self._state)
         self._last_checkpoint = time.monotonic()
-        await commit_for_lag_tools(self._consumer, self._state.offsets)
+        await self._commit_for_lag_tools(self._state.offsets)
 
     def describe(self) -> dict[str, object]:
         join = self._state.join
@@ -322,5 +299,5 @@ class Monitor:
             "restored": self.restored,
             "quality": {f"{m}/{v}": q.values() for (m, v), q in join.quality.items()},
             "labels": {"/".join(k): c for k, c in join.counts.items()},
-            "failed": repr(self.failure) if self.failure else None,
+            "failed": self._failed(),
         }

@@ -1,6 +1,6 @@
 """The alerting consumer: drift and metric events in, notifications to the outbox out.
 
-It reads ``monitoring.drift``, ``monitoring.observability.metrics`` and the silences topic (all partitions:
+It reads ``monitoring.drift``, ``monitoring.metrics`` and the silences topic (all partitions:
 rule state cannot be split), feeds the rule engine, evaluates it every
 ``evaluation_interval_s`` on the wall clock, and writes what the dispatcher decides to notify to
 the outbox topic, keyed by receiver. Delivery is a separate consumer of the outbox
@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from streaminfer.monitoring.alerting.config import AlertingConfig
@@ -31,16 +30,12 @@ from streaminfer.monitoring.alerting.rules import RuleEngine
 from streaminfer.monitoring.alerting.signals import Sample, from_drift, from_metric
 from streaminfer.monitoring.checkpoint import load_checkpoint, save_checkpoint
 from streaminfer.monitoring.settings import AlertingSettings, MonitorTopics
-from streaminfer.schemas.notifications import Notification, Silence, decode_silence, encode_alerting
 from streaminfer.schemas.monitoring_events import decode_drift_event, decode_metric_event
-from streaminfer.streams.clients import ensure_topic_names
-from streaminfer.streams.settings import KafkaSettings
-from streaminfer.streams.single_reader import (
-    assign_all,
-    commit_for_lag_tools,
-    open_clients,
-    stop_task_and_clients,
-)
+from streaminfer.schemas.notifications import Notification, Silence, decode_silence, encode_alerting
+from streaminfer.streams.clients import KafkaClients
+from streaminfer.streams.settings import KafkaSettings, TopicSettings
+from streaminfer.streams.single_reader import Batches, SingleReader, advance
+from streaminfer.streams.topics import Topology
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +50,18 @@ class AlertingState:
     source: str = ""
 
 
-class AlertingService:
+class AlertingService(SingleReader):
+    """Reads drift events, metric events and silences; writes the outbox. Started, stopped and
+    watched as every ``SingleReader``; resumes from its checkpoint, or without one from the
+    beginning of its topics (never from the group's offsets: its state would lack what came
+    before them).
+
+    ``topics`` gives the layout (partitions, replication) of the topics it creates; the
+    outbox has a partition per receiver in ``config`` (``streams.topics``).
+    """
+
+    resume_from_group = False
+
     def __init__(
         self,
         kafka: KafkaSettings,
@@ -63,8 +69,18 @@ class AlertingService:
         monitor_topics: MonitorTopics,
         settings: AlertingSettings,
         clock=time.time,
+        *,
+        topics: TopicSettings,
+        clients: KafkaClients | None = None,
     ) -> None:
-        self._kafka = kafka
+        topology = Topology(topics, monitor_topics, settings.topics, receivers=len(config.receivers))
+        super().__init__(
+            "alerting", clients or KafkaClients(kafka), settings.group_id,
+            reads=topology.select([monitor_topics.drift, monitor_topics.metrics, settings.topics.silences]),
+            # the refused notifications' topic is the delivery worker's; created here with the rest
+            writes=topology.select([settings.topics.outbox, settings.topics.deadletter]),
+            poll_timeout_ms=int(config.evaluation_interval_s * 1000) // 2 or 1, max_records=5000,
+        )
         self._config = config
         self._monitor_topics = monitor_topics
         self._settings = settings
@@ -73,13 +89,8 @@ class AlertingService:
             engine=RuleEngine(list(config.rules), started_ms=self._now_ms()),
             dispatcher=Dispatcher(config.route, config.external_url),
         )
-        self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
         self._last_checkpoint = 0.0
         self.restored = False
-        self.failure: BaseException | None = None
 
     @property
     def state(self) -> AlertingState:
@@ -88,32 +99,13 @@ class AlertingService:
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    def _inputs(self) -> list[str]:
-        return [self._monitor_topics.drift, self._monitor_topics.metrics, self._settings.topics.silences]
-
-    async def start(self) -> None:
+    def _prepare(self) -> dict[tuple[str, int], int]:
         self._restore()
-        await ensure_topic_names(self._kafka, self._inputs() + [self._settings.topics.deadletter], 1, 1)
-        # keyed by receiver: a partition per receiver (at least), so one stalled receiver's
-        # backlog does not pause the delivery of another's
-        partitions = max(4, len(self._config.receivers))
-        await ensure_topic_names(self._kafka, [self._settings.topics.outbox], partitions, 1)
-        self._producer, self._consumer = await open_clients(self._kafka, self._settings.group_id)
-        await assign_all(self._consumer, self._kafka, self._inputs(), self._state.offsets, group_fallback=False)
-        self._task = asyncio.create_task(self._run(), name="alerting")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        await stop_task_and_clients(self._task, self._consumer, self._producer)
-        self._task = None
-        self._consumer = self._producer = None
-
-    async def wait(self) -> None:
-        assert self._task is not None
-        await self._task
+        return self._state.offsets
 
     def _source(self) -> str:
-        return f"{self._kafka.bootstrap}|{'|'.join(self._inputs())}"
+        inputs = [spec.name for spec in self._reads]
+        return f"{self.kafka.bootstrap}|{'|'.join(inputs)}"
 
     def _restore(self) -> None:
         """Carry the saved state over to the current rules file: series and alert states of
@@ -132,24 +124,15 @@ class AlertingService:
         self._state = AlertingState(engine, saved.dispatcher, saved.silences, saved.offsets, saved.notifications, saved.source)
         self.restored = True
 
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        interval_ms = int(self._config.evaluation_interval_s * 1000)
-        try:
-            while not self._stopping.is_set():
-                batches = await self._consumer.getmany(timeout_ms=interval_ms // 2 or 1, max_records=5000)
-                for tp, records in batches.items():
-                    for record in records:
-                        self._handle(record)
-                    self._state.offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
-                await self.evaluate()
-            await self._checkpoint()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            self.failure = exc
-            log.exception("alerting stopped")
-            raise
+    async def _process(self, batches: Batches) -> None:
+        for records in batches.values():
+            for record in records:
+                self._handle(record)
+        advance(self._state.offsets, batches)
+        await self.evaluate()
+
+    async def _finish(self) -> None:
+        await self._checkpoint()
 
     def _handle(self, record: ConsumerRecord) -> None:
         try:
@@ -180,9 +163,9 @@ class AlertingService:
         return notifications
 
     async def _send(self, notifications: list[Notification]) -> None:
-        assert self._producer is not None
+        producer = self.producer
         futures = [
-            await self._producer.send(self._settings.topics.outbox, encode_alerting(n), key=n.receiver.encode())
+            await producer.send(self._settings.topics.outbox, encode_alerting(n), key=n.receiver.encode())
             for n in notifications
         ]
         await asyncio.gather(*futures)
@@ -191,7 +174,7 @@ class AlertingService:
     async def _checkpoint(self) -> None:
         save_checkpoint(self._settings.checkpoint_dir, self._state)
         self._last_checkpoint = time.monotonic()
-        await commit_for_lag_tools(self._consumer, self._state.offsets)
+        await self._commit_for_lag_tools(self._state.offsets)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -199,7 +182,7 @@ class AlertingService:
             "groups": sorted(self._state.dispatcher.groups),
             "silences": sorted(self._state.silences),
             "restored": self.restored,
-            "failed": repr(self.failure) if self.failure else None,
+            "failed": self._failed(),
         }
 
 

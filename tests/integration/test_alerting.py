@@ -16,18 +16,18 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streaminfer.monitoring.alerting.config import load_config
-from streaminfer.monitoring.alerting.receivers import DeliverySettings
-from streaminfer.monitoring.observability.metrics import MonitorMetrics
-from streaminfer.monitoring.settings import AlertingSettings, AlertTopics, MonitorSettings, MonitorTopics
-from streaminfer.monitoring.drift.simulate import Shift, drifting_stream
 from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME
 from streaminfer.loadgen import demo_payloads, send_all
+from streaminfer.monitoring.alerting.config import load_config
+from streaminfer.monitoring.alerting.receivers import DeliverySettings
+from streaminfer.monitoring.drift.simulate import Shift, drifting_stream
+from streaminfer.monitoring.observability.metrics import MonitorMetrics
+from streaminfer.monitoring.settings import AlertingSettings, AlertTopics, MonitorSettings, MonitorTopics
 from streaminfer.streams.alerting.rules_consumer import AlertingService
+from streaminfer.streams.alerting.webhooks import WebhookDelivery
 from streaminfer.streams.clients import ensure_topic_names, make_producer, start_client
 from streaminfer.streams.monitor import Monitor
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
-from streaminfer.streams.alerting.webhooks import WebhookDelivery
 from tests.support.receiver import WebhookReceiver
 
 SHIFTED = ("mean radius", "mean texture", "worst area")
@@ -94,7 +94,8 @@ class Stack:
         await self.monitor.start()
 
     async def start_alerting(self) -> None:
-        self.service = AlertingService(self.kafka, self.config, self.monitor_settings.topics, self.alerting)
+        self.service = AlertingService(self.kafka, self.config, self.monitor_settings.topics, self.alerting,
+                                       topics=self.topics)
         await self.service.start()
 
     async def start_delivery(self) -> None:
