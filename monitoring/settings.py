@@ -22,6 +22,9 @@ class MonitorTopics(BaseModel):
     labels: str = "inference.labels"
     drift: str = "monitoring.drift"
     metrics: str = "monitoring.metrics"
+    """Metric events: the monitor's quality figures, the experiment controller's, and every
+    pipeline consumer's health reports; the alerting rules read them here. The one setting for
+    all of them: the pipeline's health topic (``TopicSettings.health``) is derived from it."""
 
 
 class MonitorSettings(BaseModel):
