@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Generic, Sequence, TypeVar
+
+from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -53,9 +54,10 @@ class DynamicBatcher(Generic[T, R]):
         expired: Callable[[T], BaseException] = lambda item: TimeoutError("deadline passed"),
         split_on: tuple[type[BaseException], ...] = (),
         deadline_margin_ms: float = 2.0,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        """``deadline_of`` and ``clock`` are in seconds since the epoch (the header's ms / 1000)."""
+        """``deadline_of`` is in seconds since the epoch (the header's ms / 1000), on ``clock.time()``;
+        the wait budget and deadlines are waited for on ``clock``."""
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
@@ -138,7 +140,7 @@ class DynamicBatcher(Generic[T, R]):
             items=items,
             rows=sum(map(self._rows_of, items)),
             future=asyncio.get_running_loop().create_future(),
-            enqueued=self._clock(),
+            enqueued=self._clock.time(),
             earliest_deadline=min(deadlines) if deadlines else None,
         )
         self._queue.append(unit)
@@ -154,11 +156,11 @@ class DynamicBatcher(Generic[T, R]):
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            delay = self._flush_at() - self._clock()
+            delay = self._flush_at() - self._clock.time()
             if self._queued_rows < self.max_batch_size and delay > 0:
                 self._wakeup.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), delay)
+                    await self._clock.wait_for(self._wakeup.wait(), delay)
                 continue
             await self._slots.acquire()
             batch = self._take_batch()
@@ -186,7 +188,7 @@ class DynamicBatcher(Generic[T, R]):
 
     async def _dispatch(self, units: list[_Unit[T]], holds_slot: bool = False) -> None:
         try:
-            now = self._clock()
+            now = self._clock.time()
             results: dict[int, object] = {}
             live: list[tuple[int, T]] = []
             flat = [item for unit in units for item in unit.items]

@@ -2,7 +2,9 @@
 
 Prometheus has these figures too, but alerting consumes events from Kafka (so it works where no
 Prometheus runs, and replays like everything else). Each consumer reports what it ended since
-its last report, on the same topic as the monitor's quality figures.
+its last report, on the same topic as the monitor's quality figures. A window runs on the clock it
+is given: ``due()`` says when ``interval_s`` has passed since it opened, and a report's window is
+stamped with that clock's wall time.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from streaminfer.schemas.monitoring_events import MetricEvent
+from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
 
 LATENCY_SAMPLE = 4096
 
@@ -19,12 +22,22 @@ LATENCY_SAMPLE = 4096
 @dataclass
 class HealthWindow:
     consumer: str
-    started_ms: int
+    interval_s: float
+    clock: Clock = SYSTEM_CLOCK
+    started_ms: int = field(init=False)
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)
     latencies: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     _seen: Counter[tuple[str, str]] = field(default_factory=Counter)
     _rng: random.Random = field(default_factory=lambda: random.Random(0))
+    _opened: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._open(_ms(self.clock.time()))
+
+    def due(self) -> bool:
+        """``interval_s`` has passed since the window opened: time to ``report()``."""
+        return self.clock.monotonic() - self._opened >= self.interval_s
 
     def observe(self, model: str, version: str, ended: int, errors: int, latencies_s: list[float]) -> None:
         key = (model, version)
@@ -40,8 +53,9 @@ class HealthWindow:
                 if slot < LATENCY_SAMPLE:
                     kept[slot] = latency
 
-    def report(self, now_ms: int, lag_records: int | None, topic: str) -> list[MetricEvent]:
+    def report(self, lag_records: int | None, topic: str) -> list[MetricEvent]:
         """Events for the window that ends now; the window starts again empty."""
+        now_ms = _ms(self.clock.time())
         events = []
         labels = {"consumer": self.consumer}
         for (model, version), ended in self.requests.items():
@@ -58,11 +72,20 @@ class HealthWindow:
         self.errors.clear()
         self.latencies.clear()
         self._seen.clear()
-        self.started_ms = now_ms
+        self._open(now_ms)
         return events
+
+    def _open(self, now_ms: int) -> None:
+        """The next window starts where the last one ended."""
+        self.started_ms = now_ms
+        self._opened = self.clock.monotonic()
 
     def _event(self, model: str, version: str, metric: str, value: float, samples: int, now_ms: int,
                labels: dict[str, str]) -> MetricEvent:
         return MetricEvent(model=model, version=version, metric=metric, value=float(value), samples=samples,
                            window_start_ms=self.started_ms, window_end_ms=now_ms, emitted_at_ms=now_ms,
                            labels=dict(labels))
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)

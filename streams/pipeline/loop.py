@@ -18,8 +18,8 @@ without committing, so a restart re-reads those records (at-least-once: no loss,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 
@@ -32,7 +32,8 @@ from streaminfer.schemas.errors import RequestError, UndecodableRequest
 from streaminfer.schemas.monitoring_events import encode_event
 from streaminfer.streams.pipeline.answers import answer, dead_letter, shadow_answer
 from streaminfer.streams.pipeline.decoding import Decoded, decode_record
-from streaminfer.streams.clients import make_consumer, make_producer, start_client
+from streaminfer.streams.clients import KafkaClients, start_client
+from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
 from streaminfer.streams.pipeline.delivery import AtLeastOnceDelivery, Delivery
 from streaminfer.streams.pipeline.enrichment import Enricher
 from streaminfer.streams.pipeline.health import HealthWindow
@@ -56,18 +57,24 @@ class Pipeline:
         concurrent_batches: int = 1,
         label: str = "driver",
         enricher: Enricher | None = None,
+        clients: KafkaClients | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``concurrent_batches``: inference batches per model at once (the pool's worker count);
         ``label`` names this consumer in its health reports; ``enricher`` adds online features
-        to the requests of models that ask for them."""
+        to the requests of models that ask for them; ``clients`` builds the consumer and the
+        producer (``KafkaClients(kafka)`` unless given); ``clock`` is what intervals, stop
+        timeouts, batching deadlines and latencies are measured on."""
         self._kafka = kafka
+        self._clients = clients if clients is not None else KafkaClients(kafka)
+        self._clock = clock
         self._topics = topics
         self._settings = settings
         self._models = models
         self._metrics = metrics
         self._enricher = enricher
         self._tracker = OffsetTracker()
-        self._batchers = ModelBatchers(models, settings, metrics, concurrent_batches)
+        self._batchers = ModelBatchers(models, settings, metrics, concurrent_batches, clock)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._delivery: Delivery | None = None
@@ -80,8 +87,7 @@ class Pipeline:
         self.pauses = 0
         self._lag_labels: set[TopicPartition] = set()
         self._lag_total: int | None = None
-        self._health = HealthWindow(label, int(time.time() * 1000))
-        self._last_health = time.monotonic()
+        self._health = HealthWindow(label, settings.health_interval_s, clock)
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -95,8 +101,8 @@ class Pipeline:
             raise ValueError(f"models {', '.join(enriched)} enrich requests from the feature store, "
                              "but this pipeline was given no enricher")
         self._batchers.start()
-        self._producer = make_producer(self._kafka)
-        self._consumer = make_consumer(self._kafka)
+        self._producer = self._clients.producer()
+        self._consumer = self._clients.consumer()
         await start_client(self._producer, self._kafka.bootstrap)
         self._consumer.subscribe([self._topics.requests], listener=_DrainOnRevoke(self))
         await start_client(self._consumer, self._kafka.bootstrap)
@@ -135,7 +141,9 @@ class Pipeline:
         self._tasks = []
         if not loops:
             return
-        _, late = await asyncio.wait(loops, timeout=self._settings.stop_step_timeout_s)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await self._clock.wait_for(asyncio.wait(loops), self._settings.stop_step_timeout_s)
+        late = [task for task in loops if not task.done()]
         for task in late:
             log.warning("pipeline stop: %s did not finish in %.0f s; cancelled", task.get_name(),
                         self._settings.stop_step_timeout_s)
@@ -144,7 +152,7 @@ class Pipeline:
 
     async def _within_stop_timeout(self, step: Awaitable[None], what: str) -> None:
         try:
-            await asyncio.wait_for(step, self._settings.stop_step_timeout_s)
+            await self._clock.wait_for(step, self._settings.stop_step_timeout_s)
         except asyncio.TimeoutError:
             log.warning("pipeline stop: %s took over %.0f s; skipped (uncommitted records are redelivered)",
                         what, self._settings.stop_step_timeout_s)
@@ -228,25 +236,24 @@ class Pipeline:
         assert self._delivery is not None
         interval = self._settings.commit_interval_ms / 1000
         while not self._stopping.is_set():
-            await asyncio.sleep(interval)
+            await self._clock.sleep(interval)
             if self._failure is None:
                 await self._delivery.commit()
             self._metrics.pending_records.set(self._tracker.pending_count())
             self._export_lag()
-            if time.monotonic() - self._last_health >= self._settings.health_interval_s:
+            if self._health.due():
                 await self._report_health()
 
     async def _routing_loop(self) -> None:
         """Apply promotions, rollbacks and traffic policies live (see ``streams.pipeline.version_batchers``)."""
         while not self._stopping.is_set():
-            await asyncio.sleep(self._settings.routing_poll_s)
+            await self._clock.sleep(self._settings.routing_poll_s)
             await self._batchers.refresh(list(self._inflight))
 
     async def _report_health(self) -> None:
         """Fire and forget: a health report must never hold up predictions."""
-        self._last_health = time.monotonic()
         topic = self._topics.health
-        events = self._health.report(int(time.time() * 1000), self._lag_total, self._topics.requests)
+        events = self._health.report(self._lag_total, self._topics.requests)
         if topic is None or self._producer is None:
             return
         for event in events:
@@ -339,7 +346,7 @@ class Pipeline:
 
     def _count(self, outgoing: Sequence[Outgoing]) -> None:
         """Metrics per fetched batch: one counter update per label set, not per record."""
-        now_ms = time.time() * 1000
+        now_ms = self._clock.time() * 1000
         outcomes = Counter((o.model or "", o.version or "", o.reason.value if o.reason else PREDICTED) for o in outgoing)
         for labels, count in outcomes.items():
             self._metrics.requests.labels(*labels).inc(count)

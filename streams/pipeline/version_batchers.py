@@ -14,6 +14,7 @@ import time
 
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.schemas.codec import Prediction
+from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
 from streaminfer.streams.pipeline.decoding import Decoded, split_predictions, stack_inputs
 from streaminfer.streams.errors import DeadlineExceeded
 from streaminfer.streams.settings import PipelineSettings
@@ -28,13 +29,14 @@ ModelBatcher = DynamicBatcher[Decoded, Prediction]
 
 class ModelBatchers:
     def __init__(self, models: ServedModels, settings: PipelineSettings, metrics: PipelineMetrics,
-                 concurrent_batches: int) -> None:
+                 concurrent_batches: int, clock: Clock = SYSTEM_CLOCK) -> None:
         """``concurrent_batches``: inference batches per model version at once (the pool's
-        worker count)."""
+        worker count); ``clock``: what the batchers' wait budgets and deadlines are measured on."""
         self._models = models
         self._settings = settings
         self._metrics = metrics
         self._concurrent_batches = concurrent_batches
+        self._clock = clock
         self._batchers: dict[VersionKey, ModelBatcher] = {}
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -78,6 +80,10 @@ class ModelBatchers:
 
     def _make(self, served: ServedModel) -> ModelBatcher:
         model = served.entry.name
+        clock = self._clock
+
+        def expired(item: Decoded) -> DeadlineExceeded:
+            return _expired(item, clock.time())
 
         async def run(items: list[Decoded]) -> list[Prediction]:
             started = time.perf_counter()
@@ -93,9 +99,10 @@ class ModelBatchers:
             max_concurrent=self._concurrent_batches,
             rows_of=lambda item: item.rows,
             deadline_of=_deadline_s,
-            expired=_expired,
+            expired=expired,
             split_on=(InferenceFailed,),
             deadline_margin_ms=self._settings.deadline_margin_ms,
+            clock=clock,
         )
 
 
@@ -104,6 +111,6 @@ def _deadline_s(item: Decoded) -> float | None:
     return deadline_ms / 1000 if deadline_ms is not None else None
 
 
-def _expired(item: Decoded) -> DeadlineExceeded:
-    late_ms = int(time.time() * 1000) - (item.headers.deadline_ms or 0)
+def _expired(item: Decoded, now_s: float) -> DeadlineExceeded:
+    late_ms = int(now_s * 1000) - (item.headers.deadline_ms or 0)
     return DeadlineExceeded(f"deadline {item.headers.deadline_ms} passed {late_ms} ms before the request could run")

@@ -1,15 +1,18 @@
-"""The dynamic batcher alone: flush on size and on time, deadlines, failures kept per item.
+"""The dynamic batcher alone, on a manual clock: flush on size and on time, deadlines, failures
+kept per item.
 
-No timing assertions: each test would hang (and hit the guard) if the behaviour were missing.
+The clock moves only when a test advances it, so a batch that leaves on time leaves exactly when
+its budget or deadline is due, and one that leaves on size never needs the clock to move. No
+timing assertions: ``GUARD_S`` only turns a missing behaviour into a failure instead of a hang.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
+from streaminfer.streams.clock import ManualClock
 from streaminfer.streams.pipeline.batcher import BatcherClosed, DynamicBatcher
 
 GUARD_S = 10
@@ -24,8 +27,11 @@ class Recorder:
         self.batches: list[list[str]] = []
         self.fail_on = fail_on
         self.gate = gate
+        self.entered = asyncio.Event()
+        """Set when a batch starts running (before the gate)."""
 
     async def __call__(self, items: list[str]) -> list[str]:
+        self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
         self.batches.append(list(items))
@@ -34,8 +40,8 @@ class Recorder:
         return [item.upper() for item in items]
 
 
-def batcher(run, **kwargs) -> DynamicBatcher:
-    options = dict(max_batch_size=4, max_wait_ms=60_000, split_on=(Boom,))
+def batcher(run, clock: ManualClock | None = None, **kwargs) -> DynamicBatcher:
+    options = dict(max_batch_size=4, max_wait_ms=60_000, split_on=(Boom,), clock=clock or ManualClock())
     options.update(kwargs)
     return DynamicBatcher(run, **options)
 
@@ -49,11 +55,16 @@ async def test_a_full_batch_leaves_without_waiting_for_the_timer():
     assert results == ["A", "B", "C", "D"] and run.batches == [["a", "b", "c", "d"]]
 
 
-async def test_a_lone_item_leaves_when_its_wait_budget_is_spent():
-    run = Recorder()
-    b = batcher(run, max_batch_size=100, max_wait_ms=5)
+async def test_a_lone_item_leaves_exactly_when_its_wait_budget_is_spent():
+    run, clock = Recorder(), ManualClock()
+    b = batcher(run, clock, max_batch_size=100, max_wait_ms=5_000)
     b.start()
-    assert await asyncio.wait_for(b.submit(["x"]), GUARD_S) == ["X"]
+    pending = asyncio.create_task(b.submit(["x"]))
+    assert await asyncio.wait_for(clock.sleeping(), GUARD_S) == 5.0
+    clock.advance(4.5)
+    assert not pending.done() and run.batches == [] and clock.wakeups == [5.0]
+    clock.advance(0.5)
+    assert await asyncio.wait_for(pending, GUARD_S) == ["X"]
     await b.stop()
 
 
@@ -63,9 +74,9 @@ async def test_units_queued_while_the_runner_is_busy_leave_together():
     b = batcher(run, max_batch_size=10, max_wait_ms=0, max_concurrent=1)
     b.start()
     first = asyncio.create_task(b.submit(["a"]))
-    await asyncio.sleep(0.05)  # "a" is now running and holds the only slot
+    await asyncio.wait_for(run.entered.wait(), GUARD_S)  # "a" is running and holds the only slot
     later = [asyncio.create_task(b.submit([name])) for name in ("b", "c", "d")]
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # one turn of the loop, not a wait on time: each submission queues its unit at its first step
     gate.set()
     await asyncio.wait_for(asyncio.gather(first, *later), GUARD_S)
     await b.stop()
@@ -73,10 +84,10 @@ async def test_units_queued_while_the_runner_is_busy_leave_together():
 
 
 async def test_an_expired_item_fails_with_deadline_and_is_never_run():
-    run = Recorder()
-    past = time.time() - 1
+    run, clock = Recorder(), ManualClock()
+    past = clock.time() - 1
     b = batcher(
-        run, max_batch_size=2, deadline_of=lambda item: past if item == "late" else None,
+        run, clock, max_batch_size=2, deadline_of=lambda item: past if item == "late" else None,
         expired=lambda item: TimeoutError(f"{item} expired"),
     )
     b.start()
@@ -86,14 +97,18 @@ async def test_an_expired_item_fails_with_deadline_and_is_never_run():
     assert run.batches == [["ok"]]
 
 
-async def test_a_near_deadline_flushes_before_the_wait_budget():
-    run = Recorder()
-    soon = time.time() + 1.0
-    b = batcher(run, max_batch_size=100, max_wait_ms=600_000, deadline_of=lambda item: soon, deadline_margin_ms=900)
+async def test_a_near_deadline_flushes_its_margin_before_the_deadline_instead_of_after_the_wait_budget():
+    run, clock = Recorder(), ManualClock()
+    soon = clock.time() + 1.5
+    b = batcher(run, clock, max_batch_size=100, max_wait_ms=600_000, deadline_of=lambda item: soon,
+                deadline_margin_ms=500)
     b.start()
-    results = await asyncio.wait_for(b.submit(["urgent"]), GUARD_S)
+    pending = asyncio.create_task(b.submit(["urgent"]))
+    assert await asyncio.wait_for(clock.sleeping(), GUARD_S) == 1.0
+    clock.advance(1.0)
+    assert await asyncio.wait_for(pending, GUARD_S) == ["URGENT"]
     await b.stop()
-    assert results == ["URGENT"] and run.batches == [["urgent"]]
+    assert run.batches == [["urgent"]]
 
 
 async def test_one_bad_item_fails_alone_and_its_batch_mates_succeed():
@@ -141,11 +156,11 @@ async def test_submitting_to_a_stopped_batcher_is_refused():
 
 
 async def test_stop_runs_what_is_still_queued():
-    run = Recorder()
-    b = batcher(run, max_batch_size=100, max_wait_ms=600_000)
+    run, clock = Recorder(), ManualClock()
+    b = batcher(run, clock, max_batch_size=100, max_wait_ms=600_000)
     b.start()
     pending = asyncio.create_task(b.submit(["a", "b"]))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(clock.sleeping(), GUARD_S)  # queued, waiting for its budget
     await asyncio.wait_for(b.stop(), GUARD_S)
     assert await pending == ["A", "B"]
 

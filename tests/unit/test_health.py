@@ -1,25 +1,54 @@
-"""Health reports: error rate, p99 latency and lag per window, then a fresh window."""
+"""Health reports: error rate, p99 latency and lag per window, then a fresh window; a report is
+due once the interval has passed on the window's clock."""
 
 from __future__ import annotations
 
+from streaminfer.streams.clock import ManualClock
 from streaminfer.streams.pipeline.health import HealthWindow
 
 
 def test_a_report_gives_error_rate_p99_and_lag_and_starts_a_new_window():
-    window = HealthWindow("c-0", started_ms=0)
+    clock = ManualClock(start_s=0.0)
+    window = HealthWindow("c-0", interval_s=10, clock=clock)
     window.observe("m", "1", ended=90, errors=0, latencies_s=[0.01] * 89 + [0.5])
     window.observe("m", "1", ended=10, errors=10, latencies_s=[])
-    events = {e.metric: e for e in window.report(10_000, lag_records=7, topic="requests")}
+    clock.advance(10)
+    events = {e.metric: e for e in window.report(lag_records=7, topic="requests")}
     assert events["error_rate"].value == 0.1 and events["error_rate"].samples == 100
     assert events["latency_p99_seconds"].value == 0.5
     assert events["lag_records"].value == 7 and events["lag_records"].labels == {"consumer": "c-0", "topic": "requests"}
     assert events["error_rate"].labels == {"consumer": "c-0"}
     assert (events["error_rate"].window_start_ms, events["error_rate"].window_end_ms) == (0, 10_000)
-    assert [e.metric for e in window.report(20_000, None, "requests")] == []
+    clock.advance(10)
+    assert [e.metric for e in window.report(None, "requests")] == []
+
+
+def test_the_next_window_starts_where_the_last_report_ended():
+    clock = ManualClock(start_s=1_000.0)
+    window = HealthWindow("c-0", interval_s=5, clock=clock)
+    clock.advance(5)
+    window.report(None, "requests")
+    window.observe("m", "1", ended=1, errors=0, latencies_s=[0.1])
+    clock.advance(7)
+    [event, _] = window.report(None, "requests")
+    assert (event.window_start_ms, event.window_end_ms, event.emitted_at_ms) == (1_005_000, 1_012_000, 1_012_000)
+
+
+def test_a_report_is_due_once_the_interval_has_passed_since_the_last_one():
+    clock = ManualClock()
+    window = HealthWindow("c-0", interval_s=5, clock=clock)
+    clock.advance(4.5)
+    assert not window.due()
+    clock.advance(0.5)
+    assert window.due()
+    window.report(None, "requests")
+    assert not window.due()
+    clock.advance(5)
+    assert window.due()
 
 
 def test_the_latency_sample_stays_bounded():
-    window = HealthWindow("c-0", started_ms=0)
+    window = HealthWindow("c-0", interval_s=10, clock=ManualClock())
     for _ in range(100):
         window.observe("m", "1", ended=1000, errors=0, latencies_s=[0.001] * 1000)
     assert len(window.latencies[("m", "1")]) == 4096
