@@ -9,19 +9,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import random
 import time
 from dataclasses import dataclass
 from datetime import timezone
 
-import aiohttp
-
 from streaminfer.monitoring.alerting.delivery_metrics import DELIVERED, REJECTED, RETRIED
 from streaminfer.monitoring.alerting.receivers import ReceiverConfig
 from streaminfer.monitoring.alerting.signing import sign
 from streaminfer.schemas.notifications import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
+from streaminfer.streams.alerting.errors import NoAnswer, TimedOut
+from streaminfer.streams.alerting.transport import Transport
 
 #: 4xx answers that mean "not now" rather than "never": retried like 5xx.
 RETRIED_CLIENT_STATUSES = frozenset({408, 429})
@@ -91,26 +90,20 @@ def request_headers(receiver: ReceiverConfig, notification_id: str, body: bytes)
 
 
 async def post(
-    session: aiohttp.ClientSession,
+    transport: Transport,
     receiver: ReceiverConfig,
     body: bytes,
     headers: dict[str, str],
     excerpt_chars: int,
 ) -> Attempt:
-    """One POST, its failures turned into an ``Attempt``; reads at most what the excerpt needs."""
-    timeout = aiohttp.ClientTimeout(total=receiver.timeout_s)
+    """One POST through ``transport``, no answer turned into an ``Attempt`` too; keeps at most
+    ``excerpt_chars`` of the answer."""
     try:
-        async with session.post(
-            receiver.url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-        ) as response:
-            raw = await response.content.read(4 * excerpt_chars) if excerpt_chars else b""
-            wait = (
-                retry_after_s(response.headers.get("Retry-After"))
-                if response.status in RETRY_AFTER_STATUSES
-                else None
-            )
-            return Attempt(response.status, raw.decode(errors="replace")[:excerpt_chars], wait)
-    except asyncio.TimeoutError:
+        response = await transport.post(receiver.url, body, headers, receiver.timeout_s)
+    except TimedOut:
         return Attempt(None, error=f"no answer within {receiver.timeout_s} s")
-    except (aiohttp.ClientError, OSError) as exc:
-        return Attempt(None, error=repr(exc))
+    except NoAnswer as exc:
+        return Attempt(None, error=exc.detail)
+    wait = retry_after_s(response.header("Retry-After")) if response.status in RETRY_AFTER_STATUSES else None
+    text = response.body[: 4 * excerpt_chars].decode(errors="replace")[:excerpt_chars] if excerpt_chars else ""
+    return Attempt(response.status, text, wait)

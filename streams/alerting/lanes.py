@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from dataclasses import dataclass
 
-import aiohttp
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
@@ -28,9 +26,11 @@ from streaminfer.monitoring.alerting.delivery_metrics import (
 )
 from streaminfer.monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
 from streaminfer.schemas.notifications import DeliveryFailure, Notification, encode_alerting
+from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
 from streaminfer.streams.errors import DeliveryFailed
 from streaminfer.streams.offsets import OffsetTracker
 from streaminfer.streams.alerting.attempts import Attempt, backoff_s, post, request_headers, verdict
+from streaminfer.streams.alerting.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,10 @@ class Endings:
         tracker: OffsetTracker,
         metrics: DeliveryMetrics,
         excerpt_chars: int,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._producer = producer
+        self._clock = clock
         self._topic = deadletter_topic
         self._tracker = tracker
         self._metrics = metrics
@@ -78,7 +80,7 @@ class Endings:
         self._tracker.finish(item.source, item.offset)
         self._count(receiver).delivered += 1
         self._metrics.notifications.labels(receiver, DELIVERED).inc()
-        waited_s = max(0.0, time.time() - item.notification.created_ms / 1000)
+        waited_s = max(0.0, self._clock.time() - item.notification.created_ms / 1000)
         self._metrics.delivery_seconds.labels(receiver).observe(waited_s)
 
     def retried(self, item: Pending, attempt: Attempt, attempts: int) -> None:
@@ -103,7 +105,7 @@ class Endings:
             status=attempt.status if attempt else None,
             response=attempt.text[: self._excerpt_chars] if attempt else "",
             attempts=attempts,
-            failed_ms=int(time.time() * 1000),
+            failed_ms=int(self._clock.time() * 1000),
         )
         try:
             await self._producer.send_and_wait(
@@ -141,17 +143,20 @@ class ReceiverLane:
 
     The lane's queue is filled by the consumer loop without waiting; its length is what the loop
     checks for backpressure. Closing stops it between attempts (waits in backoff end at once);
-    the caller decides how long an attempt in progress may still run."""
+    the caller decides how long an attempt in progress may still run. Calls go through
+    ``transport``; backoffs are waited for on ``clock``."""
 
     def __init__(
         self,
         receiver: ReceiverConfig,
-        session: aiohttp.ClientSession,
+        transport: Transport,
         settings: DeliverySettings,
         endings: Endings,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.receiver = receiver
-        self._session = session
+        self._transport = transport
+        self._clock = clock
         self._settings = settings
         self._endings = endings
         self._queue: deque[Pending] = deque()
@@ -217,7 +222,7 @@ class ReceiverLane:
         while not (item.abandoned or self._closing.is_set()):
             attempts += 1
             attempt = await post(
-                self._session, self.receiver, body, headers, self._settings.response_excerpt_chars
+                self._transport, self.receiver, body, headers, self._settings.response_excerpt_chars
             )
             outcome = verdict(attempt.status)
             if outcome == DELIVERED:
@@ -234,4 +239,4 @@ class ReceiverLane:
             attempts, self._settings.initial_backoff_s, self.receiver.max_backoff_s, attempt.retry_after_s
         )
         with contextlib.suppress(asyncio.TimeoutError):  # the wait is over; closing ends it early
-            await asyncio.wait_for(self._closing.wait(), delay)
+            await self._clock.wait_for(self._closing.wait(), delay)

@@ -18,7 +18,8 @@ Guarantees, in order of importance:
    when they are read again after a restart.
 
 What one attempt's answer means, and how long the next waits: ``streams.alerting.attempts``.
-The lanes and what ending a notification does: ``streams.alerting.lanes``.
+The lanes and what ending a notification does: ``streams.alerting.lanes``. How a call reaches
+the receiver (a real HTTP client, or a mock in tests): ``streams.alerting.transport``.
 
 A notification for a receiver missing from the config is dead-lettered as ``unknown_receiver``.
 Outbox bytes that are not a ``Notification`` at all have no receiver or id to put in a
@@ -36,7 +37,6 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
-import aiohttp
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -47,10 +47,12 @@ from streaminfer.monitoring.alerting.delivery_metrics import UNKNOWN_RECEIVER, D
 from streaminfer.monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
 from streaminfer.schemas.notifications import decode_notification
 from streaminfer.schemas.errors import StreamInferError
-from streaminfer.streams.clients import make_consumer, make_producer, start_client
+from streaminfer.streams.clients import KafkaClients, start_client
+from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
 from streaminfer.streams.offsets import OffsetTracker
 from streaminfer.streams.settings import KafkaSettings
 from streaminfer.streams.alerting.lanes import Endings, Pending, ReceiverCounts, ReceiverLane
+from streaminfer.streams.alerting.transport import AiohttpTransport, Transport
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +76,20 @@ class WebhookDelivery:
         receivers: list[ReceiverConfig],
         settings: DeliverySettings,
         metrics: DeliveryMetrics | None = None,
+        clients: KafkaClients | None = None,
+        transport: Transport | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        """``metrics``: pass the composition root's; a private registry is used otherwise."""
+        """``metrics``: pass the composition root's; a private registry is used otherwise.
+        ``clients`` builds the consumer and the producer (``KafkaClients(kafka)`` unless given);
+        ``transport`` makes the HTTP calls (an ``AiohttpTransport`` unless given; closed on
+        ``stop()``); backoffs, commit intervals and delivery times are measured on ``clock``."""
         self._kafka = kafka
+        self._clients = clients if clients is not None else KafkaClients(kafka)
+        self._transport: Transport = (
+            transport if transport is not None else AiohttpTransport(4 * settings.response_excerpt_chars)
+        )
+        self._clock = clock
         self._outbox = outbox_topic
         self._deadletter = deadletter_topic
         self._group_id = group_id
@@ -88,7 +101,6 @@ class WebhookDelivery:
         self._endings: Endings | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._session: aiohttp.ClientSession | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._stopping: asyncio.Event | None = None
         self._commit_lock: asyncio.Lock | None = None
@@ -110,8 +122,7 @@ class WebhookDelivery:
             raise
 
     async def _open(self) -> None:
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        self._producer = make_producer(self._kafka)
+        self._producer = self._clients.producer()
         await start_client(self._producer, self._kafka.bootstrap)
         self._endings = Endings(
             self._producer,
@@ -119,12 +130,13 @@ class WebhookDelivery:
             self._tracker,
             self._metrics,
             self._settings.response_excerpt_chars,
+            self._clock,
         )
         self._lanes = {
-            name: ReceiverLane(receiver, self._session, self._settings, self._endings)
+            name: ReceiverLane(receiver, self._transport, self._settings, self._endings, self._clock)
             for name, receiver in self._receivers.items()
         }
-        self._consumer = make_consumer(self._kafka, group_id=self._group_id)
+        self._consumer = self._clients.consumer(group_id=self._group_id)
         self._consumer.subscribe([self._outbox], listener=_HandOverOnRevoke(self))
         await start_client(self._consumer, self._kafka.bootstrap)
         for lane in self._lanes.values():
@@ -159,9 +171,8 @@ class WebhookDelivery:
                     await client.stop()
                 except KafkaError as exc:
                     log.warning("webhook delivery: closing a Kafka client failed: %r", exc)
-        if self._session is not None:
-            await self._session.close()
-        self._consumer = self._producer = self._session = None
+        await self._transport.aclose()
+        self._consumer = self._producer = None
 
     async def wait(self) -> None:
         """Until stopped; re-raises the error that stopped the worker, if one did."""
@@ -274,7 +285,7 @@ class WebhookDelivery:
         interval = self._settings.commit_interval_ms / 1000
         while not self._stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):  # an interval passed, or stop was asked
-                await asyncio.wait_for(self._stopping.wait(), interval)
+                await self._clock.wait_for(self._stopping.wait(), interval)
             await self._commit()
             self._export_pending()
 

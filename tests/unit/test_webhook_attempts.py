@@ -1,4 +1,5 @@
-"""What one webhook answer means, how long the next attempt waits, and which headers win."""
+"""What one webhook answer means, how long the next attempt waits, which headers win, and what
+one POST through a transport comes back as."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import random
 from streaminfer.monitoring.alerting.receivers import ReceiverConfig
 from streaminfer.monitoring.alerting.signing import verify
 from streaminfer.schemas.notifications import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
-from streaminfer.streams.alerting.attempts import backoff_s, request_headers, retry_after_s, verdict
+from streaminfer.streams.alerting.attempts import Attempt, backoff_s, post, request_headers, retry_after_s, verdict
+from streaminfer.streams.alerting.errors import NoAnswer, TimedOut
+from streaminfer.streams.alerting.transport import MockTransport, Response
 
 
 def test_2xx_is_delivered_5xx_408_429_and_no_answer_are_retried_other_answers_are_rejected():
@@ -43,3 +46,29 @@ def test_a_configured_header_cannot_replace_the_signature_idempotency_key_or_con
     assert headers["X-Team"] == "ml" and headers["Content-Type"] == "application/json"
     assert "content-type" not in headers and SIGNATURE_HEADER.lower() not in headers
     assert headers[IDEMPOTENCY_HEADER] == "n-1" and verify(body, "s3cret", headers[SIGNATURE_HEADER])
+
+
+RECEIVER = ReceiverConfig(name="r", url="http://r.invalid/hook", secret="s3cret", timeout_s=3.0)
+
+
+async def test_an_answer_keeps_its_status_an_excerpt_and_the_retry_after_of_a_503():
+    transport = MockTransport(lambda request: Response(503, {"Retry-After": "7"}, "é".encode() * 50))
+    attempt = await post(transport, RECEIVER, b"{}", {"X": "1"}, excerpt_chars=10)
+    assert attempt == Attempt(503, "é" * 10, 7.0)
+    assert transport.requests[0].timeout_s == 3.0 and transport.requests[0].headers == {"X": "1"}
+
+
+async def test_retry_after_is_ignored_on_answers_other_than_429_and_503():
+    attempt = await post(MockTransport(lambda request: Response(500, {"Retry-After": "7"})), RECEIVER, b"{}", {}, 10)
+    assert attempt == Attempt(500, "", None)
+
+
+async def test_no_answer_and_a_timeout_become_attempts_without_a_status():
+    def refused(request):
+        raise NoAnswer(request.url, "ConnectionRefusedError()")
+
+    def slow(request):
+        raise TimedOut(request.url, request.timeout_s)
+
+    assert await post(MockTransport(refused), RECEIVER, b"{}", {}, 10) == Attempt(None, error="ConnectionRefusedError()")
+    assert await post(MockTransport(slow), RECEIVER, b"{}", {}, 10) == Attempt(None, error="no answer within 3.0 s")
