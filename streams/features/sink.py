@@ -20,7 +20,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streaminfer.monitoring.observability.metrics import FeatureSinkMetrics
 from streaminfer.schemas.deadletter import Reason, error_headers
-from streaminfer.streams.clients import make_consumer, make_producer, start_client
+from streaminfer.streams.clients import KafkaClients, start_client
 from streaminfer.streams.features.frames import (
     latest_per_entity,
     log_frame,
@@ -83,8 +83,10 @@ def backoff_s(attempt: int, base_s: float, rng: random.Random) -> float:
 
 class FeatureSink:
     def __init__(self, kafka: KafkaSettings, settings: FeatureSettings, writer: FeatureWriter,
-                 metrics: FeatureSinkMetrics) -> None:
+                 metrics: FeatureSinkMetrics, clients: KafkaClients | None = None) -> None:
+        """``clients`` builds the consumer and the producer (``KafkaClients(kafka)`` unless given)."""
         self._kafka, self._settings = kafka, settings
+        self._clients = clients if clients is not None else KafkaClients(kafka)
         self._writer, self._metrics = writer, metrics
         self._names = window_spec(settings).feature_names()
         self._rng = random.Random()
@@ -96,8 +98,8 @@ class FeatureSink:
     async def run(self) -> None:
         """Until ``stop()``: fetch a batch, write it (or dead-letter it), commit, repeat."""
         topics = self._settings.topics
-        consumer = make_consumer(self._kafka, topics.rows, topics.log, group_id=self._settings.sink_group_id)
-        producer = make_producer(self._kafka)
+        consumer = self._clients.consumer(topics.rows, topics.log, group_id=self._settings.sink_group_id)
+        producer = self._clients.producer()
         await start_client(producer, self._kafka.bootstrap)
         await start_client(consumer, self._kafka.bootstrap)
         try:
