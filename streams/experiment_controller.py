@@ -168,7 +168,7 @@ class ExperimentController(SingleReader):
         for name in repository.model_names():
             try:
                 policy = load_policy(repository.root / name)
-            except Exception as exc:  # a bad file is reported by the CLI that wrote it
+            except Exception as exc:  # noqa: BLE001 - a bad file is reported by the CLI that wrote it
                 log.warning("model %s: traffic policy not readable: %s", name, exc)
                 continue
             running = self._running.get(name)

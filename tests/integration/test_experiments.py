@@ -15,18 +15,18 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
-from streaminfer.monitoring.settings import AlertingSettings, AlertTopics, ExperimentSettings, MonitorTopics
 from streaminfer.monitoring.experiments.splits import check_split
+from streaminfer.monitoring.settings import AlertingSettings, AlertTopics, ExperimentSettings, MonitorTopics
 from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import decode_prediction, request_body
 from streaminfer.schemas.deadletter import headers_dict, read_error_headers
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
-from tests.support.harness import Collector, app_settings, send, started
-from tests.support.models import EXPERIMENT_MODEL, write_table_model
-from tests.support.receiver import WebhookReceiver
 from streaminfer.workers.models.registry import PRODUCTION, ModelRegistry
 from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.routing.traffic import Arm, Canary, Shadow, TrafficPolicy, assign, save_policy
+from tests.support.harness import Collector, app_settings, send, started
+from tests.support.models import EXPERIMENT_MODEL, write_table_model
+from tests.support.receiver import WebhookReceiver
 
 SECRET = "experiments-" + uuid.uuid4().hex
 POLL_S = 0.2

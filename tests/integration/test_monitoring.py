@@ -13,14 +13,14 @@ import ray
 from prometheus_client import CollectorRegistry
 from sklearn.metrics import accuracy_score
 
-from streaminfer.monitoring.observability.metrics import MonitorMetrics
-from streaminfer.monitoring.settings import MonitorSettings, MonitorTopics
-from streaminfer.monitoring.drift.simulate import Shift, drifting_stream
-from streaminfer.monitoring.drift.model_watch import reference_frame
-from streaminfer.schemas.codec import decode_prediction
-from streaminfer.schemas.monitoring_events import decode_drift_event, decode_metric_event
 from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME
 from streaminfer.loadgen import Payload, demo_payloads, label_payloads, send_all
+from streaminfer.monitoring.drift.model_watch import reference_frame
+from streaminfer.monitoring.drift.simulate import Shift, drifting_stream
+from streaminfer.monitoring.observability.metrics import MonitorMetrics
+from streaminfer.monitoring.settings import MonitorSettings, MonitorTopics
+from streaminfer.schemas.codec import decode_prediction
+from streaminfer.schemas.monitoring_events import decode_drift_event, decode_metric_event
 from streaminfer.streams.clients import ensure_topic_names, make_consumer, make_producer, start_client
 from streaminfer.streams.monitor import Monitor
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
