@@ -115,8 +115,8 @@ class ExperimentController(SingleReader):
         if record.topic == self._labels_topic:
             label = decode_label(record.value)
             truth = label.label if isinstance(label.label, list) else [label.label]
-            for running in self._running.values():
-                running.evidence.labelled(label.id, truth)
+            for each in self._running.values():
+                each.evidence.labelled(label.id, truth)
             return
         headers = dict(record.headers)
         experiment = headers.get(h.EXPERIMENT) or headers.get(HEADER_PREFIX + "experiment")  # dead letters: the latter

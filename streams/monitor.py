@@ -216,7 +216,8 @@ class Monitor(SingleReader):
                     self._unknown.add((model, version))
                     log.warning("monitor: %s %s is not in the model repository; not watched", model, version or "")
             cached = self._resolved[(model, version)] = (key, now)
-        return self._state.watches[cached[0]] if cached[0] is not None else None
+        key_seen = cached[0]
+        return self._state.watches[key_seen] if key_seen is not None else None
 
     # outputs ---------------------------------------------------------------------------------
 
