@@ -2,7 +2,9 @@
 
 A dead letter keeps the request's value, key and headers untouched and appends headers under
 ``__streaminfer.errors.`` (the convention Kafka Connect uses with ``__connect.errors.``), so a
-replay tool can strip our headers and send the original record again.
+replay tool can strip our headers and send the original record again. ``retriable`` (``true`` or
+``false``, from the error's ``retriable`` attribute) says whether a replay of the same record can
+succeed once the cause has passed (workers back, feature store up) or will fail the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ class Reason(str, Enum):
     WRONG_SHAPE_OR_DTYPE = "wrong_shape_or_dtype"
     UNKNOWN_MODEL = "unknown_model"
     INFERENCE_ERROR = "inference_error"
+    WORKERS_UNAVAILABLE = "workers_unavailable"
+    """No inference worker answered within the retry budget: a replay later can succeed."""
     DEADLINE_EXCEEDED = "deadline_exceeded"
     FEATURE_MISSING = "feature_missing"
     """The model enriches requests from the feature store, and the named entity (or one of its
@@ -31,10 +35,13 @@ class Reason(str, Enum):
 
 
 _INT_FIELDS = ("partition", "offset")
+_BOOL_FIELDS = ("retriable",)
 
 
 #: Reasons that are the serving version's fault, not the request's: what canary gates count.
-MODEL_FAULTS = frozenset({Reason.INFERENCE_ERROR.value, Reason.DEADLINE_EXCEEDED.value})
+#: Workers that stay down count too, as they did while they were dead-lettered as inference errors.
+MODEL_FAULTS = frozenset({Reason.INFERENCE_ERROR.value, Reason.DEADLINE_EXCEEDED.value,
+                          Reason.WORKERS_UNAVAILABLE.value})
 
 
 def error_headers(
@@ -44,13 +51,15 @@ def error_headers(
     topic: str,
     partition: int,
     offset: int,
+    retriable: bool | None = None,
     model: str | None = None,
     version: str | None = None,
     request_id: str | None = None,
     experiment: str = "",
     arm: str = "",
 ) -> list[tuple[str, bytes]]:
-    """The headers appended to a dead letter, in a fixed order."""
+    """The headers appended to a dead letter, in a fixed order; ``retriable`` is written as
+    ``true`` or ``false`` (left out when ``None``: the writer does not say)."""
     fields: dict[str, object] = {
         "reason": reason.value,
         "message": message,
@@ -58,6 +67,8 @@ def error_headers(
         "partition": partition,
         "offset": offset,
     }
+    if retriable is not None:
+        fields["retriable"] = "true" if retriable else "false"
     if model is not None:
         fields["model"] = model
     if version is not None:
@@ -78,7 +89,12 @@ def read_error_headers(headers: Iterable[tuple[str, bytes]]) -> dict[str, object
             continue
         field = name[len(HEADER_PREFIX) :]
         text = value.decode("utf-8", errors="replace")
-        out[field] = int(text) if field in _INT_FIELDS else text
+        if field in _INT_FIELDS:
+            out[field] = int(text)
+        elif field in _BOOL_FIELDS:
+            out[field] = text == "true"
+        else:
+            out[field] = text
     return out
 
 

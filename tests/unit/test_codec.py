@@ -21,7 +21,13 @@ from streaminfer.schemas.codec import (
     request_body,
     request_tensors,
 )
-from streaminfer.schemas.deadletter import Reason, error_headers, original_headers, read_error_headers
+from streaminfer.schemas.deadletter import (
+    HEADER_PREFIX,
+    Reason,
+    error_headers,
+    original_headers,
+    read_error_headers,
+)
 from streaminfer.schemas.errors import InvalidJson, NestingTooDeep, SchemaViolation, WrongShapeOrDtype
 from streaminfer.schemas.signature import Signature, TensorSpec
 
@@ -59,15 +65,30 @@ def test_encoded_predictions_satisfy_the_prediction_schema():
     assert decoded["outputs"][0] == {"name": "label", "shape": [1], "datatype": "INT64", "data": [1]}
 
 
+@pytest.mark.parametrize("retriable", [True, False])
 @pytest.mark.parametrize("reason", list(Reason))
-def test_dead_letter_headers_read_back_as_the_deadletter_schema(reason):
+def test_dead_letter_headers_read_back_as_the_deadletter_schema(reason, retriable):
     headers = [("request-id", b"r-1")] + error_headers(
-        reason=reason, message="why", topic="t", partition=2, offset=41, model="m", request_id="r-1"
+        reason=reason, message="why", topic="t", partition=2, offset=41, retriable=retriable, model="m", request_id="r-1"
     )
     meta = read_error_headers(headers)
     validator("deadletter").validate(meta)
-    assert meta["reason"] == reason.value and meta["offset"] == 41
+    assert meta["reason"] == reason.value and meta["offset"] == 41 and meta["retriable"] is retriable
     assert original_headers(headers) == [("request-id", b"r-1")]
+
+
+@pytest.mark.parametrize(("retriable", "value"), [(True, b"true"), (False, b"false")])
+def test_the_retriable_header_is_written_as_true_or_false(retriable, value):
+    headers = dict(error_headers(reason=Reason.WORKERS_UNAVAILABLE, message="why", topic="t", partition=0, offset=0,
+                                 retriable=retriable))
+    assert headers[HEADER_PREFIX + "retriable"] == value
+
+
+def test_a_writer_that_does_not_say_whether_a_replay_can_succeed_writes_no_retriable_header():
+    meta = read_error_headers(error_headers(reason=Reason.FEATURE_WRITE_FAILED, message="why", topic="t",
+                                            partition=0, offset=0))
+    validator("deadletter").validate(meta)
+    assert "retriable" not in meta
 
 
 def test_schema_reason_codes_match_the_enum():
