@@ -207,9 +207,10 @@ class Monitor(SingleReader):
         if cached is None or now - cached[1] > RESOLVE_EVERY_S:
             try:
                 entry = self._repository.resolve(model, version)
-                key: tuple[str, str] | None = (entry.name, entry.version)
-                if key not in self._state.watches:
-                    self._state.watches[key] = new_watch(entry, self._settings)
+                found = (entry.name, entry.version)
+                if found not in self._state.watches:
+                    self._state.watches[found] = new_watch(entry, self._settings)
+                key: tuple[str, str] | None = found
             except StreamInferError:
                 key = None
                 if (model, version) not in self._unknown:
