@@ -66,12 +66,12 @@ _NETWORK_MARKERS = (
 
 
 class PeerUnavailable(StreamInferError):
-    """The peer cannot be installed or started. ``reason`` is one line; ``registry_unreachable``
+    """The peer cannot be installed or started. ``detail`` is one line; ``registry_unreachable``
     is True only when pip could not reach the package index (callers may skip on that alone)."""
 
-    def __init__(self, reason: str, registry_unreachable: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, detail: str, registry_unreachable: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
         self.registry_unreachable = registry_unreachable
 
 

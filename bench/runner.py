@@ -137,7 +137,7 @@ async def run_system(system: System, config: BenchConfig, run: int, progress: Pr
         result.lost = sum(1 for key in sent_at if key not in collector.received_at)
         result.duplicates = sum(len(v) - 1 for v in collector.received_at.values())
     except Exception as exc:  # a system that cannot run here is a result, with its reason
-        result.error = f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}"
+        result.error = f"{type(exc).__name__}: {exc}"
     finally:
         if running is not None:
             running.stop()

@@ -1,32 +1,109 @@
-"""Errors raised while reading a request off the wire.
+"""The project's exception tree: one root, an ``errors.py`` per package, and every class below.
 
-Exception tree (the project's root error lives here because every package imports ``schemas``)::
+Every error this project raises on purpose derives from ``StreamInferError``. Two class
+attributes say what a failure means, so callers branch on type and attributes, never on message
+text (aiokafka's ``retriable`` is the model):
+
+``reason``
+    The dead-letter reason (``schemas.deadletter.Reason``) of a failure that belongs to one
+    request: the pipeline turns it into that request's dead letter. ``None`` (the default) for
+    everything else (settings, lifecycle, brokers, bugs): those stop a command or the pipeline.
+``retriable``
+    Whether the same work can succeed later, unchanged, once the cause has passed (workers back,
+    a broker reachable again). ``False`` by default. A dead letter carries it as its
+    ``__streaminfer.errors.retriable`` header, so a replay tool knows what is worth replaying.
+
+Constructors take the facts and build the message from them; the facts stay attributes
+(``UnknownModel(name, version, known).version``), and an error pickles back from them, so it
+crosses Ray's process boundary whole.
+
+Each line gives the class, ``[its reason, retriable]`` where set, and when it is raised::
 
     StreamInferError
-    └── RequestError                 a record that can never succeed; carries a dead-letter reason
-        ├── InvalidJson              value is not JSON
-        ├── SchemaViolation          JSON, but not an OIP v2 request
-        │   ├── NestingTooDeep       JSON nested deeper than the decoder's recursion limit
-        │   └── UndecodableRequest   decoding raised something unforeseen (a bug of ours)
-        └── WrongShapeOrDtype        an OIP request whose tensors do not fit the model
+    ├── RequestError                                    the request's own fault: a replay fails the same way
+    │   ├── InvalidJson              [invalid_json]          value is not JSON
+    │   ├── SchemaViolation          [schema_violation]      JSON, but not an OIP v2 request
+    │   │   ├── NestingTooDeep       [schema_violation]      nested deeper than the decoder's recursion limit
+    │   │   └── UndecodableRequest   [schema_violation]      decoding raised something unforeseen (a bug of ours)
+    │   ├── WrongShapeOrDtype        [wrong_shape_or_dtype]  tensors that do not fit the model
+    │   ├── UnknownModel             [unknown_model]         a model or version the repository lacks
+    │   ├── InferenceFailed          [inference_error]       ONNX Runtime rejected the input (the same input fails again)
+    │   ├── DeadlineExceeded         [deadline_exceeded]     the request's deadline passed before it could run
+    │   └── FeatureMissing           [feature_missing]       its entity or a required feature is not in the store
+    ├── WorkersUnavailable           [workers_unavailable, retriable]
+    │                                                        no actor answered within the retry budget
+    ├── FeatureStoreUnavailable      [feature_store_unavailable, retriable]
+    │                                                        the online feature store could not be read
+    ├── ModelFileMissing                                     a repository entry without its model.onnx or metadata
+    ├── RegistryError                                        a registry change that cannot be made
+    ├── PolicyInvalid                                        a traffic policy file that cannot be served
+    ├── AlertConfigError                                     the alert rules file is wrong
+    ├── BrokerUnreachable            [retriable]             no Kafka answered at the bootstrap address
+    ├── TopicsMissing                                        topics still unknown after creating them
+    ├── UndeclaredTopic                                      a topic ``streams.topics`` does not declare
+    ├── TopicConflict                                        two settings name one topic, laid out differently
+    ├── DeliveryFailed               [retriable]             the broker did not acknowledge a record: stop,
+    │                                                        commit nothing, a restart sends it again
+    ├── BatcherClosed                                        submitted to a batcher that is stopping
+    ├── FeatureRepoMissing                                   no feature repository where the settings point
+    ├── NoAnswer                     [retriable]             a webhook call got no HTTP answer at all
+    │   └── TimedOut                 [retriable]             no answer within the receiver's timeout
+    ├── DuplicateReceiver                                    two webhook receivers with one name
+    ├── PortInUse                                            a port to listen on is taken
+    ├── BrokerBinaryMissing                                  no Tansu binary for this platform
+    ├── BrokerStartFailed                                    the embedded broker exited or did not listen
+    ├── NothingToReport                                      a report without enough data
+    ├── NoSnapshots                                          no experiment looks recorded to report on
+    └── PeerUnavailable                                      the MLServer benchmark peer cannot run (bench/ only)
 
-Other packages add their own subclasses (unknown model, inference failure, deadline). Callers
-branch on the ``reason`` attribute, never on message text.
+Where they live: ``schemas.errors`` (the root and the decoding errors), ``workers.errors``
+(repository, registry, routing, execution), ``monitoring.errors``, ``streams.errors`` (Kafka,
+pipeline, features), ``streams.alerting.errors`` and ``streams.alerting.webhooks`` (webhook
+delivery), ``streaminfer.errors`` (command line, wiring, reports) and ``bench.mlserver_peer``.
+The root lives here because every package imports ``schemas``. ``tests/unit/test_errors.py``
+checks that this tree lists every class with its reason and ``retriable``.
 """
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from streaminfer.schemas.deadletter import Reason
+
+_E = TypeVar("_E", bound="StreamInferError")
+
+
+def _rebuild(cls: type[_E], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _E:
+    return cls(*args, **kwargs)
 
 
 class StreamInferError(Exception):
-    """Root of every error this project raises on purpose."""
+    """Root of every error this project raises on purpose (the tree is in the module docstring)."""
+
+    reason: Reason | None = None
+    """The dead-letter reason of a per-request failure; ``None``: not a request's failure."""
+    retriable: bool = False
+    """Whether the same work can succeed later, unchanged."""
+
+    _init_arguments: tuple[tuple[Any, ...], dict[str, Any]]
+
+    def __new__(cls: type[_E], *args: Any, **kwargs: Any) -> _E:
+        # Keep the constructor's arguments: subclasses build their message from structured
+        # arguments, so ``self.args`` (the message) could not build them again when unpickled.
+        self = super().__new__(cls, *args, **kwargs)
+        self._init_arguments = (args, kwargs)
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args, kwargs = self.__dict__.get("_init_arguments", (self.args, {}))
+        return (_rebuild, (type(self), args, kwargs), self.__dict__)
 
 
 class RequestError(StreamInferError):
-    """A request that no retry can fix: it belongs in dead letters under ``reason``."""
+    """The request's own fault: it belongs in dead letters under ``reason``, and no replay of the
+    same record can succeed. Every subclass sets ``reason``."""
 
-    reason: Reason = Reason.SCHEMA_VIOLATION
+    reason: Reason
 
 
 class InvalidJson(RequestError):

@@ -1,12 +1,18 @@
-"""Errors of the command line and the wiring around it (each message says what to do)."""
+"""Errors of the command line, the wiring around it and the reports (each message says what to do).
+
+Their place in the project's tree, with reasons and ``retriable``, is in ``streaminfer.schemas.errors``.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from streaminfer.schemas.errors import StreamInferError
 
 
 class PortInUse(StreamInferError):
     def __init__(self, host: str, port: int, flag: str = "--port") -> None:
+        self.host, self.port, self.flag = host, port, flag
         super().__init__(f"port {port} on {host} is already in use: stop what holds it or pass {flag} with a free port")
 
 
@@ -20,3 +26,13 @@ class BrokerStartFailed(StreamInferError):
 
 class NothingToReport(StreamInferError):
     """A report was asked for with too little data, or for a model that cannot be compared."""
+
+
+class NoSnapshots(StreamInferError):
+    """No experiment looks recorded where the report reads them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(f"no looks recorded for this experiment at {path}: is the experiment controller running "
+                         "(`streaminfer run`, on by default) and has the experiment seen traffic? "
+                         "Set EXPERIMENTS__SNAPSHOTS_DIR if the controller writes elsewhere.")

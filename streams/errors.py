@@ -1,42 +1,56 @@
-"""Errors of the Kafka side.
+"""Errors of the Kafka side: brokers and topics, the pipeline, the feature store.
 
-::
-
-    StreamInferError
-    ├── RequestError
-    │   ├── DeadlineExceeded        the request's deadline passed before it could run
-    │   ├── FeatureMissing          its model enriches from the feature store; the entity or a
-    │   │                           required feature is not there
-    │   └── FeatureStoreUnavailable the online store could not be read; replay the dead letter later
-    ├── BrokerUnreachable           no Kafka answered at the bootstrap address
-    ├── TopicsMissing               topics still unknown to the broker after creating them
-    ├── UndeclaredTopic             a service asked for a topic ``streams.topics`` does not declare
-    ├── TopicConflict               two settings name one topic, laid out differently
-    └── DeliveryFailed              the broker did not acknowledge a prediction or dead letter;
-                                    the pipeline stops without committing, so nothing is lost
+Their place in the project's tree, with reasons and ``retriable``, is in ``streaminfer.schemas.errors``.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from streaminfer.schemas.deadletter import Reason
 from streaminfer.schemas.errors import RequestError, StreamInferError
 
 
 class DeadlineExceeded(RequestError):
+    """The request's ``deadline-ms`` passed before it could run: it is dead-lettered unrun."""
+
     reason = Reason.DEADLINE_EXCEEDED
+
+    def __init__(self, deadline_ms: int, late_ms: int) -> None:
+        self.deadline_ms, self.late_ms = deadline_ms, late_ms
+        super().__init__(f"deadline {deadline_ms} passed {late_ms} ms before the request could run")
 
 
 class FeatureMissing(RequestError):
     reason = Reason.FEATURE_MISSING
 
 
-class FeatureStoreUnavailable(RequestError):
+class FeatureStoreUnavailable(StreamInferError):
+    """The online store could not be read for a request: dead-lettered, worth replaying later."""
+
     reason = Reason.FEATURE_STORE_UNAVAILABLE
+    retriable = True
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+        super().__init__(f"online feature store could not be read: {cause!r}; replay later")
+
+
+class FeatureRepoMissing(StreamInferError):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(f"no feature repository at {path}: create it with `streaminfer features init`")
+
+
+class BatcherClosed(StreamInferError):
+    """Submitted to a batcher that is stopping; the caller should not commit those items."""
 
 
 class BrokerUnreachable(StreamInferError):
+    retriable = True
+
     def __init__(self, bootstrap: str, detail: str = "") -> None:
-        self.bootstrap = bootstrap
+        self.bootstrap, self.detail = bootstrap, detail
         extra = f" ({detail})" if detail else ""
         super().__init__(
             f"cannot reach Kafka at {bootstrap}{extra}: start one with `streaminfer broker` "
@@ -45,11 +59,15 @@ class BrokerUnreachable(StreamInferError):
 
 
 class DeliveryFailed(StreamInferError):
-    """The broker did not acknowledge a prediction or dead letter: stop, commit nothing."""
+    """The broker did not acknowledge a prediction or dead letter: stop, commit nothing (a restart
+    sends it again)."""
+
+    retriable = True
 
 
 class TopicsMissing(StreamInferError):
     def __init__(self, topics: list[str], bootstrap: str) -> None:
+        self.topics, self.bootstrap = topics, bootstrap
         super().__init__(
             f"topics {', '.join(topics)} do not exist on {bootstrap}: create them, or let streaminfer "
             "create them (it needs the right to create topics)"
@@ -68,7 +86,7 @@ class TopicConflict(StreamInferError):
     """Two settings give one topic name to topics laid out differently (say, drift and silences)."""
 
     def __init__(self, topic: str, first: str, second: str) -> None:
-        self.topic = topic
+        self.topic, self.first, self.second = topic, first, second
         super().__init__(
             f"topic {topic!r} is named by two settings with different layouts ({first} and {second}): "
             "give each its own topic"

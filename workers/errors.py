@@ -1,13 +1,6 @@
-"""Errors of the model repository and the worker pool.
+"""Errors of the model repository, the registry, traffic routing and the worker pool.
 
-::
-
-    StreamInferError
-    ├── RequestError
-    │   ├── UnknownModel            request names a model or version the repository lacks
-    │   └── InferenceFailed         ONNX Runtime rejected the batch (deterministic: no retry)
-    ├── ModelFileMissing            a repository entry without its model.onnx or metadata
-    └── WorkersUnavailable          actors stayed dead past the retry budget (transient)
+Their place in the project's tree, with reasons and ``retriable``, is in ``streaminfer.schemas.errors``.
 """
 
 from __future__ import annotations
@@ -26,9 +19,6 @@ class UnknownModel(RequestError):
         wanted = f"{name!r}" if version is None else f"{name!r} version {version!r}"
         super().__init__(f"model {wanted} is not in the repository (known: {', '.join(known) or 'none'})")
 
-    def __reduce__(self):  # keep picklable across Ray's process boundary
-        return (UnknownModel, (self.name, self.version, self.known))
-
 
 class InferenceFailed(RequestError):
     """ONNX Runtime raised while running a batch; the same input fails again, so never retry it."""
@@ -36,16 +26,32 @@ class InferenceFailed(RequestError):
     reason = Reason.INFERENCE_ERROR
 
 
+class WorkersUnavailable(StreamInferError):
+    """No worker of a model version could run a batch (actors dead past the retry budget, or the
+    pool not started): each request of the batch is dead-lettered, and a replay later can succeed."""
+
+    reason = Reason.WORKERS_UNAVAILABLE
+    retriable = True
+
+    def __init__(self, workers: str, detail: str) -> None:
+        """``workers``: whose workers (a model name, or an actor's name); ``detail``: what happened."""
+        self.workers, self.detail = workers, detail
+        super().__init__(f"no worker of {workers} is available: {detail}")
+
+
 class ModelFileMissing(StreamInferError):
     def __init__(self, path: Path, hint: str) -> None:
         self.path, self.hint = path, hint
         super().__init__(f"{path} is missing: {hint}")
 
-    def __reduce__(self):
-        return (ModelFileMissing, (self.path, self.hint))
+
+class RegistryError(StreamInferError):
+    """A registry change that cannot be made; the message says what to do instead."""
 
 
-class WorkersUnavailable(StreamInferError):
-    """No actor answered within the retry budget; the batch is failed with ``inference_error``."""
+class PolicyInvalid(StreamInferError):
+    """A traffic policy file that cannot be served; ``problem`` says what to change."""
 
-    reason = Reason.INFERENCE_ERROR
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path, self.problem = path, problem
+        super().__init__(f"{path}: {problem}")

@@ -31,7 +31,7 @@ class PoolSettings(BaseModel):
     """GPUs Ray reserves per actor; set above 0 on a cluster with GPUs so actors land there."""
 
     retry_timeout_s: float = Field(60.0, gt=0)
-    """How long a batch waits for a dead actor to come back before it fails as ``inference_error``."""
+    """How long a batch waits for a dead actor to come back before it fails as ``workers_unavailable``."""
 
     namespace: str = "streaminfer"
     """Ray namespace the named actors live in (the dashboard filters by it)."""

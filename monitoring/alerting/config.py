@@ -41,14 +41,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streaminfer.monitoring.alerting.receivers import ReceiverConfig
+from streaminfer.monitoring.errors import AlertConfigError
 from streaminfer.schemas.notifications import Matcher
-from streaminfer.schemas.errors import StreamInferError
 
 _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
-
-
-class AlertConfigError(StreamInferError):
-    """The rules file is wrong; the message names the place and the fix."""
 
 
 class RuleKind(str, Enum):

@@ -16,7 +16,8 @@ import typer
 
 from streaminfer.cli.common import RepoOpt, console, friendly_errors, load_settings
 from streaminfer.cli.models import WhoOpt, WhyOpt, describe_policy
-from streaminfer.workers.models.registry import AuditEntry, ModelRegistry, RegistryError, default_actor
+from streaminfer.workers.errors import RegistryError
+from streaminfer.workers.models.registry import AuditEntry, ModelRegistry, default_actor
 from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.routing.traffic import (
     Arm,

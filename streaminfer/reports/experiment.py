@@ -20,15 +20,8 @@ import msgspec
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from streaminfer.errors import NoSnapshots  # noqa: E402
 from streaminfer.monitoring.experiments.evidence import Snapshot  # noqa: E402
-from streaminfer.schemas.errors import StreamInferError  # noqa: E402
-
-
-class NoSnapshots(StreamInferError):
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"no looks recorded for this experiment at {path}: is the experiment controller running "
-                         "(`streaminfer run`, on by default) and has the experiment seen traffic? "
-                         "Set EXPERIMENTS__SNAPSHOTS_DIR if the controller writes elsewhere.")
 
 
 def load_snapshots(snapshots_dir: Path, name: str) -> list[Snapshot]:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from streaminfer.schemas.errors import StreamInferError
+from streaminfer.streams.errors import FeatureRepoMissing
 from streaminfer.streams.features.aggregates import WindowSpec
 from streaminfer.streams.features.settings import FeatureSettings
 
@@ -36,11 +36,6 @@ TIMESTAMP = "event_timestamp"
 CREATED = "created"
 """When a row was computed: of two rows for the same entity and time, the later corrects the other."""
 CONFIG_FILE = "feature_store.yaml"
-
-
-class FeatureRepoMissing(StreamInferError):
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"no feature repository at {path}: create it with `streaminfer features init`")
 
 
 def offline_path(settings: FeatureSettings, view: str) -> Path:

@@ -1,8 +1,10 @@
 """What a request ends as: its prediction, its dead letter, or its shadow's answer.
 
-A failure with a reason is the request's own (bad input, a model that rejects it, a missed
-deadline) and becomes a dead letter; a failure without one is a bug, and is raised so the
-pipeline stops without committing.
+A ``StreamInferError`` with a ``reason`` is that request's failure (bad input, a model that
+rejects it, a missed deadline, workers or a store that stayed down) and becomes its dead letter,
+headed with the reason and whether a replay can succeed (``retriable``). Any other failure (an
+error without a reason, or one that is not ours: a bug) is raised, so the pipeline stops without
+committing.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from streaminfer.streams.settings import TopicSettings
 
 def answer(topics: TopicSettings, item: Decoded, outcome: Prediction | BaseException) -> Outgoing:
     if isinstance(outcome, BaseException):
-        if getattr(outcome, "reason", None) is None:
-            raise outcome  # not a request's fault (a bug): stop without committing
-        return dead_letter(topics, item.record, outcome, item)  # type: ignore[arg-type]
+        if not isinstance(outcome, StreamInferError):
+            raise outcome  # a bug: stop without committing
+        return dead_letter(topics, item.record, outcome, item)
     route = item.route
     return prediction_record(topics.predictions, item.record, outcome, item.headers.trace,
                              experiment_headers(route.experiment, route.arm) if route.experiment else None)
@@ -36,9 +38,10 @@ def shadow_answer(topics: TopicSettings, item: Decoded, outcome: Prediction | Ba
     """A shadow's failure is data for the comparison, never a dead letter of the request."""
     shadow = item.route.shadow
     assert shadow is not None
-    if isinstance(outcome, BaseException):
-        reason = getattr(outcome, "reason", None)
-        outcome_value: Prediction | str = reason.value if reason is not None else type(outcome).__name__
+    if isinstance(outcome, StreamInferError) and outcome.reason is not None:
+        outcome_value: Prediction | str = outcome.reason.value
+    elif isinstance(outcome, BaseException):
+        outcome_value = type(outcome).__name__
     else:
         outcome_value = outcome
     return shadow_record(topics.shadow, item.record, item.request_id, shadow.entry.name,
@@ -46,11 +49,15 @@ def shadow_answer(topics: TopicSettings, item: Decoded, outcome: Prediction | Ba
 
 
 def dead_letter(topics: TopicSettings, record: ConsumerRecord, exc: StreamInferError, item: Decoded | None = None) -> Outgoing:
+    """The request's dead letter; ``exc`` itself is raised if it is not a request's failure."""
+    if exc.reason is None:
+        raise exc  # not a request's failure (lifecycle, settings): stop without committing
     return dead_letter_record(
         topics.deadletter,
         record,
         exc.reason,
         str(exc),
+        retriable=exc.retriable,
         model=item.served.entry.name if item else None,
         version=item.served.entry.version if item else None,
         request_id=item.request_id if item else None,

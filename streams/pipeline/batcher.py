@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Generic, Sequence, TypeVar
 
 from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
+from streaminfer.streams.errors import BatcherClosed
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,10 +36,6 @@ class _Unit(Generic[T]):
     enqueued: float
     earliest_deadline: float | None = None
     results: list[object] = field(default_factory=list)
-
-
-class BatcherClosed(Exception):
-    """Submitted to a batcher that is stopping; the caller should not commit those items."""
 
 
 class DynamicBatcher(Generic[T, R]):

@@ -12,7 +12,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from streaminfer.schemas.errors import RequestError
+from streaminfer.schemas.errors import RequestError, StreamInferError
 from streaminfer.streams.pipeline.decoding import Decoded
 from streaminfer.streams.errors import FeatureMissing, FeatureStoreUnavailable
 from streaminfer.streams.features.settings import FeatureSettings
@@ -23,7 +23,7 @@ class FeatureReader(Protocol):
     def read(self, entities: list[str], refs: list[str]) -> dict[str, dict[str, Any]]: ...
 
 
-Outcome = tuple[Decoded, RequestError | None]
+Outcome = tuple[Decoded, StreamInferError | None]
 
 
 def feast_enricher(settings: FeatureSettings) -> "Enricher":
@@ -63,7 +63,7 @@ class Enricher:
         try:
             values = await asyncio.to_thread(self._read, named, refs) if named else {}
         except Exception as exc:  # noqa: BLE001 - whatever the store raised, the request can be replayed
-            error = FeatureStoreUnavailable(f"online feature store could not be read: {exc!r}; replay later")
+            error = FeatureStoreUnavailable(exc)
             return [(item, error) for item in items]
         return [(item, _append(item, entities[id(item)], values, refs, self._entity_parameter)) for item in items]
 

@@ -86,19 +86,22 @@ def dead_letter_record(
     reason: Reason,
     message: str,
     *,
+    retriable: bool = False,
     model: str | None = None,
     version: str | None = None,
     request_id: str | None = None,
     experiment: str = "",
     arm: str = "",
 ) -> Outgoing:
-    """The original value, key and headers, plus our error headers; never re-encoded."""
+    """The original value, key and headers, plus our error headers; never re-encoded.
+    ``retriable``: whether replaying the record can succeed once the cause has passed."""
     headers = list(record.headers) + error_headers(
         reason=reason,
         message=message,
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
+        retriable=retriable,
         model=model,
         version=version,
         request_id=request_id,

@@ -112,5 +112,5 @@ def _deadline_s(item: Decoded) -> float | None:
 
 
 def _expired(item: Decoded, now_s: float) -> DeadlineExceeded:
-    late_ms = int(now_s * 1000) - (item.headers.deadline_ms or 0)
-    return DeadlineExceeded(f"deadline {item.headers.deadline_ms} passed {late_ms} ms before the request could run")
+    deadline_ms = item.headers.deadline_ms or 0
+    return DeadlineExceeded(deadline_ms, int(now_s * 1000) - deadline_ms)

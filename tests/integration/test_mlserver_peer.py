@@ -15,10 +15,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streaminfer.schemas.codec import request_body
 from bench.mlserver_peer import MLServerPeer, PeerUnavailable
 from streaminfer.broker import EmbeddedBroker
 from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME, demo_data
+from streaminfer.schemas.codec import request_body
 from streaminfer.workers.models.repository import ModelRepository
 
 PEER_HOME = Path.home() / ".cache" / "streaminfer" / "mlserver-1.7.1"
@@ -32,7 +32,7 @@ def installed_peer(model_repo: ModelRepository) -> MLServerPeer:
         peer.ensure_installed()  # about 30 s the first time, instant afterwards
     except PeerUnavailable as exc:
         if exc.registry_unreachable:
-            pytest.skip(f"MLServer cannot be installed without the package registry: {exc.reason}")
+            pytest.skip(f"MLServer cannot be installed without the package registry: {exc.detail}")
         raise
     return peer
 

@@ -6,7 +6,8 @@ import textwrap
 
 import pytest
 
-from streaminfer.monitoring.alerting.config import AlertConfigError, load_config
+from streaminfer.monitoring.alerting.config import load_config
+from streaminfer.monitoring.errors import AlertConfigError
 
 GOOD = """
 receivers:

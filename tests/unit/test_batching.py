@@ -13,7 +13,8 @@ import asyncio
 import pytest
 
 from streaminfer.streams.clock import ManualClock
-from streaminfer.streams.pipeline.batcher import BatcherClosed, DynamicBatcher
+from streaminfer.streams.errors import BatcherClosed
+from streaminfer.streams.pipeline.batcher import DynamicBatcher
 
 GUARD_S = 10
 

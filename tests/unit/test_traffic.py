@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from streaminfer.monitoring.experiments.splits import check_split
+from streaminfer.workers.errors import PolicyInvalid
 from streaminfer.workers.routing.traffic import (
     Arm,
     Canary,
-    PolicyInvalid,
     Shadow,
     TrafficPolicy,
     assign,

@@ -45,7 +45,7 @@ class LocalPool:
 
     async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._runtime is None or self._executor is None:
-            raise WorkersUnavailable(f"local session for {self.model.name} is not started")
+            raise WorkersUnavailable(self.model.name, "its local session is not started")
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._runtime.run, inputs)
 
     async def stop(self) -> None:

@@ -90,7 +90,7 @@ class WorkerPool:
     async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch on the least busy actor; survive actor deaths within the retry budget."""
         if not self._actors:
-            raise WorkersUnavailable(f"pool for {self.model.name} is not started")
+            raise WorkersUnavailable(self.model.name, "its pool is not started")
         deadline = time.monotonic() + self._pool.retry_timeout_s
         backoff = _BACKOFF_START_S
         while True:
@@ -104,7 +104,7 @@ class WorkerPool:
                 self.restarts_seen += 1
                 if time.monotonic() + backoff > deadline:
                     raise WorkersUnavailable(
-                        f"no actor of {self.model.name} answered within {self._pool.retry_timeout_s:.0f} s: {exc}"
+                        self.model.name, f"no actor answered within {self._pool.retry_timeout_s:.0f} s: {exc}"
                     ) from exc
                 log.warning("actor %s failed (%s); retrying the batch", actor_name(self.model.name, self.model.version, index), type(exc).__name__)
                 await asyncio.sleep(backoff)
@@ -131,4 +131,4 @@ async def _wait_until_name_is_free(name: str, namespace: str, timeout_s: float =
         except ValueError:
             return
         await asyncio.sleep(0.1)
-    raise WorkersUnavailable(f"a Ray actor named {name!r} already exists in namespace {namespace!r}; stop the other pipeline or use another namespace")
+    raise WorkersUnavailable(name, f"a Ray actor of that name already exists in namespace {namespace!r}; stop the other pipeline or use another namespace")

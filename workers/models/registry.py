@@ -25,7 +25,7 @@ from pathlib import Path
 
 import msgspec
 
-from streaminfer.schemas.errors import StreamInferError
+from streaminfer.workers.errors import RegistryError
 from streaminfer.workers.models.repository import ModelRepository
 
 PRODUCTION = "production"
@@ -46,10 +46,6 @@ class AuditEntry(msgspec.Struct, omit_defaults=True):
     to_version: str | None = None
     why: str = ""
     detail: str = ""
-
-
-class RegistryError(StreamInferError):
-    """A registry change that cannot be made; the message says what to do instead."""
 
 
 _audit_decoder = msgspec.json.Decoder(AuditEntry)

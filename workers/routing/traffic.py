@@ -22,7 +22,7 @@ from pathlib import Path
 
 import msgspec
 
-from streaminfer.schemas.errors import StreamInferError
+from streaminfer.workers.errors import PolicyInvalid
 from streaminfer.workers.models.registry import write_atomically
 
 TRAFFIC_FILE = "traffic.json"
@@ -93,11 +93,6 @@ class TrafficPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
         else:
             share = 100.0 if canary.status == "completed" else 0.0
         return (Arm("candidate", canary.candidate, share), Arm("control", canary.control, 100.0 - share))
-
-
-class PolicyInvalid(StreamInferError):
-    def __init__(self, path: Path, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
 
 
 def validate(policy: TrafficPolicy, path: Path) -> TrafficPolicy:

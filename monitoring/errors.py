@@ -1,0 +1,12 @@
+"""Errors of monitoring: drift, experiments, alerting and observability.
+
+Their place in the project's tree, with reasons and ``retriable``, is in ``streaminfer.schemas.errors``.
+"""
+
+from __future__ import annotations
+
+from streaminfer.schemas.errors import StreamInferError
+
+
+class AlertConfigError(StreamInferError):
+    """The alert rules file is wrong; the message names the place and the fix."""
