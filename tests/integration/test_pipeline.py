@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import ray
 
+from streaminfer.demo.model import DEMO_MODEL, DEMO_VERSION, INPUT_NAME, demo_data
 from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import decode_prediction, request_body
 from streaminfer.schemas.deadletter import read_error_headers
-from streaminfer.demo.model import DEMO_MODEL, DEMO_VERSION, INPUT_NAME, demo_data
-from tests.support.harness import Collector, app_settings, send, started
-from tests.support.models import LOOKUP_MODEL, LOOKUP_TABLE
 from streaminfer.workers.execution.runtime import ModelRuntime
 from streaminfer.workers.settings import RuntimeSettings
+from tests.support.harness import Collector, app_settings, ends, send, started
+from tests.support.models import LOOKUP_MODEL, LOOKUP_TABLE
 
 
 def demo_records(rows: np.ndarray, count: int, prefix: str) -> list:
@@ -38,9 +38,9 @@ async def test_every_valid_request_gets_one_prediction_equal_to_direct_onnx(
     app = await started(settings)
     try:
         async with Collector(kafka_settings.bootstrap, topics) as collector:
-            await send(kafka_settings.bootstrap, topics.requests, demo_records(rows, count, "ok"))
-            collected = await collector.until(lambda c: c.total >= count)
-            await collector.settle()
+            sent = await send(kafka_settings.bootstrap, topics.requests, demo_records(rows, count, "ok"))
+            await collector.until(lambda c: c.total >= count)
+            collected = await collector.caught_up(kafka_settings, sent)
     finally:
         await app.stop()
 
@@ -113,9 +113,9 @@ async def test_mixed_stream_sends_each_bad_record_to_dead_letters_with_its_reaso
     app = await started(settings)
     try:
         async with Collector(kafka_settings.bootstrap, topics) as collector:
-            await send(kafka_settings.bootstrap, topics.requests, records)
-            collected = await collector.until(lambda c: c.total >= len(records))
-            await collector.settle()
+            sent = await send(kafka_settings.bootstrap, topics.requests, records)
+            await collector.until(lambda c: c.total >= len(records))
+            collected = await collector.caught_up(kafka_settings, sent)
     finally:
         await app.stop()
 
@@ -148,9 +148,9 @@ async def test_killed_actor_mid_stream_loses_no_request(consumers, kafka_setting
             sender = asyncio.create_task(send(kafka_settings.bootstrap, topics.requests, demo_records(rows, count, "k")))
             await collector.until(lambda c: c.total >= 200)
             ray.kill(victim, no_restart=False)
-            await sender
-            collected = await collector.until(lambda c: len(c.unique_ids()) >= count)
-            await collector.settle()
+            sent = await sender
+            await collector.until(lambda c: len(c.unique_ids()) >= count)
+            collected = await collector.caught_up(kafka_settings, sent)
     finally:
         await app.stop()
 
@@ -168,14 +168,14 @@ async def test_restarted_pipeline_resumes_from_committed_offsets(kafka_settings,
     settings = app_settings(kafka_settings, topics, model_repo)
     async with Collector(kafka_settings.bootstrap, topics) as collector:
         app = await started(settings)
-        await send(kafka_settings.bootstrap, topics.requests, first)
+        sent_first = await send(kafka_settings.bootstrap, topics.requests, first)
         await collector.until(lambda c: c.total >= 500)
         await app.stop()
-        await send(kafka_settings.bootstrap, topics.requests, second)
+        sent_second = await send(kafka_settings.bootstrap, topics.requests, second)
         app = await started(settings)
         try:
-            collected = await collector.until(lambda c: len(c.unique_ids()) >= 3000)
-            await collector.settle()
+            await collector.until(lambda c: len(c.unique_ids()) >= 3000)
+            collected = await collector.caught_up(kafka_settings, ends(sent_first, sent_second))
         finally:
             await app.stop()
 
@@ -195,13 +195,13 @@ async def test_two_pipelines_in_one_group_share_the_partitions_and_answer_each_r
     async with Collector(kafka_settings.bootstrap, topics) as collector:
         app_a = await started(first)
         try:
-            await send(kafka_settings.bootstrap, topics.requests, demo_records(rows, count // 2, "s"))
+            sent_first = await send(kafka_settings.bootstrap, topics.requests, demo_records(rows, count // 2, "s"))
             await collector.until(lambda c: c.total >= 200)
             app_b = await started(second)  # joins the group mid-stream: a rebalance under load
             try:
-                await send(kafka_settings.bootstrap, topics.requests, demo_records(rows, count, "s")[count // 2 :])
-                collected = await collector.until(lambda c: len(c.unique_ids()) >= count)
-                await collector.settle()
+                sent_second = await send(kafka_settings.bootstrap, topics.requests, demo_records(rows, count, "s")[count // 2 :])
+                await collector.until(lambda c: len(c.unique_ids()) >= count)
+                collected = await collector.caught_up(kafka_settings, ends(sent_first, sent_second))
                 assigned_b = app_b.pipeline.assignment()
             finally:
                 await app_b.stop()
