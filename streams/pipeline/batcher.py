@@ -212,7 +212,7 @@ class DynamicBatcher(Generic[T, R]):
 
     async def _run_isolating(self, items: list[T]) -> list[object]:
         try:
-            values = list(await self._run_batch(items))
+            values: list[object] = list(await self._run_batch(items))
         except self._split_on as exc:
             if len(items) == 1:
                 return [exc]
