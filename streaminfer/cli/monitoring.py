@@ -39,14 +39,14 @@ async def _monitor_until_signal(settings: AppSettings) -> None:
 
     from streaminfer.monitoring.observability.endpoint import stop_serving
     from streaminfer.monitoring.observability.metrics import MonitorMetrics
-    from streaminfer.app import _serve_metrics
+    from streaminfer.running import serve_configured_metrics
     from streaminfer.streams.clients import check_reachable
     from streaminfer.streams.monitor import Monitor
     from streaminfer.workers.models.repository import ModelRepository
 
     await check_reachable(settings.kafka.bootstrap)
     registry = CollectorRegistry()
-    server, url = _serve_metrics(settings, registry)
+    server, url = serve_configured_metrics(settings, registry)
     monitor = Monitor(
         settings.kafka, settings.topics, settings.monitor, ModelRepository(settings.model_repository),
         settings.pipeline.default_model, MonitorMetrics(registry),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ray.exceptions import RayError
 
 from streaminfer.actors.service import ServiceState
-from streaminfer.app import DriverApp
+from streaminfer.running import DriverApp
 from streaminfer.settings import AppSettings
 
 
