@@ -26,6 +26,7 @@ from streaminfer.cli import models as model_commands
 from streaminfer.cli.experiments import experiments_app
 from streaminfer.cli.features import features_app
 from streaminfer.cli.monitoring import drift_app, monitor_command
+from streaminfer.cli.topics import topics_app
 from streaminfer.settings import AppSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming inference on Kafka with Ray and ONNX Runtime.")
@@ -331,6 +332,7 @@ app.add_typer(drift_app, name="drift")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(features_app, name="features")
 app.add_typer(experiments_app, name="experiments")
+app.add_typer(topics_app, name="topics")
 app.command("monitor")(monitor_command)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -126,3 +127,22 @@ def test_a_silence_set_from_the_cli_is_listed_until_it_is_expired(tansu):
     assert silence_id not in cli("alerts", "list").stdout
     bad = cli("alerts", "silence", "--match", "feature=~mean(", "--duration", "2h")
     assert_one_line_error(bad, "bad regex")
+
+
+def test_topics_create_lays_out_every_declared_topic_as_the_services_would(tansu):
+    created = streaminfer("topics", "create", "--bootstrap", tansu.bootstrap,
+                          env={"STREAMINFER_TOPICS__PARTITIONS": "3", "STREAMINFER_TOPICS__REQUESTS": "cli-topics.requests"})
+    assert created.returncode == 0, created.stderr
+
+    async def layout() -> dict[str, int]:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=tansu.bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics(["cli-topics.requests", "monitoring.silences"])
+        finally:
+            await admin.close()
+        return {t["topic"]: len(t["partitions"]) for t in described}
+
+    assert asyncio.run(layout()) == {"cli-topics.requests": 3, "monitoring.silences": 1}

@@ -4,7 +4,6 @@ Why: the compose stack is only exercised on machines with Docker, so a typo in a
 name, a port or a start-up condition would otherwise go unnoticed until a user runs it.
 """
 
-import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,6 @@ from typing import Any
 import pytest
 import yaml
 
-from streaminfer.monitoring.settings import MonitorTopics
-from streaminfer.streams.settings import TopicSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -108,17 +105,15 @@ def test_pipeline_starts_only_after_its_topics_exist(services: dict[str, dict[st
     assert services["kafka-init"]["depends_on"]["kafka"]["condition"] == "service_healthy"
 
 
-def test_kafka_init_creates_the_topics_the_pipeline_uses(
+def test_kafka_init_creates_the_declared_topics_before_the_pipeline_starts(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    script = " ".join(_command(services["kafka-init"]))
-    created = dict(re.findall(r"create (\S+) (\d+)", script))
-    defaults = TopicSettings.model_validate({})  # the defaults the pipeline runs with
-    monitor = MonitorTopics.model_validate({})
-    assert set(created) == {
-        defaults.requests, defaults.predictions, defaults.deadletter, monitor.labels, monitor.drift, monitor.metrics
-    }
-    assert created[defaults.requests] == "8"
+    """One declaration of the topics (streams/topics.py): compose asks the same command the
+    services use instead of listing topics of its own."""
+    init = services["kafka-init"]
+    assert _command(init)[:3] == ["streaminfer", "topics", "create"]
+    assert init["environment"]["STREAMINFER_TOPICS__PARTITIONS"] == "8"
+    assert init["image"] == services["pipeline"]["image"]
 
 
 def test_pipeline_reaches_kafka_and_ray_by_service_name(
