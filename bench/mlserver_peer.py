@@ -47,9 +47,9 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from streaminfer.broker import LOOPBACK, free_port
 from streaminfer.schemas.codec import request_body
 from streaminfer.schemas.errors import StreamInferError
-from streaminfer.broker import LOOPBACK, free_port
 
 MLSERVER_VERSION = "1.7.1"
 REQUIREMENTS = (f"mlserver=={MLSERVER_VERSION}", "uvloop<0.22", "onnxruntime", "numpy")

@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 LIMIT_A, LIMIT_B, NAIVE, MICRO = "ONNX Runtime alone (limit A)", "passthrough (limit B)", "naive", "microbatch"
 

@@ -6,9 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from streaminfer.broker import free_port
 
@@ -28,7 +28,7 @@ class System:
     backlog: int
     """Messages preloaded for the throughput phase (sized for a few seconds of work)."""
 
-    launch: Callable[[str, Topics, Path], "Running"] | None = None
+    launch: Callable[[str, Topics, Path], Running] | None = None
     consumes_backlog: bool = True
     """False for systems that start at the latest offset: they get a burst after they are ready."""
 

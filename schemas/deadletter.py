@@ -9,8 +9,8 @@ succeed once the cause has passed (workers back, feature store up) or will fail 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from enum import Enum
-from typing import Iterable, Mapping
 
 HEADER_PREFIX = "__streaminfer.errors."
 

@@ -7,8 +7,8 @@ request onto its prediction or dead letter unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 REQUEST_ID = "request-id"
 MODEL_NAME = "model-name"

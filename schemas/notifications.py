@@ -19,25 +19,26 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class WebhookAlert(msgspec.Struct):
+    # camelCase fields: Alertmanager's webhook field names
     status: str
     labels: dict[str, str]
     annotations: dict[str, str]
-    startsAt: str  # noqa: N815 - Alertmanager's field names
-    endsAt: str  # noqa: N815
-    generatorURL: str  # noqa: N815
+    startsAt: str
+    endsAt: str
+    generatorURL: str
     fingerprint: str
 
 
 class WebhookPayload(msgspec.Struct):
     version: str
-    groupKey: str  # noqa: N815
-    truncatedAlerts: int  # noqa: N815
+    groupKey: str
+    truncatedAlerts: int
     status: str
     receiver: str
-    groupLabels: dict[str, str]  # noqa: N815
-    commonLabels: dict[str, str]  # noqa: N815
-    commonAnnotations: dict[str, str]  # noqa: N815
-    externalURL: str  # noqa: N815
+    groupLabels: dict[str, str]
+    commonLabels: dict[str, str]
+    commonAnnotations: dict[str, str]
+    externalURL: str
     alerts: list[WebhookAlert]
 
 

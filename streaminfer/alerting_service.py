@@ -21,6 +21,7 @@ from streaminfer.schemas.notifications import (
 )
 from streaminfer.settings import AppSettings
 from streaminfer.streams.alerting.rules_consumer import AlertingService, check_receivers
+from streaminfer.streams.alerting.webhooks import WebhookDelivery
 from streaminfer.streams.clients import (
     check_reachable,
     ensure_topics,
@@ -28,7 +29,6 @@ from streaminfer.streams.clients import (
     make_producer,
     start_client,
 )
-from streaminfer.streams.alerting.webhooks import WebhookDelivery
 from streaminfer.topology import topology
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")

@@ -8,13 +8,13 @@ letter. This is the whole at-least-once guarantee; keep it small and tested.
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable
+from collections.abc import Iterable
 
 from aiokafka import TopicPartition
 
 
 class _PartitionLedger:
-    __slots__ = ("pending", "done", "commit_point")
+    __slots__ = ("commit_point", "done", "pending")
 
     def __init__(self) -> None:
         self.pending: deque[int] = deque()

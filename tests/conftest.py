@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import ray
@@ -14,10 +14,10 @@ import ray
 from streaminfer.broker import EmbeddedBroker
 from streaminfer.demo.model import build_demo_model
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
+from streaminfer.workers.models.repository import ModelRepository
 from tests.fixtures.apache_kafka import ApacheKafkaBroker, ensure_kafka_jars
 from tests.fixtures.testcontainers_kafka import docker_engine_reachable, testcontainers_kafka
 from tests.support.models import write_lookup_model
-from streaminfer.workers.models.repository import ModelRepository
 
 BROKERS = ["tansu", "apache-kafka", "testcontainers"]
 

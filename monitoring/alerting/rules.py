@@ -120,7 +120,7 @@ def composite(rule: RuleConfig, results: dict[str, Active]) -> Active:
         keys = set.intersection(*projected) if projected else set()
     else:
         keys = set.union(*projected) if projected else set()
-    return {key: 1.0 for key in keys}
+    return dict.fromkeys(keys, 1.0)
 
 
 @dataclass

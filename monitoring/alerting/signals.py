@@ -8,8 +8,8 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 
-from streaminfer.schemas.notifications import Matcher
 from streaminfer.schemas.monitoring_events import DriftEvent, MetricEvent
+from streaminfer.schemas.notifications import Matcher
 
 Labels = tuple[tuple[str, str], ...]
 

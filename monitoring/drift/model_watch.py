@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 
 from streaminfer.monitoring.drift.detectors import Reference, SampleDrift
+from streaminfer.monitoring.drift.windows import WindowDrift
 from streaminfer.monitoring.label_join import LabelJoin
 from streaminfer.monitoring.settings import MonitorSettings
-from streaminfer.monitoring.drift.windows import WindowDrift
 from streaminfer.schemas.signature import Signature
 from streaminfer.workers.models.repository import ModelRepository, ModelVersion
 

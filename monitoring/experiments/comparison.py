@@ -39,7 +39,7 @@ class ArmComparison:
         self.moments = {arm: RunningMoments() for arm in (control, *treatments)}
         self.tests = {arm: MixtureSPRT(alpha=alpha, tau=tau) for arm in treatments}
 
-    def observe(self, arm: str, values: "list[float]") -> None:
+    def observe(self, arm: str, values: list[float]) -> None:
         window = RunningMoments()
         window.add_many(values)
         self.moments[arm].merge(window)

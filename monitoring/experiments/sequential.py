@@ -62,7 +62,7 @@ class MixtureSPRT:
         self._lower, self._upper = -math.inf, math.inf
         self._z = float(stats.norm.ppf(1 - alpha / 2))
 
-    def look(self, a: "RunningMoments", b: "RunningMoments") -> Look:
+    def look(self, a: RunningMoments, b: RunningMoments) -> Look:
         d = b.mean - a.mean
         v = a.variance / max(a.n, 1) + b.variance / max(b.n, 1)
         if a.n < 2 or b.n < 2 or v <= 0:
@@ -99,11 +99,11 @@ class RunningMoments:
         self.mean += delta / self.n
         self.m2 += delta * (value - self.mean)
 
-    def add_many(self, values: "list[float] | tuple[float, ...]") -> None:
+    def add_many(self, values: list[float] | tuple[float, ...]) -> None:
         for value in values:
             self.add(value)
 
-    def merge(self, other: "RunningMoments") -> None:
+    def merge(self, other: RunningMoments) -> None:
         """Chan et al.'s parallel update: a window's moments folded into the running ones."""
         if other.n == 0:
             return

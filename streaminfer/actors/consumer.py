@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry
 from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.process import tune_gc_for_streaming
-from streaminfer.streams.pipeline.enrichment import feast_enricher
 from streaminfer.streams.features.settings import FeatureSettings
+from streaminfer.streams.pipeline.enrichment import feast_enricher
 from streaminfer.streams.pipeline.loop import Pipeline
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from streaminfer.workers.execution.local import LocalPool

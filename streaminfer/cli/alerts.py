@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -41,7 +41,7 @@ def alerts_check(
 @friendly_errors
 def alerts_run(
     rules: Path = RulesOpt,
-    bootstrap: Optional[str] = BootstrapOpt,
+    bootstrap: str | None = BootstrapOpt,
     check_receivers: bool = typer.Option(True, help="Refuse to start if a receiver does not accept connections."),
 ) -> None:
     """Evaluate the rules on the monitoring topics and deliver notifications to the webhooks,
@@ -70,7 +70,7 @@ def alerts_silence(
     duration: str = typer.Option("1h", help="How long: 30m, 2h, 1d."),
     comment: str = typer.Option("", help="Why."),
     author: str = typer.Option("", "--by", help="Who (default: $USER)."),
-    bootstrap: Optional[str] = BootstrapOpt,
+    bootstrap: str | None = BootstrapOpt,
 ) -> None:
     """Mute alerts whose labels match, until the silence expires."""
     from streaminfer.alerting_service import add_silence
@@ -83,7 +83,7 @@ def alerts_silence(
 @alerts_app.command("expire")
 @friendly_errors
 def alerts_expire(silence_id: str = typer.Argument(..., help="Silence id from `alerts list`."),
-                  bootstrap: Optional[str] = BootstrapOpt) -> None:
+                  bootstrap: str | None = BootstrapOpt) -> None:
     """End a silence now."""
     from streaminfer.alerting_service import expire_silence
 
@@ -93,7 +93,7 @@ def alerts_expire(silence_id: str = typer.Argument(..., help="Silence id from `a
 
 @alerts_app.command("list")
 @friendly_errors
-def alerts_list(bootstrap: Optional[str] = BootstrapOpt) -> None:
+def alerts_list(bootstrap: str | None = BootstrapOpt) -> None:
     """Alerts as last notified (firing or resolved) and the active silences."""
     from rich.table import Table
 

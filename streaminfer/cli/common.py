@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console

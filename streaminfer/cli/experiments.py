@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import msgspec
 import typer
@@ -68,11 +67,11 @@ def split(
     model: str = typer.Argument(..., help="Model name."),
     name: str = NameOpt,
     arm: list[str] = typer.Option(..., "--arm", help="ARM=VERSION:WEIGHT, first is the control (repeat)."),
-    shadow: Optional[str] = ShadowOpt,
+    shadow: str | None = ShadowOpt,
     shadow_share: float = ShadowShareOpt,
     why: str = WhyOpt,
-    who: Optional[str] = WhoOpt,
-    model_repo: Optional[Path] = RepoOpt,
+    who: str | None = WhoOpt,
+    model_repo: Path | None = RepoOpt,
 ) -> None:
     """A/B/n: split requests over arms by weight, sticky per request key."""
     arms = tuple(_parse_arm(text) for text in arm)
@@ -94,8 +93,8 @@ def canary(
     max_score_shift: float = typer.Option(Gates().max_score_shift, help="Gate: KS distance of scores to control."),
     max_accuracy_drop: float = typer.Option(Gates().max_accuracy_drop, help="Gate: accuracy below control's."),
     why: str = WhyOpt,
-    who: Optional[str] = WhoOpt,
-    model_repo: Optional[Path] = RepoOpt,
+    who: str | None = WhoOpt,
+    model_repo: Path | None = RepoOpt,
 ) -> None:
     """Roll a candidate out step by step; it is rolled back (with an alert) when a gate fails,
     and promoted to production when it passes the last step."""
@@ -118,8 +117,8 @@ def shadow(
     name: str = NameOpt,
     share: float = typer.Option(1.0, help="Share of requests mirrored (0..1)."),
     why: str = WhyOpt,
-    who: Optional[str] = WhoOpt,
-    model_repo: Optional[Path] = RepoOpt,
+    who: str | None = WhoOpt,
+    model_repo: Path | None = RepoOpt,
 ) -> None:
     """Mirror requests to a version whose outputs go to the shadow topic, never to clients."""
     _apply(model, parse_policy_struct(TrafficPolicy(name, shadow=Shadow(version, share))), model_repo, who, why)
@@ -131,8 +130,8 @@ def set_policy(
     model: str = typer.Argument(..., help="Model name."),
     file: Path = typer.Option(..., "--file", exists=True, dir_okay=False, help="Traffic policy JSON."),
     why: str = WhyOpt,
-    who: Optional[str] = WhoOpt,
-    model_repo: Optional[Path] = RepoOpt,
+    who: str | None = WhoOpt,
+    model_repo: Path | None = RepoOpt,
 ) -> None:
     """Apply a traffic policy written as a file (the format is in the README)."""
     _apply(model, parse_policy(file.read_bytes(), file), model_repo, who, why)
@@ -141,7 +140,7 @@ def set_policy(
 @experiments_app.command("stop")
 @friendly_errors
 def stop(model: str = typer.Argument(..., help="Model name."), why: str = WhyOpt,
-         who: Optional[str] = WhoOpt, model_repo: Optional[Path] = RepoOpt) -> None:
+         who: str | None = WhoOpt, model_repo: Path | None = RepoOpt) -> None:
     """End the model's experiment: all traffic to production again."""
     _apply(model, None, model_repo, who, why)
 
@@ -150,7 +149,7 @@ def stop(model: str = typer.Argument(..., help="Model name."), why: str = WhyOpt
 @friendly_errors
 def report(
     name: str = typer.Argument(..., help="Experiment name."),
-    out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default: next to the snapshots)."),
+    out: Path | None = typer.Option(None, "--out", help="HTML file (default: next to the snapshots)."),
 ) -> None:
     """Write the experiment's HTML report (effect over time with its confidence band, traffic
     split, latency by arm) and print the verdict."""

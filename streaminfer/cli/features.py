@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -25,8 +24,8 @@ def _settings(bootstrap: str | None, repo: Path | None, online: str | None, redi
 
 @features_app.command("init")
 @friendly_errors
-def init(repo: Optional[Path] = RepoPathOpt, online_store: Optional[str] = OnlineOpt,
-         redis: Optional[str] = RedisOpt) -> None:
+def init(repo: Path | None = RepoPathOpt, online_store: str | None = OnlineOpt,
+         redis: str | None = RedisOpt) -> None:
     """Create the Feast repository (feature_store.yaml, registry, offline files) and register the
     feature views. Safe to run again: existing data is kept."""
     from streaminfer.streams.features.store import init_repository, stats_features
@@ -39,9 +38,9 @@ def init(repo: Optional[Path] = RepoPathOpt, online_store: Optional[str] = Onlin
 
 @features_app.command("worker")
 @friendly_errors
-def worker(bootstrap: Optional[str] = BootstrapOpt, repo: Optional[Path] = RepoPathOpt,
-           online_store: Optional[str] = OnlineOpt, redis: Optional[str] = RedisOpt,
-           metrics_port: Optional[int] = typer.Option(None, help="Prometheus endpoint port (0: any free port)."),
+def worker(bootstrap: str | None = BootstrapOpt, repo: Path | None = RepoPathOpt,
+           online_store: str | None = OnlineOpt, redis: str | None = RedisOpt,
+           metrics_port: int | None = typer.Option(None, help="Prometheus endpoint port (0: any free port)."),
            log_level: str = typer.Option("warning", help="Faust's log level (info shows rebalances and recovery).")) -> None:
     """Run the feature app (Faust) and the Feast sink until interrupted."""
     import asyncio
@@ -66,8 +65,8 @@ def worker(bootstrap: Optional[str] = BootstrapOpt, repo: Optional[Path] = RepoP
 
 @features_app.command("get")
 @friendly_errors
-def get(entity: list[str] = typer.Argument(..., help="Entity ids."), repo: Optional[Path] = RepoPathOpt,
-        online_store: Optional[str] = OnlineOpt, redis: Optional[str] = RedisOpt) -> None:
+def get(entity: list[str] = typer.Argument(..., help="Entity ids."), repo: Path | None = RepoPathOpt,
+        online_store: str | None = OnlineOpt, redis: str | None = RedisOpt) -> None:
     """Print an entity's online features as JSON (null where the store has none)."""
     import json
 
@@ -81,8 +80,8 @@ def get(entity: list[str] = typer.Argument(..., help="Entity ids."), repo: Optio
 
 @features_app.command("materialize")
 @friendly_errors
-def materialize(repo: Optional[Path] = RepoPathOpt, online_store: Optional[str] = OnlineOpt,
-                redis: Optional[str] = RedisOpt,
+def materialize(repo: Path | None = RepoPathOpt, online_store: str | None = OnlineOpt,
+                redis: str | None = RedisOpt,
                 since_days: float = typer.Option(7.0, help="Load offline rows newer than this many days.")) -> None:
     """Load the newest offline feature values into the online store: after switching online
     stores, or to rebuild one that was lost."""

@@ -7,11 +7,12 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.progress import Progress
 
+from streaminfer.cli import models as model_commands
 from streaminfer.cli.alerts import alerts_app
 from streaminfer.cli.common import (
     BootstrapOpt,
@@ -22,7 +23,6 @@ from streaminfer.cli.common import (
     load_settings,
     until_signal_or,
 )
-from streaminfer.cli import models as model_commands
 from streaminfer.cli.experiments import experiments_app
 from streaminfer.cli.features import features_app
 from streaminfer.cli.monitoring import drift_app, monitor_command
@@ -65,17 +65,17 @@ def broker(
 @app.command()
 @friendly_errors
 def run(
-    bootstrap: Optional[str] = BootstrapOpt,
-    model_repo: Optional[Path] = RepoOpt,
+    bootstrap: str | None = BootstrapOpt,
+    model_repo: Path | None = RepoOpt,
     model: list[str] = typer.Option([], "--model", "-m", help="Model to serve (repeat for several); first is the default."),
-    pool_size: Optional[int] = typer.Option(None, help="Actors per model (with --consumers 0)."),
-    consumers: Optional[int] = typer.Option(None, help="Consuming actors (0: consume here, infer on the worker pool)."),
-    ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster instead of starting one."),
-    metrics_port: Optional[int] = typer.Option(None, help="Prometheus endpoint port (0: any free port)."),
-    group_id: Optional[str] = typer.Option(None, help="Kafka consumer group."),
-    monitor: Optional[bool] = typer.Option(None, "--monitor/--no-monitor", help="Start the drift and accuracy monitor (default: on)."),
-    alerts: Optional[Path] = typer.Option(None, "--alerts", help="Alerting rules file: also run alerting (an actor of its own)."),
-    experiments: Optional[bool] = typer.Option(
+    pool_size: int | None = typer.Option(None, help="Actors per model (with --consumers 0)."),
+    consumers: int | None = typer.Option(None, help="Consuming actors (0: consume here, infer on the worker pool)."),
+    ray_address: str | None = typer.Option(None, help="Join this Ray cluster instead of starting one."),
+    metrics_port: int | None = typer.Option(None, help="Prometheus endpoint port (0: any free port)."),
+    group_id: str | None = typer.Option(None, help="Kafka consumer group."),
+    monitor: bool | None = typer.Option(None, "--monitor/--no-monitor", help="Start the drift and accuracy monitor (default: on)."),
+    alerts: Path | None = typer.Option(None, "--alerts", help="Alerting rules file: also run alerting (an actor of its own)."),
+    experiments: bool | None = typer.Option(
         None, "--experiments/--no-experiments", help="Start the experiment controller that gates canaries (default: on)."),
 ) -> None:
     """Run the pipeline against any Kafka until interrupted."""
@@ -123,11 +123,11 @@ async def _run_until_signal(settings: AppSettings) -> None:
 @app.command()
 @friendly_errors
 def produce(
-    bootstrap: Optional[str] = BootstrapOpt,
-    file: Optional[Path] = typer.Option(None, "--file", "-f", exists=True, dir_okay=False, help="JSON-lines file, one OIP request per line."),
-    count: Optional[int] = typer.Option(None, "--count", "-n", min=1, help="Send N requests from the demo dataset."),
+    bootstrap: str | None = BootstrapOpt,
+    file: Path | None = typer.Option(None, "--file", "-f", exists=True, dir_okay=False, help="JSON-lines file, one OIP request per line."),
+    count: int | None = typer.Option(None, "--count", "-n", min=1, help="Send N requests from the demo dataset."),
     model: str = typer.Option("breast-cancer", help="Value of the model-name header."),
-    topic: Optional[str] = typer.Option(None, help="Requests topic (default: settings)."),
+    topic: str | None = typer.Option(None, help="Requests topic (default: settings)."),
 ) -> None:
     """Send requests from a file or from the demo dataset, with a progress bar."""
     if (file is None) == (count is None):
@@ -159,10 +159,10 @@ async def _produce(settings: AppSettings, topic: str, payloads: list) -> int:
 @app.command()
 @friendly_errors
 def tail(
-    bootstrap: Optional[str] = BootstrapOpt,
+    bootstrap: str | None = BootstrapOpt,
     dead_letters: bool = typer.Option(False, "--dead-letters", help="Follow the dead-letter topic instead."),
     from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest record."),
-    limit: Optional[int] = typer.Option(None, help="Stop after this many records."),
+    limit: int | None = typer.Option(None, help="Stop after this many records."),
 ) -> None:
     """Print predictions (or dead letters) as they arrive."""
     settings = load_settings(bootstrap)
@@ -203,12 +203,12 @@ async def _tail(settings: AppSettings, dead_letters: bool, from_beginning: bool,
 @friendly_errors
 def demo(
     requests: int = typer.Option(2000, "--requests", "-n", min=1, help="Requests to send."),
-    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", "-b", help="Use this Kafka instead of the embedded broker."),
-    model_repo: Optional[Path] = RepoOpt,
-    pool_size: Optional[int] = typer.Option(None, help="Actors per model (with --consumers 0)."),
-    consumers: Optional[int] = typer.Option(None, help="Consuming actors (0: consume here, infer on the worker pool)."),
-    max_batch_size: Optional[int] = typer.Option(None, help="Most rows per inference batch."),
-    max_wait_ms: Optional[float] = typer.Option(None, help="Longest wait for a batch to fill."),
+    bootstrap: str | None = typer.Option(None, "--bootstrap", "-b", help="Use this Kafka instead of the embedded broker."),
+    model_repo: Path | None = RepoOpt,
+    pool_size: int | None = typer.Option(None, help="Actors per model (with --consumers 0)."),
+    consumers: int | None = typer.Option(None, help="Consuming actors (0: consume here, infer on the worker pool)."),
+    max_batch_size: int | None = typer.Option(None, help="Most rows per inference batch."),
+    max_wait_ms: float | None = typer.Option(None, help="Longest wait for a batch to fill."),
     timeout: float = typer.Option(300, help="Give up after this many seconds."),
     drift: bool = typer.Option(False, "--drift", help="Shift three features half-way through and show drift firing."),
 ) -> None:
@@ -247,7 +247,7 @@ def bench(
     scale: float = typer.Option(1.0, min=0.01, help="Scale the message counts (0.1 for a quick look)."),
     latency_seconds: float = typer.Option(5.0, min=1, help="Length of each fixed-rate load step."),
     peer: bool = typer.Option(True, help="Include Seldon MLServer in Kafka mode (installs it in its own venv)."),
-    only: Optional[str] = typer.Option(None, help="Run only systems whose name contains this."),
+    only: str | None = typer.Option(None, help="Run only systems whose name contains this."),
     broker: str = typer.Option("tansu", help="tansu (embedded) or kafka (Apache Kafka from Maven jars).", case_sensitive=False),
 ) -> None:
     """Benchmark streaminfer against ONNX Runtime alone, a bare passthrough, hand-rolled consumers
@@ -279,7 +279,7 @@ def _checkout_bench():
 @models_app.command("build-demo")
 @friendly_errors
 def build_demo(
-    model_repo: Optional[Path] = RepoOpt,
+    model_repo: Path | None = RepoOpt,
     force: bool = typer.Option(False, help="Rebuild even if the version exists."),
 ) -> None:
     """Train the breast_cancer demo classifier and write it to the repository."""
@@ -296,8 +296,8 @@ def build_demo(
 @friendly_errors
 def optimize(
     name: str = typer.Argument(..., help="Model to optimize (its newest release)."),
-    version: Optional[str] = typer.Option(None, help="Version to start from (default: newest)."),
-    model_repo: Optional[Path] = RepoOpt,
+    version: str | None = typer.Option(None, help="Version to start from (default: newest)."),
+    model_repo: Path | None = RepoOpt,
 ) -> None:
     """Write FP16 and INT8 (static, calibrated on the training sample) variants as new versions,
     and compare them with FP32 on held-out data."""

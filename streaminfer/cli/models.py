@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -26,7 +25,7 @@ def _registry(model_repo: Path | None) -> ModelRegistry:
 
 
 @friendly_errors
-def list_models(model_repo: Optional[Path] = RepoOpt) -> None:
+def list_models(model_repo: Path | None = RepoOpt) -> None:
     """Models, their versions and aliases, and any running experiment."""
     registry = _registry(model_repo)
     repository = registry.repository
@@ -54,8 +53,8 @@ def promote(
     version: str = typer.Argument(..., help="Version to point the alias at."),
     alias: str = typer.Option(PRODUCTION, "--alias", help="Alias to move (production, candidate, any name)."),
     why: str = WhyOpt,
-    who: Optional[str] = WhoOpt,
-    model_repo: Optional[Path] = RepoOpt,
+    who: str | None = WhoOpt,
+    model_repo: Path | None = RepoOpt,
 ) -> None:
     """Point an alias (production by default) at a version; running consumers switch live."""
     entry = _registry(model_repo).promote(name, version, alias=alias, who=who, why=why)
@@ -66,8 +65,8 @@ def promote(
 def rollback(
     name: str = typer.Argument(..., help="Model name."),
     why: str = WhyOpt,
-    who: Optional[str] = WhoOpt,
-    model_repo: Optional[Path] = RepoOpt,
+    who: str | None = WhoOpt,
+    model_repo: Path | None = RepoOpt,
 ) -> None:
     """Return production to the version it had before its last promotion."""
     entry = _registry(model_repo).rollback(name, who=who, why=why)
@@ -75,7 +74,7 @@ def rollback(
 
 
 @friendly_errors
-def history(name: str = typer.Argument(..., help="Model name."), model_repo: Optional[Path] = RepoOpt) -> None:
+def history(name: str = typer.Argument(..., help="Model name."), model_repo: Path | None = RepoOpt) -> None:
     """Every change to the model's aliases and traffic, oldest first, from the audit log."""
     from rich.table import Table
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -23,10 +22,10 @@ drift_app = typer.Typer(no_args_is_help=True, help="Drift reports.")
 
 @friendly_errors
 def monitor_command(
-    bootstrap: Optional[str] = BootstrapOpt,
-    model_repo: Optional[Path] = RepoOpt,
+    bootstrap: str | None = BootstrapOpt,
+    model_repo: Path | None = RepoOpt,
     model: str = typer.Option(None, "--model", "-m", help="Model of requests without a model-name header."),
-    metrics_port: Optional[int] = typer.Option(None, help="Prometheus endpoint port (0: any free port)."),
+    metrics_port: int | None = typer.Option(None, help="Prometheus endpoint port (0: any free port)."),
 ) -> None:
     """Run only the monitor (drift and online accuracy) in this process, until interrupted: for
     deployments that run it apart from `streaminfer run --no-monitor`."""
@@ -67,9 +66,9 @@ async def _monitor_until_signal(settings: AppSettings) -> None:
 @drift_app.command("report")
 @friendly_errors
 def drift_report(
-    bootstrap: Optional[str] = BootstrapOpt,
-    model_repo: Optional[Path] = RepoOpt,
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model whose requests to test (default: settings)."),
+    bootstrap: str | None = BootstrapOpt,
+    model_repo: Path | None = RepoOpt,
+    model: str | None = typer.Option(None, "--model", "-m", help="Model whose requests to test (default: settings)."),
     rows: int = typer.Option(500, min=20, help="With --bootstrap: test the newest this many requests."),
     open_report: bool = typer.Option(False, "--open", help="Open the report in a browser."),
 ) -> None:

@@ -12,9 +12,9 @@ import pandas as pd
 import ray
 from rich.table import Table
 
+from streaminfer.loadgen import Payload, demo_payloads, label_payloads
 from streaminfer.monitoring.drift.simulate import Shift, default_shift, drifting_stream
 from streaminfer.schemas.monitoring_events import DriftEvent, decode_drift_event
-from streaminfer.loadgen import Payload, demo_payloads, label_payloads
 from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import make_consumer, start_client
 from streaminfer.workers.models.repository import ModelVersion

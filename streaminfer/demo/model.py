@@ -20,8 +20,8 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from streaminfer.workers.models.repository import ModelMetadata, ModelRepository, ModelVersion
 from streaminfer.workers.execution.runtime import ModelRuntime
+from streaminfer.workers.models.repository import ModelMetadata, ModelRepository, ModelVersion
 from streaminfer.workers.settings import RuntimeSettings
 
 DEMO_MODEL = "breast-cancer"

@@ -25,8 +25,8 @@ from streaminfer.demo.drift_scenario import (
 )
 from streaminfer.demo.model import INPUT_NAME, build_demo_model, demo_data
 from streaminfer.loadgen import Payload, demo_payloads, send_all
-from streaminfer.settings import AppSettings
 from streaminfer.scoreboard import Scoreboard
+from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import make_consumer, make_producer, start_client
 from streaminfer.workers.models.repository import ModelRepository
 

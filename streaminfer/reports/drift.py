@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from streaminfer.errors import NothingToReport
 from streaminfer.monitoring.drift.model_watch import new_watch
 from streaminfer.monitoring.drift.windows import ClosedWindow
 from streaminfer.schemas.codec import decode_request, request_tensors
 from streaminfer.schemas.errors import StreamInferError
 from streaminfer.schemas.headers import parse_request_headers
-from streaminfer.errors import NothingToReport
 from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import check_reachable, make_consumer, start_client
 from streaminfer.workers.models.repository import ModelRepository

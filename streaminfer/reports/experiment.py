@@ -18,10 +18,10 @@ import matplotlib
 import msgspec
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from streaminfer.errors import NoSnapshots  # noqa: E402
-from streaminfer.monitoring.experiments.evidence import Snapshot  # noqa: E402
+from streaminfer.errors import NoSnapshots
+from streaminfer.monitoring.experiments.evidence import Snapshot
 
 
 def load_snapshots(snapshots_dir: Path, name: str) -> list[Snapshot]:

@@ -26,11 +26,11 @@ from streaminfer.monitoring.alerting.delivery_metrics import (
 )
 from streaminfer.monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
 from streaminfer.schemas.notifications import DeliveryFailure, Notification, encode_alerting
+from streaminfer.streams.alerting.attempts import Attempt, backoff_s, post, request_headers, verdict
+from streaminfer.streams.alerting.transport import Transport
 from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
 from streaminfer.streams.errors import DeliveryFailed
 from streaminfer.streams.offsets import OffsetTracker
-from streaminfer.streams.alerting.attempts import Attempt, backoff_s, post, request_headers, verdict
-from streaminfer.streams.alerting.transport import Transport
 
 log = logging.getLogger(__name__)
 

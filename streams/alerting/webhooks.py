@@ -45,14 +45,14 @@ from prometheus_client import CollectorRegistry
 
 from streaminfer.monitoring.alerting.delivery_metrics import UNKNOWN_RECEIVER, DeliveryMetrics
 from streaminfer.monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
-from streaminfer.schemas.notifications import decode_notification
 from streaminfer.schemas.errors import StreamInferError
+from streaminfer.schemas.notifications import decode_notification
+from streaminfer.streams.alerting.lanes import Endings, Pending, ReceiverCounts, ReceiverLane
+from streaminfer.streams.alerting.transport import AiohttpTransport, Transport
 from streaminfer.streams.clients import KafkaClients, start_client
 from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
 from streaminfer.streams.offsets import OffsetTracker
 from streaminfer.streams.settings import KafkaSettings
-from streaminfer.streams.alerting.lanes import Endings, Pending, ReceiverCounts, ReceiverLane
-from streaminfer.streams.alerting.transport import AiohttpTransport, Transport
 
 log = logging.getLogger(__name__)
 

@@ -76,7 +76,7 @@ class FeatureSettings(BaseModel):
         return [f"{self.app_id}-{table}-changelog" for table in TABLES]
 
     @model_validator(mode="after")
-    def _hop_divides_window(self) -> "FeatureSettings":
+    def _hop_divides_window(self) -> FeatureSettings:
         if self.size_s % self.step_s:
             raise ValueError(f"features size_s={self.size_s} must be a multiple of step_s={self.step_s}")
         return self

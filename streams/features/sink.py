@@ -14,7 +14,8 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from aiokafka.structs import ConsumerRecord
 

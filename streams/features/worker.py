@@ -8,7 +8,7 @@ the sink's docstrings for why).
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 import faust
 from prometheus_client import CollectorRegistry

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Generic, Sequence, TypeVar
+from typing import Generic, TypeVar
 
 from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
 from streaminfer.streams.errors import BatcherClosed

@@ -19,8 +19,8 @@ from aiokafka.errors import KafkaError
 
 from streaminfer.streams.errors import DeliveryFailed
 from streaminfer.streams.offsets import OffsetTracker
-from streaminfer.streams.pipeline.sending import BatchSender
 from streaminfer.streams.pipeline.outgoing import Outgoing
+from streaminfer.streams.pipeline.sending import BatchSender
 
 
 class Delivery(Protocol):

@@ -8,14 +8,15 @@ blocking calls, and the event loop must keep fetching and producing meanwhile.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
 from streaminfer.schemas.errors import RequestError, StreamInferError
-from streaminfer.streams.pipeline.decoding import Decoded
 from streaminfer.streams.errors import FeatureMissing, FeatureStoreUnavailable
 from streaminfer.streams.features.settings import FeatureSettings
+from streaminfer.streams.pipeline.decoding import Decoded
 from streaminfer.workers.models.repository import Enrichment
 
 
@@ -26,7 +27,7 @@ class FeatureReader(Protocol):
 Outcome = tuple[Decoded, StreamInferError | None]
 
 
-def feast_enricher(settings: FeatureSettings) -> "Enricher":
+def feast_enricher(settings: FeatureSettings) -> Enricher:
     """Reads the Feast repository of ``settings`` (opened on the first enriched request)."""
     from streaminfer.streams.features.online import OnlineFeatures
 

@@ -30,16 +30,16 @@ from aiokafka.structs import ConsumerRecord
 from streaminfer.monitoring.observability.metrics import PREDICTED, PipelineMetrics
 from streaminfer.schemas.errors import RequestError, UndecodableRequest
 from streaminfer.schemas.monitoring_events import encode_event
-from streaminfer.streams.pipeline.answers import answer, dead_letter, shadow_answer
-from streaminfer.streams.pipeline.decoding import Decoded, decode_record
 from streaminfer.streams.clients import KafkaClients, start_client
 from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
+from streaminfer.streams.offsets import OffsetTracker
+from streaminfer.streams.pipeline.answers import answer, dead_letter, shadow_answer
+from streaminfer.streams.pipeline.decoding import Decoded, decode_record
 from streaminfer.streams.pipeline.delivery import AtLeastOnceDelivery, Delivery
 from streaminfer.streams.pipeline.enrichment import Enricher
 from streaminfer.streams.pipeline.health import HealthWindow
-from streaminfer.streams.pipeline.version_batchers import ModelBatchers
-from streaminfer.streams.offsets import OffsetTracker
 from streaminfer.streams.pipeline.outgoing import Outgoing, source_of
+from streaminfer.streams.pipeline.version_batchers import ModelBatchers
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from streaminfer.workers.routing.served import ServedModels, VersionKey
 
@@ -302,7 +302,7 @@ class Pipeline:
                     decoded.append(decode_record(record, self._models))
                 except RequestError as exc:
                     outgoing.append(dead_letter(self._topics, record, exc))
-                except Exception as exc:  # noqa: BLE001 - see UndecodableRequest
+                except Exception as exc:  # any other decoding failure: see UndecodableRequest
                     log.exception("request %s-%d@%d could not be decoded", record.topic, record.partition, record.offset)
                     outgoing.append(dead_letter(self._topics, record, UndecodableRequest(exc)))
             if self._enricher is not None:

@@ -15,10 +15,10 @@ import time
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.schemas.codec import Prediction
 from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
-from streaminfer.streams.pipeline.decoding import Decoded, split_predictions, stack_inputs
 from streaminfer.streams.errors import DeadlineExceeded
-from streaminfer.streams.settings import PipelineSettings
 from streaminfer.streams.pipeline.batcher import DynamicBatcher
+from streaminfer.streams.pipeline.decoding import Decoded, split_predictions, stack_inputs
+from streaminfer.streams.settings import PipelineSettings
 from streaminfer.workers.errors import InferenceFailed
 from streaminfer.workers.routing.served import ServedModel, ServedModels, VersionKey
 

@@ -21,23 +21,23 @@ import tempfile
 import textwrap
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
-from streaminfer.monitoring.settings import MonitorSettings
-from streaminfer.schemas.monitoring_events import DriftEvent, DriftKind, encode_event
 from streaminfer.app import start_app, start_ray
 from streaminfer.broker import EmbeddedBroker, free_port
 from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME, build_demo_model, demo_data
 from streaminfer.loadgen import Payload, demo_payloads, send_all
+from streaminfer.monitoring.settings import MonitorSettings
+from streaminfer.schemas.monitoring_events import DriftEvent, DriftKind, encode_event
 from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import make_consumer, make_producer, start_client
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
-from tests.support.receiver import WebhookReceiver
 from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.settings import RaySettings
+from tests.support.receiver import WebhookReceiver
 
 SECRET = "bench-secret"
 
@@ -119,7 +119,7 @@ class AlertingBeside:
         self.sent_at: dict[str, float] = {}
         self.notifications = 0
 
-    async def __aenter__(self) -> "AlertingBeside":
+    async def __aenter__(self) -> AlertingBeside:
         await self.receiver.start()
         self.receiver.delay(self.receiver_delay_s)
         rules = self.scratch / f"rules-{uuid.uuid4().hex[:6]}.yml"

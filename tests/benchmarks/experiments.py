@@ -27,22 +27,22 @@ from pathlib import Path
 import numpy as np
 from aiokafka import AIOKafkaConsumer
 
+from streaminfer.app import start_app, start_ray
+from streaminfer.broker import EmbeddedBroker, free_port
+from streaminfer.demo.model import DEMO_MODEL, build_demo_model
 from streaminfer.monitoring.settings import ExperimentSettings, MonitorSettings, MonitorTopics
 from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import request_body
 from streaminfer.schemas.deadletter import read_error_headers
-from streaminfer.app import start_app, start_ray
-from streaminfer.broker import EmbeddedBroker, free_port
-from streaminfer.demo.model import DEMO_MODEL, build_demo_model
 from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import make_producer, start_client
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
-from tests.benchmarks.alerting_isolation import time_requests
-from tests.support.models import EXPERIMENT_MODEL, write_table_model
 from streaminfer.workers.models.registry import PRODUCTION, ModelRegistry
 from streaminfer.workers.models.repository import METADATA_FILE, ModelRepository
-from streaminfer.workers.settings import RaySettings
 from streaminfer.workers.routing.traffic import Arm, Canary, Shadow, TrafficPolicy, save_policy
+from streaminfer.workers.settings import RaySettings
+from tests.benchmarks.alerting_isolation import time_requests
+from tests.support.models import EXPERIMENT_MODEL, write_table_model
 
 POLICIES = {
     "none": None,

@@ -30,14 +30,14 @@ import numpy as np
 import psutil
 from prometheus_client import CollectorRegistry
 
-from streaminfer.monitoring.observability.metrics import FeatureSinkMetrics
-from streaminfer.monitoring.settings import MonitorSettings
-from streaminfer.schemas import headers as h
-from streaminfer.schemas.codec import request_body
 from streaminfer.app import start_app, start_ray
 from streaminfer.broker import EmbeddedBroker, free_port
 from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME, build_demo_model, demo_data
 from streaminfer.loadgen import Payload
+from streaminfer.monitoring.observability.metrics import FeatureSinkMetrics
+from streaminfer.monitoring.settings import MonitorSettings
+from streaminfer.schemas import headers as h
+from streaminfer.schemas.codec import request_body
 from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import ensure_topic_names, make_producer, start_client
 from streaminfer.streams.features.online import OnlineFeatures
@@ -45,10 +45,10 @@ from streaminfer.streams.features.records import FeatureRow, PredictionLog, enco
 from streaminfer.streams.features.sink import FeastWriter, FeatureSink
 from streaminfer.streams.features.store import init_repository, open_store, stats_features, window_spec
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
-from tests.benchmarks.alerting_isolation import time_requests
-from tests.support.features import FeatureWorker, RedisServer, feature_settings
 from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.settings import RaySettings
+from tests.benchmarks.alerting_isolation import time_requests
+from tests.support.features import FeatureWorker, RedisServer, feature_settings
 
 
 def entity_payloads(count: int, run: str, entities: int = 500) -> list[Payload]:

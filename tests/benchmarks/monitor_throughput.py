@@ -19,13 +19,13 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from streaminfer.monitoring.observability.metrics import MonitorMetrics
-from streaminfer.monitoring.settings import DetectorKind, MonitorSettings, MonitorTopics
-from streaminfer.monitoring.drift.simulate import drifting_stream
-from streaminfer.monitoring.drift.model_watch import reference_frame
 from streaminfer.broker import EmbeddedBroker
 from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME, build_demo_model
 from streaminfer.loadgen import demo_payloads, send_all
+from streaminfer.monitoring.drift.model_watch import reference_frame
+from streaminfer.monitoring.drift.simulate import drifting_stream
+from streaminfer.monitoring.observability.metrics import MonitorMetrics
+from streaminfer.monitoring.settings import DetectorKind, MonitorSettings, MonitorTopics
 from streaminfer.streams.clients import ensure_topic_names, make_producer
 from streaminfer.streams.monitor import Monitor
 from streaminfer.streams.settings import KafkaSettings, TopicSettings

@@ -8,11 +8,11 @@ import json
 import msgspec
 
 from streaminfer.monitoring.experiments.evidence import ExperimentEvidence
-from tests.integration.test_cli import assert_one_line_error, streaminfer
-from tests.support.models import EXPERIMENT_MODEL, write_table_model
 from streaminfer.workers.models.registry import ModelRegistry
 from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.routing.traffic import Arm, TrafficPolicy, load_policy
+from tests.integration.test_cli import assert_one_line_error, streaminfer
+from tests.support.models import EXPERIMENT_MODEL, write_table_model
 
 
 def repository(tmp_path) -> ModelRepository:

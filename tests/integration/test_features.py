@@ -15,17 +15,18 @@ import contextlib
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 
+from streaminfer.demo.model import INPUT_NAME, demo_data
 from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import decode_prediction, request_body
 from streaminfer.schemas.deadletter import read_error_headers
-from streaminfer.demo.model import INPUT_NAME, demo_data
 from streaminfer.streams.features.online import OnlineFeatures
 from streaminfer.streams.features.records import score_of
 from streaminfer.streams.features.settings import FeatureSettings

@@ -35,9 +35,9 @@ from streaminfer.schemas.notifications import (
     decode_delivery_failure,
     encode_alerting,
 )
+from streaminfer.streams.alerting.webhooks import WebhookDelivery
 from streaminfer.streams.clients import ensure_topic_names, partition_counts
 from streaminfer.streams.settings import KafkaSettings
-from streaminfer.streams.alerting.webhooks import WebhookDelivery
 from tests.support.receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
@@ -289,7 +289,7 @@ async def test_notifications_written_while_the_receiver_is_down_arrive_once_in_o
     sent = before + during
     for name, receiver in (("ops", ops), ("oncall", oncall)):
         expected = [n.id for n in sent if n.receiver == name]
-        assert receiver.by_idempotency_key() == {key: 1 for key in expected}, (
+        assert receiver.by_idempotency_key() == dict.fromkeys(expected, 1), (
             f"{name} got a notification twice"
         )
         assert receiver.keys_in_arrival_order() == expected, f"{name} got notifications out of order"

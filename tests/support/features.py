@@ -11,8 +11,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
@@ -86,7 +87,7 @@ class FeatureWorker:
         self._log = log
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "FeatureWorker":
+    def start(self) -> FeatureWorker:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "streaminfer.cli", "features", "worker", "--metrics-port", "0", "--log-level", "info"],
             env=self._env, cwd=ROOT, stdout=self._log.open("ab"), stderr=subprocess.STDOUT,
@@ -110,7 +111,7 @@ class FeatureWorker:
     def log_tail(self) -> str:
         return self._log.read_text(errors="replace")[-4000:]
 
-    def __enter__(self) -> "FeatureWorker":
+    def __enter__(self) -> FeatureWorker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from streaminfer.workers.models.repository import METADATA_FILE, MODEL_FILE, Enrichment, ModelMetadata, ModelRepository
 from streaminfer.workers.execution.runtime import ModelRuntime
+from streaminfer.workers.models.repository import METADATA_FILE, MODEL_FILE, Enrichment, ModelMetadata, ModelRepository
 from streaminfer.workers.settings import RuntimeSettings
 
 LOOKUP_MODEL = "lookup"

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import Prediction
 from streaminfer.schemas.deadletter import Reason, read_error_headers
-from streaminfer.schemas import headers as h
 from streaminfer.schemas.headers import RequestHeaders
+from streaminfer.streams.errors import DeadlineExceeded, DeliveryFailed
 from streaminfer.streams.pipeline.answers import answer, shadow_answer
 from streaminfer.streams.pipeline.decoding import Decoded
-from streaminfer.streams.errors import DeadlineExceeded, DeliveryFailed
 from streaminfer.streams.settings import TopicSettings
 from streaminfer.workers.routing.served import Route
 

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import yaml
 
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 SERVICES = {"kafka", "kafka-init", "ray-head", "pipeline", "prometheus", "redis", "features"}

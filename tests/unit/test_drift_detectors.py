@@ -7,12 +7,12 @@ import pickle
 
 import pytest
 
-from streaminfer.monitoring.drift.detectors import Reference, SampleDrift
-from streaminfer.monitoring.settings import DetectorKind
-from streaminfer.monitoring.drift.simulate import Shift, drifting_rows
-from streaminfer.monitoring.drift.model_watch import reference_frame
-from streaminfer.schemas.monitoring_events import PREDICTION_FEATURE
 from streaminfer.demo.model import DEMO_MODEL
+from streaminfer.monitoring.drift.detectors import Reference, SampleDrift
+from streaminfer.monitoring.drift.model_watch import reference_frame
+from streaminfer.monitoring.drift.simulate import Shift, drifting_rows
+from streaminfer.monitoring.settings import DetectorKind
+from streaminfer.schemas.monitoring_events import PREDICTION_FEATURE
 
 ROWS, SHIFT_AT = 1200, 600
 SHIFTED = ("mean radius", "mean texture", "worst area")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streaminfer.monitoring.drift.simulate import Shift, drifting_rows
-from streaminfer.monitoring.drift.model_watch import reference_frame
-from streaminfer.monitoring.drift.windows import WindowDrift
 from streaminfer.demo.model import DEMO_MODEL
+from streaminfer.monitoring.drift.model_watch import reference_frame
+from streaminfer.monitoring.drift.simulate import Shift, drifting_rows
+from streaminfer.monitoring.drift.windows import WindowDrift
 
 SHIFTED = ("mean radius", "mean texture", "worst area")
 WINDOW = 300

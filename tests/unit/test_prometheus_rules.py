@@ -15,14 +15,21 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from streaminfer.monitoring.observability.metrics import ActorMetrics, ExperimentMetrics, FeatureSinkMetrics, MonitorMetrics, PipelineMetrics
+from streaminfer.monitoring.observability.metrics import (
+    ActorMetrics,
+    ExperimentMetrics,
+    FeatureSinkMetrics,
+    MonitorMetrics,
+    PipelineMetrics,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO_ROOT / "infra" / "prometheus"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.models import write_table_model
 from streaminfer.workers.errors import RegistryError, UnknownModel
 from streaminfer.workers.models.registry import PRODUCTION, ModelRegistry
 from streaminfer.workers.models.repository import ModelRepository
+from tests.support.models import write_table_model
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME, demo_data
-from tests.support.models import LOOKUP_MODEL
 from streaminfer.workers.errors import InferenceFailed
 from streaminfer.workers.execution.runtime import CPU, CUDA, ModelRuntime
 from streaminfer.workers.settings import RuntimeSettings
+from tests.support.models import LOOKUP_MODEL
 
 
 def test_auto_device_uses_cuda_only_when_a_session_really_gets_it(model_repo):

@@ -12,7 +12,6 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 import streaminfer
-
 from streaminfer.settings import AppSettings
 
 

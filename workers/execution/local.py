@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from streaminfer.workers.errors import WorkersUnavailable
-from streaminfer.workers.models.repository import ModelVersion
 from streaminfer.workers.execution.runtime import ModelRuntime
+from streaminfer.workers.models.repository import ModelVersion
 from streaminfer.workers.settings import RuntimeSettings
 
 

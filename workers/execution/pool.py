@@ -16,8 +16,8 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError
 
-from streaminfer.workers.execution.actor import InferenceActor
 from streaminfer.workers.errors import InferenceFailed, WorkersUnavailable
+from streaminfer.workers.execution.actor import InferenceActor
 from streaminfer.workers.models.repository import ModelVersion
 from streaminfer.workers.settings import PoolSettings, RuntimeSettings
 

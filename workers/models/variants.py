@@ -24,9 +24,17 @@ import pandas as pd
 from onnxconverter_common import float16
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-from streaminfer.workers.models.repository import HOLDOUT_FILE, MODEL_FILE, REFERENCE_FILE, ModelMetadata, ModelRepository, ModelVersion
 from streaminfer.workers.execution.runtime import ModelRuntime
+from streaminfer.workers.models.repository import (
+    HOLDOUT_FILE,
+    MODEL_FILE,
+    REFERENCE_FILE,
+    ModelMetadata,
+    ModelRepository,
+    ModelVersion,
+)
 from streaminfer.workers.settings import RuntimeSettings
+
 
 @dataclass(frozen=True)
 class VariantReport:
