@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import fcntl
 import json
 import os
@@ -120,7 +121,7 @@ class MLServerPeer:
             self._marker.write_text("\n".join(REQUIREMENTS))
 
     def _run_installer(self, command: list[str], what: str) -> None:
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode == 0:
             return
         output = result.stdout + result.stderr
@@ -336,10 +337,8 @@ def _http_ok(url: str) -> bool:
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _key_error_line(output: str) -> str:

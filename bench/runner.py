@@ -136,7 +136,7 @@ async def run_system(system: System, config: BenchConfig, run: int, progress: Pr
         result.peak_rss_mib = memory.peak_bytes / 2**20
         result.lost = sum(1 for key in sent_at if key not in collector.received_at)
         result.duplicates = sum(len(v) - 1 for v in collector.received_at.values())
-    except Exception as exc:  # a system that cannot run here is a result, with its reason
+    except Exception as exc:  # noqa: BLE001 - a system that cannot run here is a result, with its reason
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
         if running is not None:

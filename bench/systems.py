@@ -33,7 +33,7 @@ class System:
     """False for systems that start at the latest offset: they get a burst after they are ready."""
 
     request_headers: list[tuple[str, bytes]] = field(default_factory=list)
-    answer_key: Callable[[bytes | None, bytes], str | None] = staticmethod(lambda key, value: key.decode() if key else None)  # type: ignore[assignment]
+    answer_key: Callable[[bytes | None, bytes], str | None] = field(default=lambda key, value: key.decode() if key else None)
 
 
 @dataclass
@@ -47,7 +47,7 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 def _spawn(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> Running:
-    log = open(log_path, "ab")
+    log = open(log_path, "ab")  # noqa: SIM115 - the child writes to it until stop() closes it
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True)
 
     def stop() -> None:

@@ -105,4 +105,4 @@ def original_headers(headers: Iterable[tuple[str, bytes]]) -> list[tuple[str, by
 
 def headers_dict(headers: Iterable[tuple[str, bytes]]) -> Mapping[str, bytes]:
     """Last value wins, as Kafka clients usually read a header by name."""
-    return {k: v for k, v in headers}
+    return dict(headers)

@@ -6,6 +6,7 @@ listener and the advertised listener URL, or it binds 0.0.0.0:9092.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import signal
 import socket
@@ -79,14 +80,16 @@ class EmbeddedBroker:
         elif port_in_use(self.host, self.port):
             raise PortInUse(self.host, self.port)
         url = f"tcp://{self.host}:{self.port}"
-        log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
-        self._process = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_stop_with_parent if self._die_with_parent and sys.platform == "linux" else None,
-        )
+        with contextlib.ExitStack() as opened:  # the child keeps its own copy of the log file
+            log = opened.enter_context(open(self._log_path, "ab")) if self._log_path else subprocess.DEVNULL
+            self._process = subprocess.Popen(
+                [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # PR_SET_PDEATHSIG can only be set in the child, between fork and exec
+                preexec_fn=_stop_with_parent if self._die_with_parent and sys.platform == "linux" else None,  # noqa: PLW1509
+            )
         self._wait_until_listening(timeout_s)
         return self
 

@@ -58,7 +58,7 @@ def label_payloads(request_ids: list[str], labels: Iterable[int]) -> list[Payloa
 def file_payloads(path: Path, model: str) -> list[Payload]:
     """One request body per line of a JSON-lines file; the body's ``id`` (if any) becomes the key."""
     payloads = []
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+    for line in path.read_text().splitlines():
         if not line.strip():
             continue
         try:

@@ -219,7 +219,7 @@ class DynamicBatcher(Generic[T, R]):
                 return [exc]
             mid = len(items) // 2
             return await self._run_isolating(items[:mid]) + await self._run_isolating(items[mid:])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever failed the batch is every waiter's result
             return [exc] * len(items)
         if len(values) != len(items):
             error = ValueError(f"batch of {len(items)} items returned {len(values)} results")

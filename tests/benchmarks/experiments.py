@@ -20,7 +20,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -169,7 +168,6 @@ async def main(bootstrap: str, count: int, rounds: int) -> None:
         decide, apply = await time_to_rollback(scratch, kafka, trial)
         print(f"   trial {trial}: {decide:.2f} s to decide, {apply:.2f} s until the candidate answered no more",
               flush=True)
-    time.sleep(0)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ async def online_latency(settings: AppSettings, probes: int) -> list[float]:
     await start_client(producer, settings.kafka.bootstrap)
     row = demo_data().x_test[0][np.newaxis, :]
     latencies = []
-    for n in range(probes):
+    for _ in range(probes):
         entity = f"probe-{uuid.uuid4().hex[:8]}"
         request_id = f"{entity}-r"
         body = request_body(request_id, INPUT_NAME, row, parameters={"entity_id": entity})

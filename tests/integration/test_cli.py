@@ -17,7 +17,7 @@ CLI = [sys.executable, "-m", "streaminfer.cli"]
 def streaminfer(*args: str, timeout: float = 120, cwd: Path | None = None,
                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "TERM": "dumb", **(env or {})}
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env, check=False)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -93,7 +93,7 @@ def test_alerts_check_with_a_missing_secret_names_the_variable_to_export(tmp_pat
     rules.write_text((Path(__file__).parents[2] / "infra" / "alerts" / "rules.yml").read_text())
     env_free = {k: v for k, v in os.environ.items() if not k.startswith("STREAMINFER_")}
     result = subprocess.run([*CLI, "alerts", "check", "--rules", str(rules)], capture_output=True, text=True,
-                            timeout=60, env={**env_free, "COLUMNS": "200"})
+                            timeout=60, env={**env_free, "COLUMNS": "200"}, check=False)
     assert_one_line_error(result, "receiver 'ml-team'", "export STREAMINFER_ML_TEAM_SECRET=")
 
 
@@ -104,7 +104,7 @@ def test_alerts_check_with_an_unreachable_receiver_says_to_start_it_or_fix_the_u
         "route: {receiver: team}\nrules: [{name: Drift, signal: drift}]\n"
     )
     result = subprocess.run([*CLI, "alerts", "check", "--rules", str(rules)], capture_output=True, text=True,
-                            timeout=60, env={**os.environ, "T_SECRET": "x", "COLUMNS": "200"})
+                            timeout=60, env={**os.environ, "T_SECRET": "x", "COLUMNS": "200"}, check=False)
     assert_one_line_error(result, "receiver 'team'", "does not accept connections", "fix the URL")
 
 
@@ -115,7 +115,7 @@ def test_a_silence_set_from_the_cli_is_listed_until_it_is_expired(tansu):
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*CLI, *args, "--bootstrap", tansu.bootstrap], capture_output=True, text=True,
-                              timeout=60, env=env)
+                              timeout=60, env=env, check=False)
 
     made = cli("alerts", "silence", "--match", "feature=~mean.*", "--match", "model=breast-cancer",
                "--duration", "2h", "--comment", "known shift")

@@ -43,7 +43,7 @@ def test_an_unchanged_firing_group_is_not_notified_again_before_the_repeat_inter
 def test_a_resolved_alert_is_notified_once_as_resolved():
     dispatcher = Dispatcher(ROUTE)
     dispatcher.apply([alert("Drift", "a")], [], [], 0)
-    (firing,) = dispatcher.apply([alert("Drift", "a")], [], [], 10_000)
+    (_firing,) = dispatcher.apply([alert("Drift", "a")], [], [], 10_000)
     (resolved,) = dispatcher.apply([], [alert("Drift", "a", ends_s=50)], [], 50_000)
     assert resolved.payload.status == "resolved"
     assert resolved.payload.alerts[0].endsAt.startswith("1970-01-01T00:00:50")

@@ -68,9 +68,9 @@ def test_encoded_predictions_satisfy_the_prediction_schema():
 @pytest.mark.parametrize("retriable", [True, False])
 @pytest.mark.parametrize("reason", list(Reason))
 def test_dead_letter_headers_read_back_as_the_deadletter_schema(reason, retriable):
-    headers = [("request-id", b"r-1")] + error_headers(
+    headers = [("request-id", b"r-1"), *error_headers(
         reason=reason, message="why", topic="t", partition=2, offset=41, retriable=retriable, model="m", request_id="r-1"
-    )
+    )]
     meta = read_error_headers(headers)
     validator("deadletter").validate(meta)
     assert meta["reason"] == reason.value and meta["offset"] == 41 and meta["retriable"] is retriable

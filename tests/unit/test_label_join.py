@@ -42,7 +42,7 @@ def replay(events, truth, p1) -> LabelJoin:
 
 
 def test_join_gives_the_offline_figures_on_the_pairs_within_the_ttl():
-    truth, p1, delay, lost, ts, events = seeded_stream()
+    truth, p1, delay, lost, _ts, events = seeded_stream()
     join = replay(events, truth, p1)
     in_time = (~lost) & (delay <= TTL_MS)
     figures = join.quality[("m", "1")].values()
@@ -87,7 +87,7 @@ def test_memory_stays_bounded_by_the_ttl():
         join.add_prediction(f"r{i}", rows(0.5, i * 10))
         if i % 2:
             join.add_label(f"r{i - 1}", [1], i * 10)
-    waiting_predictions, waiting_labels = join.pending()
+    waiting_predictions, _waiting_labels = join.pending()
     assert waiting_predictions <= 2 * TTL_MS // 10 + 1
     assert len(join._joined) + len(join._expired) <= 2 * TTL_MS // 10 + 2
 

@@ -67,7 +67,7 @@ def _promtool(*args: str) -> str:
     if promtool is None:
         pytest.fail(_NO_PROMTOOL)
     result = subprocess.run(
-        [promtool, *args], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
+        [promtool, *args], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, check=False
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"promtool {' '.join(args)} failed:\n{output}"

@@ -57,7 +57,7 @@ def test_the_audit_log_survives_a_new_registry_object_as_after_a_restart(registr
 
 
 def test_promoting_a_version_that_does_not_exist_lists_the_ones_that_do(registry):
-    with pytest.raises(UnknownModel, match="1.0.0"):
+    with pytest.raises(UnknownModel, match=r"1\.0\.0"):
         registry.promote("m", "9.9.9")
     assert registry.history("m") == []
 

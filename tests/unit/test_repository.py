@@ -28,14 +28,14 @@ def test_newest_version_is_chosen_by_semantic_order_not_text(tmp_path):
 def test_unknown_model_error_lists_what_the_repository_has(tmp_path):
     repository = ModelRepository(tmp_path)
     add_version(repository, "known", "1.0.0")
-    with pytest.raises(UnknownModel, match="'nope'.*known: known"):
+    with pytest.raises(UnknownModel, match=r"'nope'.*known: known"):
         repository.resolve("nope")
-    with pytest.raises(UnknownModel, match="known/1.0.0"):
+    with pytest.raises(UnknownModel, match=r"known/1\.0\.0"):
         repository.resolve("known", "2.0.0")
 
 
 def test_missing_model_file_names_the_path_and_the_fix(tmp_path):
     repository = ModelRepository(tmp_path)
     add_version(repository, "m", "1.0.0", with_model=False)
-    with pytest.raises(ModelFileMissing, match="model.onnx is missing.*build-demo"):
+    with pytest.raises(ModelFileMissing, match=r"model\.onnx is missing.*build-demo"):
         repository.resolve("m")

@@ -28,7 +28,7 @@ def test_nested_environment_variables_reach_each_subsystem(monkeypatch):
 
 def test_invalid_values_are_rejected_with_the_field_name(monkeypatch):
     monkeypatch.setenv("STREAMINFER_POOL__SIZE", "0")
-    with pytest.raises(ValidationError, match="pool.size"):
+    with pytest.raises(ValidationError, match=r"pool\.size"):
         AppSettings()
 
 

@@ -146,9 +146,11 @@ class ModelRegistry:
         """The ``from`` of the newest promotion to ``current``; rollbacks are skipped, so rolling
         back twice walks further back instead of toggling between two versions."""
         for entry in reversed(self.history(name)):
-            if entry.alias == PRODUCTION and entry.action in ("promote", "canary-complete") and entry.to_version == current:
-                if entry.from_version is not None and entry.from_version != current:
-                    return entry.from_version
+            if (
+                entry.alias == PRODUCTION and entry.action in ("promote", "canary-complete") and entry.to_version == current
+                and entry.from_version is not None and entry.from_version != current
+            ):
+                return entry.from_version
         return None
 
     def _newest(self, name: str) -> str | None:

@@ -103,7 +103,7 @@ def _new_version_dir(base: ModelVersion, suffix: str) -> Path:
 def _finish(repository: ModelRepository, base: ModelVersion, directory: Path, precision: str, converted: int) -> VariantReport:
     try:
         ModelRuntime(directory / MODEL_FILE, RuntimeSettings())
-    except Exception as exc:  # onnxruntime's errors are untyped; the reason goes into the report
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are untyped; the reason goes into the report
         shutil.rmtree(directory)
         reason = str(exc).splitlines()[-1][:200]
         return VariantReport(directory.name, precision, converted, not_written=f"converted model does not load: {reason}")

@@ -143,7 +143,7 @@ class ServedModels:
                     continue
                 try:
                     await self._load(name)
-                except Exception as exc:  # a bad policy file must not stop serving the old one
+                except Exception as exc:  # noqa: BLE001 - a bad policy file must not stop serving the old one
                     self._unloadable[name] = stamp
                     log.error("model %s: keeping its current routes; the new ones failed to load: %s", name, exc)
             retired = [served for key, served in self._pools.items() if not self._routed(*key)]
