@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -66,7 +67,7 @@ async def open_loop(
     index = 0
     while index < len(batch):
         due = min(len(batch), int((time.perf_counter() - start) * rate) + 1)
-        builders: dict[int, object] = {}
+        builders: dict[int, Any] = {}  # aiokafka BatchBuilders (aiokafka is untyped)
         now = time.time()
         while index < due:
             key, value, headers = batch[index]
@@ -76,10 +77,10 @@ async def open_loop(
             builder = builders.get(partition)
             if builder is None:
                 builder = builders[partition] = producer.create_batch()
-            if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:  # type: ignore[attr-defined]
+            if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
                 futures.append(await producer.send_batch(builder, topic, partition=partition))
                 builder = builders[partition] = producer.create_batch()
-                builder.append(timestamp=None, key=key, value=value, headers=headers)  # type: ignore[attr-defined]
+                builder.append(timestamp=None, key=key, value=value, headers=headers)
             index += 1
         for partition, builder in builders.items():
             futures.append(await producer.send_batch(builder, topic, partition=partition))

@@ -43,6 +43,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -298,7 +299,7 @@ class MLServerPeer:
             await consumer.stop()
             await producer.stop()
 
-    def _warm_up_body(self):  # type: ignore[no-untyped-def]
+    def _warm_up_body(self) -> Callable[[str], bytes]:
         import onnxruntime as ort
 
         spec = ort.InferenceSession(str(self.model_path), providers=["CPUExecutionProvider"]).get_inputs()[0]

@@ -171,8 +171,8 @@ def median_result(runs: list[RunResult]) -> dict[str, object]:
         return {"error": runs[0].error if runs else "not run"}
 
     def med(values: list[float | None]) -> float | None:
-        values = [v for v in values if v is not None and v == v]
-        return statistics.median(values) if values else None
+        present = [v for v in values if v is not None and v == v]
+        return statistics.median(present) if present else None
 
     latency = {}
     for load in ok[0].latency:

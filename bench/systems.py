@@ -100,7 +100,8 @@ def mlserver(backlog: int, home: Path, model_path: Path) -> System:
     def launch(bootstrap: str, topics: Topics, work: Path) -> Running:
         peer.ensure_installed()
         peer.start(bootstrap, topics.requests, topics.answers)
-        return Running(peer.pid, peer.stop)  # type: ignore[attr-defined]
+        assert peer.pid is not None  # start() returned: MLServer's process is running
+        return Running(peer.pid, peer.stop)
 
     return System(
         name="MLServer 1.7.1 (Kafka mode)", kind="peer", backlog=backlog, launch=launch,

@@ -182,9 +182,11 @@ class LabelJoin:
             del self._labels[request_id]
             self._count("unknown", "unknown", UNMATCHED)
         memory_horizon = max(self._label_clock, self._prediction_clock) - 2 * self.ttl_ms
-        for table in (self._expired, self._joined):
+        tables: tuple[OrderedDict[str, tuple[str, str, int]] | OrderedDict[str, int], ...] = (self._expired, self._joined)
+        for table in tables:
             while table:
-                request_id, value = next(iter(table.items()))
+                request_id = next(iter(table))
+                value = table[request_id]
                 timestamp_ms = value[2] if isinstance(value, tuple) else value
                 if timestamp_ms >= memory_horizon:
                     break

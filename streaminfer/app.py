@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import cast
 
 import ray
 from prometheus_client import CollectorRegistry
@@ -113,6 +114,7 @@ async def start_app(settings: AppSettings, registry: CollectorRegistry | None = 
         if isinstance(app, ConsumerGroupApp):
             await _start_consumer_group(app)
         else:
+            assert isinstance(app, DriverApp)
             await _start_driver(app, repository)
         await app.supervise_once()
     except BaseException:
@@ -135,7 +137,8 @@ def _start_service(settings: AppSettings, build: ServiceBuilder, env: dict[str, 
     options: dict[str, object] = {"name": build.label, "namespace": settings.pool.namespace, "max_restarts": -1, "num_cpus": 0}
     if env:
         options["runtime_env"] = {"env_vars": env}
-    return ray.remote(ServiceActor).options(**options).remote(build, _metrics_host(settings))
+    handle = ray.remote(ServiceActor).options(**options).remote(build, _metrics_host(settings))
+    return cast("ray.actor.ActorHandle", handle)  # Ray's stubs type .remote() as handle or class
 
 
 def _start_monitor(settings: AppSettings) -> ray.actor.ActorHandle:
@@ -178,19 +181,18 @@ async def _start_consumer_group(app: ConsumerGroupApp) -> None:
     for index in range(settings.pipeline.consumers):
         name = consumer_actor_name(settings, index)
         app.names.append(name)
-        app.handles.append(
-            remote.options(
-                name=name,
-                namespace=settings.pool.namespace,
-                max_restarts=-1,
-                num_cpus=settings.pool.actor_num_cpus,
-                num_gpus=settings.pool.actor_num_gpus,
-            ).remote(
-                index, name, str(settings.model_repository.resolve()), settings.served_model_names(),
-                settings.kafka, topology(settings).pipeline, settings.pipeline, settings.runtime, _metrics_host(settings),
-                _absolute_features(settings),
-            )
+        handle = remote.options(
+            name=name,
+            namespace=settings.pool.namespace,
+            max_restarts=-1,
+            num_cpus=settings.pool.actor_num_cpus,
+            num_gpus=settings.pool.actor_num_gpus,
+        ).remote(
+            index, name, str(settings.model_repository.resolve()), settings.served_model_names(),
+            settings.kafka, topology(settings).pipeline, settings.pipeline, settings.runtime, _metrics_host(settings),
+            _absolute_features(settings),
         )
+        app.handles.append(cast("ray.actor.ActorHandle", handle))  # Ray's stubs type .remote() as handle or class
     app.actors = list(await asyncio.gather(*(h.ensure_started.remote() for h in app.handles)))
     await app.wait_until_assigned()
 

@@ -11,15 +11,16 @@ Everything here is plain picklable state, so the monitor checkpoints it whole.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from river import drift
+from river import base, drift
 
 from streaminfer.monitoring.settings import DetectorKind
 from streaminfer.schemas.monitoring_events import PREDICTION_FEATURE, DriftEvent, DriftKind
 
-_RIVER = {
+_RIVER: dict[DetectorKind, Callable[..., base.DriftDetector]] = {
     DetectorKind.ADWIN: drift.ADWIN,
     DetectorKind.KSWIN: drift.KSWIN,
     DetectorKind.PAGE_HINKLEY: drift.PageHinkley,
@@ -28,14 +29,14 @@ _RIVER = {
 
 def make_detector(kind: DetectorKind, params: dict[str, float] | None = None, seed: int = 0):
     """A fresh river detector; KSWIN gets a seed so a replayed stream fires at the same samples."""
-    kwargs: dict[str, object] = dict(params or {})
+    kwargs: dict[str, float] = dict(params or {})
     if kind is DetectorKind.KSWIN:
         kwargs.setdefault("seed", seed)
         for name in ("window_size", "stat_size"):
             if name in kwargs:
-                kwargs[name] = int(kwargs[name])  # type: ignore[arg-type]
+                kwargs[name] = int(kwargs[name])
     if kind is DetectorKind.PAGE_HINKLEY and "min_instances" in kwargs:
-        kwargs["min_instances"] = int(kwargs["min_instances"])  # type: ignore[arg-type]
+        kwargs["min_instances"] = int(kwargs["min_instances"])
     return _RIVER[kind](**kwargs)
 
 

@@ -346,7 +346,7 @@ class ExperimentEvidence:
         )
 
     @staticmethod
-    def _remember(table: OrderedDict, key: str, value: object) -> None:  # type: ignore[type-arg]
+    def _remember(table: OrderedDict, key: str, value: object) -> None:
         table[key] = value
         if len(table) > JOIN_CAPACITY:
             table.popitem(last=False)

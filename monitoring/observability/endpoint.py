@@ -16,7 +16,7 @@ ANY_INTERFACE = {"0.0.0.0", "::", ""}
 def serve_metrics(host: str, port: int, registry: CollectorRegistry) -> tuple[object, str]:
     """Start the endpoint; returns the server (to shut down) and the URL to scrape."""
     server, _thread = start_http_server(port, addr=host, registry=registry)
-    return server, f"http://{advertised_host(host)}:{server.server_port}/metrics"  # type: ignore[attr-defined]
+    return server, f"http://{advertised_host(host)}:{server.server_port}/metrics"
 
 
 def advertised_host(host: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 from prometheus_client import CollectorRegistry
 
@@ -79,10 +80,10 @@ class ConsumerActor:
         return await self.describe()
 
     async def describe(self) -> dict[str, object]:
-        providers = []
+        providers: list[str] = []
         if self._models is not None:
             for served in self._models.all():
-                providers.extend(p for d in await served.pool.describe() for p in d["providers"])  # type: ignore[union-attr]
+                providers.extend(p for d in await served.pool.describe() for p in cast("list[str]", d["providers"]))
         pipeline = self._pipeline
         return {
             "label": self.label,

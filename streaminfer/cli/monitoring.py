@@ -78,6 +78,7 @@ def drift_report(
     from streaminfer.reports.drift import report_from_topic
 
     settings = load_settings(bootstrap, model_repo)
+    path: Path | None
     if bootstrap is not None:
         path, drifted = asyncio.run(report_from_topic(settings, model or settings.pipeline.default_model, rows))
         console.print(f"drifted features: {', '.join(drifted) or 'none'}")

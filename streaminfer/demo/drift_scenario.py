@@ -84,7 +84,7 @@ async def wait_for_monitor(monitor: ray.actor.ActorHandle, requests: int, labels
     while time.monotonic() < deadline:
         state = (await monitor.ensure_started.remote()).detail
         seen = state.get("records", {})
-        if seen.get("requests", 0) >= requests and seen.get("predictions", 0) >= requests and seen.get("labels", 0) >= labels:  # type: ignore[union-attr]
+        if seen.get("requests", 0) >= requests and seen.get("predictions", 0) >= requests and seen.get("labels", 0) >= labels:
             await asyncio.sleep(0.5)
             return (await monitor.ensure_started.remote()).detail
         await asyncio.sleep(0.5)

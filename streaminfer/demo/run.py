@@ -8,6 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -72,7 +73,7 @@ async def run_demo(
     dashboard = start_ray(settings.ray, log_to_driver=False)
     started_ms = int(time.time() * 1000)
     app = await start_app(settings)
-    providers = sorted({p for a in app.actors for p in a["providers"]})  # type: ignore[union-attr]
+    providers = sorted({p for a in app.actors for p in cast("list[str]", a["providers"])})
     labels = ", ".join(str(a["label"]) for a in app.actors)
     console.print(f"ray         dashboard {dashboard}  (actors: {labels})")
     console.print(f"workers     {len(app.actors)} actors on {', '.join(providers)}")
@@ -85,7 +86,7 @@ async def run_demo(
             demo_data().x_test, requests, settings.pipeline.default_model, INPUT_NAME, run_id
         )
         board, seconds = await _drive(settings, payloads, run_id, console, timeout_s)
-        batch_sizes = [size for d in await app.describe() for size in d["batch_sizes"]]  # type: ignore[union-attr]
+        batch_sizes = [size for d in await app.describe() for size in cast("list[int]", d["batch_sizes"])]
         if stream is not None and app.monitor is not None:
             summary = await _watch_drift(settings, app.monitor, stream, started_ms, console)
     finally:

@@ -13,12 +13,14 @@ import html
 import io
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import msgspec
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from streaminfer.errors import NoSnapshots
 from streaminfer.monitoring.experiments.evidence import Snapshot
@@ -79,11 +81,13 @@ def write_report(snapshots_dir: Path, name: str, out: Path | None = None) -> tup
     return path, text
 
 
-def _times(snapshots: list[Snapshot]) -> list[datetime]:
+def _times(snapshots: list[Snapshot]) -> list[Any]:
+    """Datetimes, typed Any: matplotlib plots them through its date converter, but its stubs
+    accept only numbers and arrays for x."""
     return [datetime.fromtimestamp(s.at_ms / 1000, tz=timezone.utc) for s in snapshots]
 
 
-def _effect_figure(snapshots: list[Snapshot]):  # -> Figure
+def _effect_figure(snapshots: list[Snapshot]) -> Figure:
     fig, ax = plt.subplots(figsize=(9, 3.5))
     times = _times(snapshots)
     if snapshots[-1].kind == "canary":
@@ -110,7 +114,7 @@ def _effect_figure(snapshots: list[Snapshot]):  # -> Figure
     return fig
 
 
-def _split_figure(snapshots: list[Snapshot]):  # -> Figure
+def _split_figure(snapshots: list[Snapshot]) -> Figure:
     fig, ax = plt.subplots(figsize=(9, 3))
     arms = [a.arm for a in snapshots[-1].arms]
     times = _times(snapshots)
@@ -122,7 +126,7 @@ def _split_figure(snapshots: list[Snapshot]):  # -> Figure
     return fig
 
 
-def _latency_figure(snapshots: list[Snapshot]):  # -> Figure
+def _latency_figure(snapshots: list[Snapshot]) -> Figure:
     fig, ax = plt.subplots(figsize=(9, 3))
     times = _times(snapshots)
     for arm in [a.arm for a in snapshots[-1].arms]:
@@ -137,7 +141,7 @@ def _latency_figure(snapshots: list[Snapshot]):  # -> Figure
     return fig
 
 
-def _png(fig) -> str:  # type: ignore[no-untyped-def]
+def _png(fig: Figure) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)

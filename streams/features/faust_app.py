@@ -18,7 +18,7 @@ replayed request, so a row lost between the changelog write and the crash is wri
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import faust
 import msgspec
@@ -62,7 +62,8 @@ class _QuickFetchThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms  # read when the consumer starts
+        app = cast("FeatureApp", self.app)  # only FeatureApp makes this transport
+        consumer._fetch_max_wait_ms = app.fetch_max_wait_ms  # read when the consumer starts
         return consumer
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import cast
 
 import numpy as np
 import ray
@@ -62,7 +63,7 @@ class WorkerPool:
                 num_cpus=self._pool.actor_num_cpus,
                 num_gpus=self._pool.actor_num_gpus,
             ).remote(str(self.model.model_path), self._runtime.model_dump(), name)
-            self._actors.append(handle)
+            self._actors.append(cast("ray.actor.ActorHandle", handle))  # Ray's stubs type .remote() as handle or class
             self._inflight.append(0)
         return await self.describe()
 

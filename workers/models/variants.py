@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import onnx
 import pandas as pd
@@ -117,13 +118,9 @@ def _finish(repository: ModelRepository, base: ModelVersion, directory: Path, pr
     variant = repository.load(meta.name, directory.name)
     report = _compare(base, variant, precision, converted)
     repository.save_metadata(
-        ModelMetadata(**{**_fields(variant_meta), "metrics": {"holdout_accuracy": report.holdout_accuracy or float("nan")}})
+        msgspec.structs.replace(variant_meta, metrics={"holdout_accuracy": report.holdout_accuracy or float("nan")})
     )
     return report
-
-
-def _fields(meta: ModelMetadata) -> dict[str, object]:
-    return {f: getattr(meta, f) for f in meta.__struct_fields__}
 
 
 def _count_ops(model: onnx.ModelProto, kinds: set[str]) -> int:
