@@ -23,6 +23,10 @@ EXPERIMENT = "experiment"
 ARM = "arm"
 #: On shadow outputs only: the error the shadow version failed with (its reason code).
 SHADOW_ERROR = "shadow-error"
+#: On replayed requests (``streaminfer deadletters replay``): the dead letter they were sent
+#: again from, as ``topic/partition/offset``, and how many times this request has been replayed.
+REPLAY_OF = "replay-of"
+REPLAY_COUNT = "replay-count"
 
 TRACE_HEADERS = (TRACEPARENT, TRACESTATE)
 

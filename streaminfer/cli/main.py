@@ -23,6 +23,7 @@ from streaminfer.cli.common import (
     load_settings,
     until_signal_or,
 )
+from streaminfer.cli.deadletters import deadletters_app
 from streaminfer.cli.experiments import experiments_app
 from streaminfer.cli.features import features_app
 from streaminfer.cli.monitoring import drift_app, monitor_command
@@ -333,6 +334,7 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(features_app, name="features")
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(topics_app, name="topics")
+app.add_typer(deadletters_app, name="deadletters")
 app.command("monitor")(monitor_command)
 
 
