@@ -20,7 +20,13 @@ class Reason(str, Enum):
 
     INVALID_JSON = "invalid_json"
     SCHEMA_VIOLATION = "schema_violation"
+    INVALID_HEADER = "invalid_header"
+    """A routing header that cannot be read (not UTF-8, or a deadline that is not a number)."""
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    """The value is over ``pipeline.max_request_bytes``; it was not decoded."""
     WRONG_SHAPE_OR_DTYPE = "wrong_shape_or_dtype"
+    VALUE_OUT_OF_RANGE = "value_out_of_range"
+    """Values the input's datatype cannot hold (``1e308`` in FP32), or not finite."""
     UNKNOWN_MODEL = "unknown_model"
     INFERENCE_ERROR = "inference_error"
     WORKERS_UNAVAILABLE = "workers_unavailable"

@@ -25,7 +25,10 @@ Each line gives the class, ``[its reason, retriable]`` where set, and when it is
     │   ├── SchemaViolation          [schema_violation]      JSON, but not an OIP v2 request
     │   │   ├── NestingTooDeep       [schema_violation]      nested deeper than the decoder's recursion limit
     │   │   └── UndecodableRequest   [schema_violation]      decoding raised something unforeseen (a bug of ours)
-    │   ├── WrongShapeOrDtype        [wrong_shape_or_dtype]  tensors that do not fit the model
+    │   ├── InvalidHeader            [invalid_header]        a routing header that cannot be read (names it)
+    │   ├── PayloadTooLarge          [payload_too_large]     a value over ``pipeline.max_request_bytes``, not decoded
+    │   ├── WrongShapeOrDtype        [wrong_shape_or_dtype]  tensors that do not fit the model (or an unknown output)
+    │   ├── ValueOutOfRange          [value_out_of_range]    values the model's datatype cannot hold (1e308 in FP32)
     │   ├── UnknownModel             [unknown_model]         a model or version the repository lacks
     │   ├── InferenceFailed          [inference_error]       ONNX Runtime rejected the input (the same input fails again)
     │   ├── DeadlineExceeded         [deadline_exceeded]     the request's deadline passed before it could run
@@ -44,6 +47,8 @@ Each line gives the class, ``[its reason, retriable]`` where set, and when it is
     ├── TopicConflict                                        two settings name one topic, laid out differently
     ├── DeliveryFailed               [retriable]             the broker did not acknowledge a record: stop,
     │                                                        commit nothing, a restart sends it again
+    ├── TransactionsUnsupported                              exactly-once asked of a broker without transactions
+    ├── ProducerFencedOut                                    exactly-once: another member took our transactional id
     ├── BatcherClosed                                        submitted to a batcher that is stopping
     ├── FeatureRepoMissing                                   no feature repository where the settings point
     ├── NoAnswer                     [retriable]             a webhook call got no HTTP answer at all
@@ -66,6 +71,7 @@ checks that this tree lists every class with its reason and ``retriable``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from streaminfer.schemas.deadletter import Reason
@@ -99,11 +105,28 @@ class StreamInferError(Exception):
         return (_rebuild, (type(self), args, kwargs), self.__dict__)
 
 
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What was known of a request when it failed: its dead letter's ``model``, ``version`` and
+    ``request_id`` headers (``None``: not known)."""
+
+    model: str | None = None
+    version: str | None = None
+    request_id: str | None = None
+
+
 class RequestError(StreamInferError):
     """The request's own fault: it belongs in dead letters under ``reason``, and no replay of the
     same record can succeed. Every subclass sets ``reason``."""
 
     reason: Reason
+    facts: RequestFacts | None = None
+    """Set by the decoder once the request id and model are known (``about``)."""
+
+    def about(self, facts: RequestFacts) -> RequestError:
+        """Attach what was known of the request when it failed; returns this error."""
+        self.facts = facts
+        return self
 
 
 class InvalidJson(RequestError):
@@ -116,6 +139,41 @@ class SchemaViolation(RequestError):
 
 class WrongShapeOrDtype(RequestError):
     reason = Reason.WRONG_SHAPE_OR_DTYPE
+
+
+class InvalidHeader(RequestError):
+    """A routing header (``model-name``, ``model-version``, ``request-id``, ``deadline-ms``) whose
+    bytes cannot be read: not UTF-8, or a deadline that is not epoch milliseconds."""
+
+    reason = Reason.INVALID_HEADER
+
+    def __init__(self, header: str, problem: str) -> None:
+        super().__init__(f"header {header} {problem}")
+        self.header, self.problem = header, problem
+
+
+class PayloadTooLarge(RequestError):
+    """A request value larger than the configured limit; refused before any decoding."""
+
+    reason = Reason.PAYLOAD_TOO_LARGE
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"value is {size} bytes, over the limit of {limit} (pipeline.max_request_bytes)")
+        self.size, self.limit = size, limit
+
+
+class ValueOutOfRange(RequestError):
+    """Values the input's datatype cannot hold: 1e308 in FP32 (the cast makes it infinite, which a
+    model would score as if it meant something), 10**19 in INT64, 1e309 anywhere. A reason of its
+    own, not ``wrong_shape_or_dtype``: the tensor's shape and datatype are right and the values
+    are not, so it is the client's data to fix, and a dashboard tells a bad client build from a
+    bad data feed."""
+
+    reason = Reason.VALUE_OUT_OF_RANGE
+
+    def __init__(self, where: str, datatype: str) -> None:
+        super().__init__(f"{where} holds values out of {datatype} range")
+        self.where, self.datatype = where, datatype
 
 
 class NestingTooDeep(SchemaViolation):

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from streaminfer.schemas.errors import InvalidHeader
+
 REQUEST_ID = "request-id"
 MODEL_NAME = "model-name"
 MODEL_VERSION = "model-version"
@@ -43,7 +45,7 @@ class RequestHeaders:
 
 
 def parse_request_headers(headers: Iterable[tuple[str, bytes]]) -> RequestHeaders:
-    """Read the routing headers; a malformed deadline raises ``ValueError`` for the caller to map."""
+    """Read the routing headers; one that cannot be read raises ``InvalidHeader`` naming it."""
     values: dict[str, bytes] = {}
     trace: list[tuple[str, bytes]] = []
     for name, value in headers:
@@ -51,15 +53,28 @@ def parse_request_headers(headers: Iterable[tuple[str, bytes]]) -> RequestHeader
             trace.append((name, value))
         else:
             values[name] = value
-    deadline = values.get(DEADLINE_MS)
     return RequestHeaders(
-        request_id=_text(values.get(REQUEST_ID)),
-        model_name=_text(values.get(MODEL_NAME)),
-        model_version=_text(values.get(MODEL_VERSION)),
-        deadline_ms=int(deadline) if deadline else None,
+        request_id=_text(REQUEST_ID, values.get(REQUEST_ID)),
+        model_name=_text(MODEL_NAME, values.get(MODEL_NAME)),
+        model_version=_text(MODEL_VERSION, values.get(MODEL_VERSION)),
+        deadline_ms=_deadline(values.get(DEADLINE_MS)),
         trace=tuple(trace),
     )
 
 
-def _text(value: bytes | None) -> str | None:
-    return value.decode("utf-8") if value else None
+def _text(name: str, value: bytes | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidHeader(name, f"is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+
+
+def _deadline(value: bytes | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise InvalidHeader(DEADLINE_MS, f"must be epoch milliseconds, not {value[:40]!r}") from exc

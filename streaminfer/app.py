@@ -38,10 +38,11 @@ from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.process import tune_gc_for_streaming
 from streaminfer.running import ConsumerGroupApp, DriverApp, RunningApp
 from streaminfer.settings import AppSettings
-from streaminfer.streams.clients import check_reachable, ensure_topics
+from streaminfer.streams.clients import KafkaClients, check_reachable, ensure_topics
 from streaminfer.streams.features.settings import FeatureSettings
 from streaminfer.streams.pipeline.enrichment import feast_enricher
 from streaminfer.streams.pipeline.loop import Pipeline
+from streaminfer.streams.pipeline.transactional import check_transactions
 from streaminfer.topology import topology
 from streaminfer.workers.execution.pool import WorkerPool
 from streaminfer.workers.models.repository import ModelRepository
@@ -93,7 +94,10 @@ def _http(url: str | None) -> str | None:
 
 async def start_app(settings: AppSettings, registry: CollectorRegistry | None = None) -> RunningApp:
     """Check the broker, create topics, then start the chosen shape."""
+    settings = settings.reading_committed()
     await check_reachable(settings.kafka.bootstrap)
+    if settings.pipeline.guarantee == "exactly_once":
+        await check_transactions(KafkaClients(settings.kafka))  # refused in one line on the embedded broker
     system = topology(settings)
     await ensure_topics(settings.kafka, system.select(system.pipeline_topics()))
     repository = ModelRepository(settings.model_repository)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streaminfer.monitoring.settings import AlertingSettings, ExperimentSettings, MonitorSettings
@@ -50,6 +50,26 @@ class AppSettings(BaseSettings):
     alerting: AlertingSettings = AlertingSettings()
     features: FeatureSettings = FeatureSettings()
 
+    @model_validator(mode="after")
+    def _exactly_once_readers_read_committed(self) -> AppSettings:
+        """With ``pipeline.guarantee = "exactly_once"``, every consumer built from ``kafka`` (the
+        pipeline, monitor, alerting, experiments, feature worker, ``tail``) reads ``read_committed``,
+        so none sees outputs of an aborted or open transaction."""
+        _read_committed_if_exactly_once(self)
+        return self
+
+    def reading_committed(self) -> AppSettings:
+        """These settings as the validator leaves them; for copies made with ``model_copy``, which
+        does not validate again (the composition root calls it before anything starts)."""
+        copy = self.model_copy()
+        _read_committed_if_exactly_once(copy)
+        return copy
+
     def served_model_names(self) -> list[str]:
         names = [self.pipeline.default_model, *self.models]
         return list(dict.fromkeys(names))
+
+
+def _read_committed_if_exactly_once(settings: AppSettings) -> None:
+    if settings.pipeline.guarantee == "exactly_once" and settings.kafka.isolation_level != "read_committed":
+        settings.kafka = settings.kafka.model_copy(update={"isolation_level": "read_committed"})

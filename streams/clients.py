@@ -55,6 +55,7 @@ class KafkaClients:
             fetch_max_wait_ms=kafka.fetch_max_wait_ms,
             request_timeout_ms=kafka.request_timeout_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            isolation_level=kafka.isolation_level,
         )
         return AIOKafkaConsumer(*topics, **{**options, **overrides})
 

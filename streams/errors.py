@@ -65,6 +65,28 @@ class DeliveryFailed(StreamInferError):
     retriable = True
 
 
+class TransactionsUnsupported(StreamInferError):
+    """``pipeline.guarantee = "exactly_once"`` on a broker without Kafka transactions."""
+
+    def __init__(self, bootstrap: str, detail: str = "") -> None:
+        self.bootstrap, self.detail = bootstrap, detail
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"the broker at {bootstrap} does not support transactions{extra}, which exactly-once needs: "
+            "use Apache Kafka (--bootstrap HOST:PORT), or pipeline.guarantee=at_least_once"
+        )
+
+
+class ProducerFencedOut(StreamInferError):
+    """Exactly-once: another pipeline member took over these partitions' transactional ids (this
+    one is a zombie: paused past its session, or an older incarnation). It stops, committing nothing."""
+
+    def __init__(self, transactional_id: str) -> None:
+        self.transactional_id = transactional_id
+        super().__init__(f"transactional id {transactional_id} was taken over by another pipeline member: "
+                         "this member stops without committing")
+
+
 class TopicsMissing(StreamInferError):
     def __init__(self, topics: list[str], bootstrap: str) -> None:
         self.topics, self.bootstrap = topics, bootstrap

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
@@ -85,6 +85,11 @@ class KafkaSettings(BaseModel):
     request_timeout_ms: int = Field(30_000, ge=1000)
     compression: str | None = Field(None, pattern="^(gzip|snappy|lz4|zstd)$")
 
+    isolation_level: Literal["read_uncommitted", "read_committed"] = "read_uncommitted"
+    """What every consumer built from these settings reads: ``read_committed`` skips records of
+    open and aborted transactions. Set to ``read_committed`` for you when
+    ``pipeline.guarantee`` is ``exactly_once`` (``streaminfer.settings.AppSettings``)."""
+
 
 class PipelineSettings(BaseModel):
     default_model: str = "breast-cancer"
@@ -125,6 +130,23 @@ class PipelineSettings(BaseModel):
 
     commit_interval_ms: int = Field(200, ge=0)
     """Offsets are committed at most this often (and always on rebalance and shutdown)."""
+
+    max_request_bytes: int = Field(1_048_576, ge=1)
+    """A request value larger than this is dead-lettered as ``payload_too_large`` before it is
+    decoded (1 MiB by default, Kafka's default record size limit: far above any OIP request of a
+    tabular model, so only garbage or a misdirected producer reaches it)."""
+
+    guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    """``at_least_once``: nothing accepted is lost; after a crash or a rebalance some requests may
+    be answered twice. ``exactly_once`` (Apache Kafka only; refused on the embedded broker):
+    predictions, dead letters, shadow outputs and the consumed offsets commit in one Kafka
+    transaction, so a ``read_committed`` reader sees every request answered exactly once
+    (``streams.pipeline.transactional``)."""
+
+    transaction_interval_ms: int = Field(100, ge=1)
+    """With ``exactly_once``: how often the outputs gathered since the last transaction are
+    committed in the next one. Longer: fewer, larger transactions (throughput); shorter: answers
+    visible to ``read_committed`` readers sooner (latency)."""
 
     routing_poll_s: float = Field(0.5, gt=0)
     """How often each consumer checks the registry's aliases and the traffic policies for changes:

@@ -108,6 +108,11 @@ async def _run_until_signal(settings: AppSettings) -> None:
     from streaminfer.workers.models.repository import ModelRepository
 
     await check_reachable(settings.kafka.bootstrap)
+    if settings.pipeline.guarantee == "exactly_once":
+        from streaminfer.streams.clients import KafkaClients
+        from streaminfer.streams.pipeline.transactional import check_transactions
+
+        await check_transactions(KafkaClients(settings.kafka))  # the embedded broker: refused before Ray starts
     for name in settings.served_model_names():
         ModelRepository(settings.model_repository).resolve(name)  # fail before starting Ray
     dashboard = start_ray(settings.ray)
@@ -183,6 +188,7 @@ async def _tail(settings: AppSettings, dead_letters: bool, from_beginning: bool,
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=settings.kafka.bootstrap, group_id=None,
         auto_offset_reset="earliest" if from_beginning else "latest", fetch_max_wait_ms=50,
+        isolation_level=settings.kafka.isolation_level,  # read_committed with pipeline.guarantee=exactly_once
     )
     await start_client(consumer, settings.kafka.bootstrap)
     shown = 0

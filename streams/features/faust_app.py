@@ -64,6 +64,8 @@ class _QuickFetchThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         app = cast("FeatureApp", self.app)  # only FeatureApp makes this transport
         consumer._fetch_max_wait_ms = app.fetch_max_wait_ms  # read when the consumer starts
+        if app.isolation_level is not None:  # Faust sets read_committed only for its own exactly-once
+            consumer._isolation_level = app.isolation_level
         return consumer
 
 
@@ -77,10 +79,12 @@ class _QuickFetchTransport(faust_aiokafka.Transport):
 
 
 class FeatureApp(faust.App):
-    """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` per fetch."""
+    """A Faust app whose consumer waits at most ``fetch_max_wait_ms`` per fetch, and reads with
+    ``isolation_level`` (``read_committed`` when the pipeline commits in transactions)."""
 
-    def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fetch_max_wait_ms: int, isolation_level: str | None = None, **kwargs: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.isolation_level = isolation_level
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:
@@ -97,6 +101,7 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
     app = FeatureApp(
         settings.app_id,
         fetch_max_wait_ms=max(kafka.fetch_max_wait_ms, 10),
+        isolation_level=kafka.isolation_level,
         broker=f"kafka://{kafka.bootstrap}",
         store="memory://",
         autodiscover=False,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiokafka.structs import ConsumerRecord
 
 from streaminfer.schemas.codec import Prediction
-from streaminfer.schemas.errors import StreamInferError
+from streaminfer.schemas.errors import RequestError, RequestFacts, StreamInferError
 from streaminfer.streams.pipeline.decoding import Decoded
 from streaminfer.streams.pipeline.outgoing import (
     Outgoing,
@@ -49,18 +49,23 @@ def shadow_answer(topics: TopicSettings, item: Decoded, outcome: Prediction | Ba
 
 
 def dead_letter(topics: TopicSettings, record: ConsumerRecord, exc: StreamInferError, item: Decoded | None = None) -> Outgoing:
-    """The request's dead letter; ``exc`` itself is raised if it is not a request's failure."""
+    """The request's dead letter; ``exc`` itself is raised if it is not a request's failure.
+    Without ``item`` (decoding failed), the model and request id the error knows are used."""
     if exc.reason is None:
         raise exc  # not a request's failure (lifecycle, settings): stop without committing
+    if item is not None:
+        facts = RequestFacts(item.served.entry.name, item.served.entry.version, item.request_id)
+    else:
+        facts = (exc.facts if isinstance(exc, RequestError) else None) or RequestFacts()
     return dead_letter_record(
         topics.deadletter,
         record,
         exc.reason,
         str(exc),
         retriable=exc.retriable,
-        model=item.served.entry.name if item else None,
-        version=item.served.entry.version if item else None,
-        request_id=item.request_id if item else None,
+        model=facts.model,
+        version=facts.version,
+        request_id=facts.request_id,
         experiment=item.route.experiment if item else "",
         arm=item.route.arm if item else "",
     )

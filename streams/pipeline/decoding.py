@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 from aiokafka.structs import ConsumerRecord
 
-from streaminfer.schemas.codec import BatchOutputs, Prediction, decode_request, request_tensors
-from streaminfer.schemas.errors import SchemaViolation
+from streaminfer.schemas.codec import BatchOutputs, Prediction, decode_request, request_tensors, requested_outputs
+from streaminfer.schemas.errors import PayloadTooLarge, RequestError, RequestFacts
 from streaminfer.schemas.headers import RequestHeaders, parse_request_headers
 from streaminfer.streams.pipeline.outgoing import fallback_request_id
+from streaminfer.workers.errors import UnknownModel
 from streaminfer.workers.models.repository import ModelVersion
 from streaminfer.workers.routing.served import Route, ServedModel, ServedModels
 
@@ -30,24 +31,36 @@ class Decoded:
     arrays: dict[str, np.ndarray]
     rows: int
     parameters: dict[str, object] | None = None
+    outputs: frozenset[str] | None = None
+    """The outputs the request asked for; None: every output."""
 
     @property
     def served(self) -> ServedModel:
         return self.route.served
 
 
-def decode_record(record: ConsumerRecord, models: ServedModels) -> Decoded:
-    """Decode and validate one record; every failure is a ``RequestError`` with its reason.
-    The route is chosen by the record's key (else its request id), so assignment is sticky."""
-    try:
-        headers = parse_request_headers(record.headers)
-    except ValueError as exc:
-        raise SchemaViolation(f"header deadline-ms must be epoch milliseconds: {exc}") from exc
-    request = decode_request(record.value)
+def decode_record(record: ConsumerRecord, models: ServedModels, max_bytes: int | None = None) -> Decoded:
+    """Decode and validate one record; every failure is a ``RequestError`` with its reason, and
+    carries the request id and model (``RequestError.facts``) once they are known. A value over
+    ``max_bytes`` is refused before any decoding. The route is chosen by the record's key (else
+    its request id), so assignment is sticky."""
+    value = record.value
+    if max_bytes is not None and value is not None and len(value) > max_bytes:
+        raise PayloadTooLarge(len(value), max_bytes)
+    headers = parse_request_headers(record.headers)
+    request = decode_request(value)
     request_id = request.id or headers.request_id or fallback_request_id(record)
-    route = models.route(headers.model_name, headers.model_version, record.key or request_id.encode())
-    arrays, rows = request_tensors(request, route.served.entry.request_signature)
-    return Decoded(record, request_id, headers, route, arrays, rows, request.parameters)
+    try:
+        route = models.route(headers.model_name, headers.model_version, record.key or request_id.encode())
+    except UnknownModel as exc:
+        raise exc.about(RequestFacts(exc.name, exc.version, request_id))
+    entry = route.served.entry
+    try:
+        arrays, rows = request_tensors(request, entry.request_signature)
+        outputs = requested_outputs(request, entry.request_signature) if request.outputs else None
+    except RequestError as exc:
+        raise exc.about(RequestFacts(entry.name, entry.version, request_id))
+    return Decoded(record, request_id, headers, route, arrays, rows, request.parameters, outputs)
 
 
 def stack_inputs(items: list[Decoded]) -> dict[str, np.ndarray]:
@@ -70,7 +83,7 @@ def split_predictions(items: list[Decoded], outputs: dict[str, np.ndarray], entr
                 id=item.request_id,
                 model_name=entry.name,
                 model_version=entry.version,
-                outputs=columns.rows(start, stop),
+                outputs=columns.rows(start, stop, item.outputs),
             )
         )
         start = stop

@@ -13,6 +13,8 @@ Guarantees, in order of importance:
 
 If the broker refuses to acknowledge what we produce, or a bug surfaces, the pipeline stops
 without committing, so a restart re-reads those records (at-least-once: no loss, maybe repeats).
+With ``pipeline.guarantee = "exactly_once"`` the outputs and offsets commit in Kafka transactions
+instead (``streams.pipeline.transactional``): no repeats either, as ``read_committed`` readers see it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from streaminfer.streams.pipeline.delivery import AtLeastOnceDelivery, Delivery
 from streaminfer.streams.pipeline.enrichment import Enricher
 from streaminfer.streams.pipeline.health import HealthWindow
 from streaminfer.streams.pipeline.outgoing import Outgoing, source_of
+from streaminfer.streams.pipeline.transactional import TransactionalDelivery
 from streaminfer.streams.pipeline.version_batchers import ModelBatchers
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from streaminfer.workers.routing.served import ServedModels, VersionKey
@@ -88,6 +91,7 @@ class Pipeline:
         self._lag_labels: set[TopicPartition] = set()
         self._lag_total: int | None = None
         self._health = HealthWindow(label, settings.health_interval_s, clock)
+        self._disconnected_at: float | None = None
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -104,9 +108,13 @@ class Pipeline:
         self._producer = self._clients.producer()
         self._consumer = self._clients.consumer()
         await start_client(self._producer, self._kafka.bootstrap)
+        if self._settings.guarantee == "exactly_once":
+            self._delivery = TransactionalDelivery(self._clients, self._consumer, self._tracker)
+        else:
+            self._delivery = AtLeastOnceDelivery(self._producer, self._consumer, self._tracker,
+                                                 self._broker_connected, self._stopping)
         self._consumer.subscribe([self._topics.requests], listener=_DrainOnRevoke(self))
         await start_client(self._consumer, self._kafka.bootstrap)
-        self._delivery = AtLeastOnceDelivery(self._producer, self._consumer, self._tracker)
         self._tasks = [
             self._watch(asyncio.create_task(self._consume_loop(), name="consume")),
             self._watch(asyncio.create_task(self._commit_loop(), name="commit")),
@@ -127,6 +135,8 @@ class Pipeline:
         await self._batchers.stop()
         if self._failure is None and self._delivery is not None:
             await self._within_stop_timeout(self._delivery.commit(), "final commit")
+        if self._delivery is not None:
+            await self._delivery.close()
         if self._consumer is not None:
             await self._within_stop_timeout(self._consumer.stop(), "leaving the consumer group")
             self._consumer = None
@@ -187,8 +197,26 @@ class Pipeline:
         self._inflight.discard(task)
         if task.cancelled() or task.exception() is None:
             return
+        self._fail(task.exception())
+
+    def _broker_connected(self, up: bool) -> None:
+        """Sends or commits the broker could not take are being retried (``up=False``), or one
+        went through again: one log line each way, and the ``broker_connected`` gauge."""
+        if up == (self._disconnected_at is None):
+            return
+        self._metrics.broker_connected.set(1 if up else 0)
+        if up:
+            log.warning("broker %s is back after %.0f s: sending and committing again", self._kafka.bootstrap,
+                        self._clock.monotonic() - (self._disconnected_at or 0.0))
+            self._disconnected_at = None
+        else:
+            self._disconnected_at = self._clock.monotonic()
+            log.warning("broker %s disconnected: predictions and commits wait and are retried until it is back",
+                        self._kafka.bootstrap)
+
+    def _fail(self, exc: BaseException | None) -> None:
         if self._failure is None:
-            self._failure = task.exception()
+            self._failure = exc
             log.error("pipeline stopping: %r", self._failure)
         self._stopping.set()
 
@@ -201,7 +229,9 @@ class Pipeline:
             fetched = await self._consumer.getmany(
                 timeout_ms=self._settings.poll_timeout_ms, max_records=self._settings.fetch_max_records
             )
-            records = [record for batch in fetched.values() for record in batch]
+            delivery = self._delivery
+            assert delivery is not None
+            records = [record for tp, batch in fetched.items() if delivery.owns(tp) for record in batch]
             if not records:
                 self._release_slot()
                 continue
@@ -234,7 +264,8 @@ class Pipeline:
 
     async def _commit_loop(self) -> None:
         assert self._delivery is not None
-        interval = self._settings.commit_interval_ms / 1000
+        transactional = self._settings.guarantee == "exactly_once"
+        interval = (self._settings.transaction_interval_ms if transactional else self._settings.commit_interval_ms) / 1000
         while not self._stopping.is_set():
             await self._clock.sleep(interval)
             if self._failure is None:
@@ -299,7 +330,7 @@ class Pipeline:
             decoded: list[Decoded] = []
             for record in records:
                 try:
-                    decoded.append(decode_record(record, self._models))
+                    decoded.append(decode_record(record, self._models, self._settings.max_request_bytes))
                 except RequestError as exc:
                     outgoing.append(dead_letter(self._topics, record, exc))
                 except Exception as exc:  # any other decoding failure: see UndecodableRequest
@@ -377,10 +408,25 @@ class _DrainOnRevoke(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         pipeline = self._pipeline
+        delivery = pipeline._delivery
+        if delivery is not None:
+            delivery.revoking(revoked)
         await pipeline._drain()
-        if pipeline._delivery is not None and pipeline._failure is None:
-            await pipeline._delivery.commit()
+        if delivery is not None and pipeline._failure is None:
+            try:
+                await delivery.commit()
+            except Exception as exc:  # noqa: BLE001 - aiokafka would log a listener's error and go on: stop instead
+                pipeline._fail(exc)
+        if delivery is not None:
+            await delivery.revoked(revoked)
         pipeline._tracker.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        return None
+        """Exactly-once: take over the partitions' transactional ids before reading any record."""
+        pipeline = self._pipeline
+        if pipeline._delivery is None or pipeline._failure is not None:
+            return
+        try:
+            await pipeline._delivery.assigned(assigned)
+        except Exception as exc:  # noqa: BLE001 - aiokafka would log a listener's error and go on: stop instead
+            pipeline._fail(exc)

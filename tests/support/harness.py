@@ -123,13 +123,14 @@ class Collected:
 
 
 class Collector:
-    """Reads predictions and dead letters from the start of their topics, without a group."""
+    """Reads predictions and dead letters from the start of their topics, without a group;
+    ``isolation_level="read_committed"`` reads them as a downstream consumer of exactly-once does."""
 
-    def __init__(self, bootstrap: str, topics: TopicSettings) -> None:
+    def __init__(self, bootstrap: str, topics: TopicSettings, isolation_level: str = "read_uncommitted") -> None:
         self._topics = topics
         self._consumer = AIOKafkaConsumer(
             topics.predictions, topics.deadletter, bootstrap_servers=bootstrap,
-            group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=20,
+            group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=20, isolation_level=isolation_level,
         )
         self.collected = Collected()
 
