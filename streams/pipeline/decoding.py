@@ -53,13 +53,15 @@ def decode_record(record: ConsumerRecord, models: ServedModels, max_bytes: int |
     try:
         route = models.route(headers.model_name, headers.model_version, record.key or request_id.encode())
     except UnknownModel as exc:
-        raise exc.about(RequestFacts(exc.name, exc.version, request_id))
+        exc.about(RequestFacts(exc.name, exc.version, request_id))
+        raise
     entry = route.served.entry
     try:
         arrays, rows = request_tensors(request, entry.request_signature)
         outputs = requested_outputs(request, entry.request_signature) if request.outputs else None
     except RequestError as exc:
-        raise exc.about(RequestFacts(entry.name, entry.version, request_id))
+        exc.about(RequestFacts(entry.name, entry.version, request_id))
+        raise
     return Decoded(record, request_id, headers, route, arrays, rows, request.parameters, outputs)
 
 

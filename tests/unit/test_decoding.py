@@ -68,7 +68,7 @@ def failure(models: ServedModels, value: bytes | None, headers: list[tuple[str, 
 
 @pytest.mark.parametrize("header", [h.MODEL_NAME, h.MODEL_VERSION, h.REQUEST_ID])
 def test_a_header_that_is_not_utf8_is_an_invalid_header_naming_it(models, header):
-    error, letter = failure(models, request(), [(header, b"\xff\xfebad")])
+    _, letter = failure(models, request(), [(header, b"\xff\xfebad")])
     assert letter["reason"] == Reason.INVALID_HEADER.value
     assert f"header {header} is not UTF-8" in str(letter["message"])
     assert "deadline" not in str(letter["message"])
