@@ -105,6 +105,7 @@ class Collector:
         self._consumer = AIOKafkaConsumer(
             self.topic, bootstrap_servers=self.bootstrap, group_id=None,
             auto_offset_reset="earliest", fetch_max_wait_ms=5, max_partition_fetch_bytes=4 << 20,
+            isolation_level="read_committed",  # as exactly-once readers must; the same for plain producers
         )
         await self._consumer.start()
         self._task = asyncio.create_task(self._run())

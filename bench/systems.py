@@ -72,7 +72,11 @@ def baseline(name: str, kind: str, backlog: int, model_path: Path) -> System:
     return System(name=name, kind=kind, backlog=backlog, launch=launch)
 
 
-def streaminfer(label: str, backlog: int, repository: Path, consumers: int | None) -> System:
+def streaminfer(
+    label: str, backlog: int, repository: Path, consumers: int | None, settings: dict[str, str] | None = None
+) -> System:
+    """``settings``: more ``STREAMINFER_*`` variables, e.g. the exactly-once guarantee."""
+
     def launch(bootstrap: str, topics: Topics, work: Path) -> Running:
         command = [sys.executable, "-m", "streaminfer.cli", "run", "--bootstrap", bootstrap,
                    "--model-repo", str(repository), "--metrics-port", "0", "--group-id", topics.group,
@@ -85,6 +89,7 @@ def streaminfer(label: str, backlog: int, repository: Path, consumers: int | Non
             "STREAMINFER_TOPICS__DEADLETTER": topics.deadletter,
             "STREAMINFER_RAY__DASHBOARD_PORT": str(free_port()),
             "RAY_AUTH_MODE": "disabled",
+            **(settings or {}),
         }
         return _spawn(command, work / f"{label.replace(' ', '_')}.log", env)
 
