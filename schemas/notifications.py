@@ -40,6 +40,12 @@ class WebhookPayload(msgspec.Struct):
     commonAnnotations: dict[str, str]
     externalURL: str
     alerts: list[WebhookAlert]
+    notification_reason: str = ""
+    """Why this notification was sent (Alertmanager 0.32+, snake_case as Alertmanager spells it):
+    ``first notification``, ``new alerts added``, ``some alerts resolved``, ``all alerts
+    resolved`` or ``repeat interval elapsed``. Empty only in outbox records written before."""
+    routeLabels: dict[str, str] = {}
+    """The labels of the route the group matched (Alertmanager 0.34+); empty when it has none."""
 
 
 class Notification(msgspec.Struct):

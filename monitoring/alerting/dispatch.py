@@ -11,6 +11,11 @@ Alertmanager's model, so its users know what to expect:
 - a resolved alert that was notified as firing is notified once as resolved, then forgotten;
 - alerts matched by an active silence are left out (and a group left with nothing is not sent).
 
+Each body says why it was sent (``notification_reason``, Alertmanager 0.32's field and values:
+``first notification``, ``new alerts added``, ``some alerts resolved``, ``all alerts resolved``,
+``repeat interval elapsed``) and carries the labels of the route that matched (``routeLabels``,
+Alertmanager 0.34's; our routes declare none, so it is always the empty object).
+
 Each notification gets an id from its group and a per-group sequence number: the state that
 numbers them is checkpointed, so a notification re-sent after a crash has the id it had, and
 receivers can drop the repeat.
@@ -35,6 +40,12 @@ from streaminfer.schemas.notifications import (
     WebhookAlert,
     WebhookPayload,
 )
+
+FIRST_NOTIFICATION = "first notification"
+NEW_ALERTS_ADDED = "new alerts added"
+SOME_ALERTS_RESOLVED = "some alerts resolved"
+ALL_ALERTS_RESOLVED = "all alerts resolved"
+REPEAT_INTERVAL_ELAPSED = "repeat interval elapsed"
 
 DEFAULT_GROUP_BY = ["alertname"]
 DEFAULT_GROUP_WAIT_S = 10.0
@@ -142,29 +153,37 @@ class Dispatcher:
         for fp, alert in list(group.alerts.items()):
             if not alert.firing and fp not in news:
                 del group.alerts[fp]  # resolved unseen: silenced, or within group_wait
-        if not self._due(group, news, now_ms):
+        reason = self._due(group, news, now_ms)
+        if reason is None:
             return None
         group.sequence += 1
         group.last_sent_ms = now_ms
         group.sent = {fp: status for fp, status in news.items() if status == FIRING}
-        notification = self._notification(group, [visible[fp] for fp in news], now_ms)
+        notification = self._notification(group, [visible[fp] for fp in news], now_ms, reason)
         for fp, status in news.items():
             if status == RESOLVED:
                 del group.alerts[fp]
         return notification
 
     @staticmethod
-    def _due(group: Group, news: dict[str, str], now_ms: int) -> bool:
+    def _due(group: Group, news: dict[str, str], now_ms: int) -> str | None:
+        """Why the group is notified now (an Alertmanager ``notification_reason``), or None."""
         routing = group.routing
         any_firing = FIRING in news.values()
         if group.last_sent_ms is None:
-            return any_firing and now_ms - group.first_ms >= routing.group_wait_s * 1000
-        changed = any(group.sent.get(fp) != status for fp, status in news.items())
+            due = any_firing and now_ms - group.first_ms >= routing.group_wait_s * 1000
+            return FIRST_NOTIFICATION if due else None
+        changed = [fp for fp, status in news.items() if group.sent.get(fp) != status]
         if changed:
-            return now_ms - group.last_sent_ms >= routing.group_interval_s * 1000
-        return any_firing and now_ms - group.last_sent_ms >= routing.repeat_interval_s * 1000
+            if now_ms - group.last_sent_ms < routing.group_interval_s * 1000:
+                return None
+            if any(news[fp] == FIRING for fp in changed):
+                return NEW_ALERTS_ADDED
+            return SOME_ALERTS_RESOLVED if any_firing else ALL_ALERTS_RESOLVED
+        due = any_firing and now_ms - group.last_sent_ms >= routing.repeat_interval_s * 1000
+        return REPEAT_INTERVAL_ELAPSED if due else None
 
-    def _notification(self, group: Group, alerts: list[Alert], now_ms: int) -> Notification:
+    def _notification(self, group: Group, alerts: list[Alert], now_ms: int, reason: str) -> Notification:
         status = FIRING if any(a.firing for a in alerts) else RESOLVED
         webhook_alerts = [
             WebhookAlert(
@@ -179,7 +198,7 @@ class Dispatcher:
             version="4", groupKey=group.key, truncatedAlerts=0, status=status, receiver=group.routing.receiver,
             groupLabels=dict(group.labels), commonLabels=common,
             commonAnnotations=_common([a.annotations for a in alerts]), externalURL=self.external_url,
-            alerts=webhook_alerts,
+            alerts=webhook_alerts, notification_reason=reason, routeLabels={},
         )
         notification_id = hashlib.sha256(f"{group.key}#{group.first_ms}#{group.sequence}".encode()).hexdigest()[:32]
         return Notification(id=notification_id, receiver=group.routing.receiver, created_ms=now_ms, payload=payload)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import jsonschema
+import msgspec
+
 from streaminfer.monitoring.alerting.config import RouteConfig
 from streaminfer.monitoring.alerting.dispatch import Dispatcher
 from streaminfer.monitoring.alerting.rules import Alert
@@ -92,3 +98,28 @@ def test_notification_ids_are_unique_per_notification_and_stable_for_the_same_st
             sent += dispatcher.apply([alert("Drift", f) for f in alerts], [], [], t * 1000)
         ids.append([n.id for n in sent])
     assert ids[0] == ids[1] and len(set(ids[0])) == len(ids[0]) == 3
+
+
+def test_each_notification_says_why_it_was_sent_as_alertmanager_does():
+    dispatcher = Dispatcher(ROUTE)
+    reasons = []
+    for t_s, firing, resolved in [
+        (0, [alert("Drift", "a")], []),
+        (10, [alert("Drift", "a")], []),  # after group_wait
+        (50, [alert("Drift", "a"), alert("Drift", "b")], []),  # after group_interval
+        (90, [alert("Drift", "a")], [alert("Drift", "b", ends_s=90)]),
+        (400, [alert("Drift", "a")], []),  # after repeat_interval
+        (440, [], [alert("Drift", "a", ends_s=440)]),
+    ]:
+        reasons += [n.payload.notification_reason for n in dispatcher.apply(firing, resolved, [], t_s * 1000)]
+    assert reasons == ["first notification", "new alerts added", "some alerts resolved",
+                       "repeat interval elapsed", "all alerts resolved"]
+
+
+def test_webhook_bodies_carry_route_labels_and_satisfy_alertmanager_s_schema():
+    dispatcher = Dispatcher(ROUTE)
+    dispatcher.apply([alert("Drift", "a")], [], [], 0)
+    (sent,) = dispatcher.apply([alert("Drift", "a")], [], [], 10_000)
+    body = json.loads(msgspec.json.encode(sent.payload))
+    assert body["routeLabels"] == {} and body["notification_reason"] == "first notification"
+    jsonschema.validate(body, json.loads((Path(__file__).parents[1] / "support" / "alertmanager_webhook.schema.json").read_text()))
