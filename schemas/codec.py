@@ -110,12 +110,12 @@ def decode_request(body: bytes | None) -> InferenceRequest:
 
 
 def _decode_loosely(body: bytes, strict_error: msgspec.ValidationError) -> InferenceRequest:
+    if "out of range" in str(strict_error):  # msgspec's words for a number past float64 or int64
+        raise ValueOutOfRange("a number", "FP64 or INT64") from strict_error
     try:
         loose = _loose_decoder.decode(body)
     except msgspec.ValidationError as exc:
         _raise_if_not_json(body)  # typed decoding can stop at a type error before a syntax error
-        if "out of range" in str(strict_error):  # msgspec's words for a number past float64
-            raise ValueOutOfRange("a number", "FP64") from exc
         raise SchemaViolation(f"not an OIP v2 inference request: {strict_error}") from exc
     except msgspec.DecodeError as exc:
         raise InvalidJson(f"value is not valid JSON: {exc}") from exc
