@@ -107,7 +107,10 @@ class ExperimentController(SingleReader):
         not a reason to stop judging every other experiment."""
         try:
             self._handle(record)
-        except (StreamInferError, msgspec.MsgspecError, ValueError, UnicodeDecodeError, TypeError) as exc:
+        except (StreamInferError, msgspec.MsgspecError, ValueError, TypeError, LookupError, ArithmeticError,
+                RecursionError) as exc:
+            # ValueError covers UnicodeDecodeError; LookupError and ArithmeticError: outputs of the
+            # wrong shape, int() of an infinite score; RecursionError: a label nested past msgspec's limit
             self._metrics.skipped.labels(record.topic).inc()
             log.debug("experiments skipped %s-%d@%d: %r", record.topic, record.partition, record.offset, exc)
 

@@ -49,6 +49,12 @@ from streaminfer.workers.models.repository import ModelRepository
 log = logging.getLogger(__name__)
 
 REQUESTS, PREDICTIONS, LABELS, SKIPPED = "requests", "predictions", "labels", "skipped"
+#: What reading a malformed record can raise, from our decoders (``StreamInferError``), msgspec,
+#: or the Python and numpy work on decoded values of the wrong kind (a prediction whose ``data``
+#: holds strings, a label past an int's range), and msgspec's RecursionError on JSON nested past
+#: its limit where no decoder of ours maps it (labels): skipped and counted, never a crash.
+_UNREADABLE = (StreamInferError, msgspec.MsgspecError, ValueError, TypeError, LookupError, ArithmeticError,
+               RecursionError)
 RESOLVE_EVERY_S = 10.0
 
 
@@ -158,10 +164,13 @@ class Monitor(SingleReader):
                 self._on_prediction(record, drift)
             else:
                 self._on_label(record)
-        except (StreamInferError, msgspec.MsgspecError, ValueError, UnicodeDecodeError) as exc:
-            self._metrics.samples.labels(model="", stream=SKIPPED).inc()
-            self._count(SKIPPED)
-            log.debug("monitor skipped %s-%d@%d: %s", record.topic, record.partition, record.offset, exc)
+        except _UNREADABLE as exc:
+            self._skip(record, exc)
+
+    def _skip(self, record: ConsumerRecord, why: object) -> None:
+        self._metrics.samples.labels(model="", stream=SKIPPED).inc()
+        self._count(SKIPPED)
+        log.debug("monitor skipped %s-%d@%d: %s", record.topic, record.partition, record.offset, why)
 
     def _count(self, stream: str) -> None:
         self._state.records[stream] = self._state.records.get(stream, 0) + 1
@@ -170,6 +179,7 @@ class Monitor(SingleReader):
         headers = parse_request_headers(record.headers)
         watch = self._watch(headers.model_name or self._default_model, headers.model_version)
         if watch is None or watch.input_name is None:
+            self._skip(record, "not a watched model")
             return
         tensors, _rows = request_tensors(decode_request(record.value), watch.signature)
         rows = tensors[watch.input_name]

@@ -5,11 +5,14 @@ input are always co-partitioned, whatever keys the applications used for their r
 
 from __future__ import annotations
 
+from collections import Counter
+
 import msgspec
 
 from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import Prediction, decode_prediction, decode_request
 from streaminfer.schemas.deadletter import read_error_headers
+from streaminfer.schemas.errors import StreamInferError
 
 
 class Part(msgspec.Struct, omit_defaults=True, gc=False):
@@ -66,33 +69,52 @@ decode_log = msgspec.json.Decoder(PredictionLog).decode
 decode_row = msgspec.json.Decoder(FeatureRow).decode
 
 
+#: Records the feature app's extract stage passed over, by kind (request, prediction,
+#: dead_letter): the pipeline gives each a reason of its own; here they only have nothing to join.
+#: A per-process tally (the Faust worker is one process) for the worker to export.
+SKIPPED: Counter[str] = Counter()
+
+#: What a malformed record can raise here: our decoders' errors, msgspec's, and Python's on
+#: decoded values of the wrong kind (a score that is a string, a header that is not UTF-8).
+_UNREADABLE = (StreamInferError, msgspec.MsgspecError, ValueError, TypeError, LookupError, ArithmeticError,
+               RecursionError)
+
+
 def request_part(value: bytes | None, headers: dict[str, bytes], ts_ms: int, entity_parameter: str) -> Part | None:
-    """None for a request the pipeline will dead-letter anyway (it cannot be decoded)."""
+    """None for a request the pipeline will dead-letter anyway (it cannot be decoded); never raises."""
     try:
         request = decode_request(value)
-    except Exception:  # noqa: BLE001 - the pipeline gives it a reason; here it is just skipped
+        request_id = request.id or _text(headers.get(h.REQUEST_ID))
+        if not request_id:
+            SKIPPED["request"] += 1
+            return None
+        entity = (request.parameters or {}).get(entity_parameter)
+        inputs = _encoder.encode([{"name": t.name, "shape": t.shape, "data": t.data} for t in request.inputs]).decode()
+        return Part("request", request_id, ts_ms, entity=None if entity is None else str(entity),
+                    model=_text(headers.get(h.MODEL_NAME)), inputs=inputs)
+    except _UNREADABLE:
+        SKIPPED["request"] += 1
         return None
-    request_id = request.id or _text(headers.get(h.REQUEST_ID))
-    if not request_id:
-        return None
-    entity = (request.parameters or {}).get(entity_parameter)
-    inputs = _encoder.encode([{"name": t.name, "shape": t.shape, "data": t.data} for t in request.inputs]).decode()
-    return Part("request", request_id, ts_ms, entity=None if entity is None else str(entity),
-                model=_text(headers.get(h.MODEL_NAME)), inputs=inputs)
 
 
 def prediction_part(value: bytes | None, ts_ms: int) -> Part | None:
+    """None for a value that is not a prediction; never raises."""
     try:
         prediction = decode_prediction(value or b"")
-    except Exception:  # noqa: BLE001 - not ours to judge; nothing to join
+        return Part("prediction", prediction.id, ts_ms, model=prediction.model_name,
+                    version=prediction.model_version, score=score_of(prediction))
+    except _UNREADABLE:
+        SKIPPED["prediction"] += 1
         return None
-    return Part("prediction", prediction.id, ts_ms, model=prediction.model_name,
-                version=prediction.model_version, score=score_of(prediction))
 
 
 def dead_letter_part(headers: list[tuple[str, bytes]], ts_ms: int) -> Part | None:
     """A request that ended as a dead letter never gets a prediction: its waiting half is dropped."""
-    request_id = read_error_headers(headers).get("request_id")
+    try:
+        request_id = read_error_headers(headers).get("request_id")
+    except _UNREADABLE:  # error headers written by someone else, badly
+        SKIPPED["dead_letter"] += 1
+        return None
     return Part("dead_letter", str(request_id), ts_ms) if request_id else None
 
 
