@@ -93,6 +93,7 @@ def notification(receiver: str, n: int) -> Notification:
         commonAnnotations=annotations,
         externalURL="http://streaminfer.local",
         alerts=[alert],
+        notification_reason="first notification",
     )
     return Notification(
         id=f"{receiver}-{n}-{uuid.uuid4().hex[:8]}",
