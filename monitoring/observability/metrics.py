@@ -67,6 +67,13 @@ class PipelineMetrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.broker_connected = Gauge(
+            "streaminfer_broker_connected",
+            "0 while the broker cannot take this consumer's predictions or commits (they are retried "
+            "until it is back), 1 otherwise.",
+            registry=registry,
+        )
+        self.broker_connected.set(1)
 
 
 class ActorMetrics:

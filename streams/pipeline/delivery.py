@@ -71,6 +71,7 @@ class AtLeastOnceDelivery:
         connected: Callable[[bool], None] = lambda up: None,
         stopping: asyncio.Event | None = None,
         backoff_s: tuple[float, float] = RETRY_BACKOFF_S,
+        patience_s: float = 30.0,
     ) -> None:
         self._sender = BatchSender(producer)
         self._consumer = consumer
@@ -79,6 +80,7 @@ class AtLeastOnceDelivery:
         self._connected = connected
         self._stopping = stopping
         self._backoff_s = backoff_s
+        self._patience_s = patience_s
 
     async def deliver(self, batch: Sequence[Outgoing]) -> None:
         async def send() -> None:
@@ -101,21 +103,31 @@ class AtLeastOnceDelivery:
             self._tracker.mark_committed(offsets)
 
     async def _until_acknowledged(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        """Try until the broker takes it. aiokafka also waits for a broker that is down without
+        raising (a commit looks for its coordinator, a send for its leader): a try that takes
+        over ``patience_s`` counts as disconnected as well."""
         backoff, longest = self._backoff_s
-        failed = False
+        away = False
         while True:
+            task = asyncio.ensure_future(attempt())
             try:
-                result = await attempt()
+                done, _ = await asyncio.wait({task}, timeout=self._patience_s)
+                if not done and not away:
+                    away = True
+                    self._connected(False)
+                result = await task
             except KafkaError as exc:
                 if not is_retriable(exc) or (self._stopping is not None and self._stopping.is_set()):
                     raise
-                if not failed:
-                    failed = True
+                if not away:
+                    away = True
                     self._connected(False)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, longest)
                 continue
-            if failed:
+            finally:
+                task.cancel()
+            if away:
                 self._connected(True)
             return result
 

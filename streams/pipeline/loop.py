@@ -112,7 +112,8 @@ class Pipeline:
             self._delivery = TransactionalDelivery(self._clients, self._consumer, self._tracker)
         else:
             self._delivery = AtLeastOnceDelivery(self._producer, self._consumer, self._tracker,
-                                                 self._broker_connected, self._stopping)
+                                                 self._broker_connected, self._stopping,
+                                                 patience_s=self._kafka.request_timeout_ms / 1000)
         self._consumer.subscribe([self._topics.requests], listener=_DrainOnRevoke(self))
         await start_client(self._consumer, self._kafka.bootstrap)
         self._tasks = [
