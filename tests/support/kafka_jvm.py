@@ -85,6 +85,8 @@ class ApacheKafkaBroker:
         self.log_file = self._work_dir / "kafka.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
+        self._ports: tuple[int, int] | None = None
+        self._cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
 
     @property
     def bootstrap(self) -> str:
@@ -99,12 +101,15 @@ class ApacheKafkaBroker:
         return self._process.pid if self._process is not None else None
 
     def start(self) -> "ApacheKafkaBroker":
-        """Launch the broker and return once it answers metadata requests."""
+        """Launch the broker and return once it answers metadata requests. After ``stop()``, it
+        starts again on the same ports and data directory, with what it held before."""
         if self._process is not None and self._process.poll() is None:
             return self
         libs = self._libs_dir or ensure_kafka_jars()
         self._work_dir.mkdir(parents=True, exist_ok=True)
-        port, controller_port = _two_free_loopback_ports()
+        if self._ports is None:  # a restart keeps its address and its data: clients reconnect to it
+            self._ports = _two_free_loopback_ports()
+        port, controller_port = self._ports
         config = self._write_properties(port, controller_port)
         self._format_storage(libs, config)
         self._process = process = self._launch(libs, config)
@@ -143,7 +148,7 @@ class ApacheKafkaBroker:
 
     def _format_storage(self, libs: Path, config: Path) -> None:
         """KRaft refuses to start on an unformatted log dir; reuse one already formatted."""
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
+        cluster_id = self._cluster_id  # the same on a restart: the data directory holds it
         tool = [*_java(libs), "kafka.tools.StorageTool", "format", "--ignore-formatted"]
         # joined with "=": an id may start with "-" (1 in 64), which the tool would read as an option
         command = [*tool, f"--cluster-id={cluster_id}", "-c", str(config)]
