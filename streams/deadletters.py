@@ -5,8 +5,9 @@ headers (``schemas.deadletter``). A replay strips those and sends the request ag
 provenance headers (``schemas.headers``): ``replay-of`` names the dead letter
 (``topic/partition/offset``) and ``replay-count`` says how many times the request has been
 replayed. A replayed request that fails again is dead-lettered with those headers kept, so its
-count survives the round trip; a request already replayed ``max_replays`` times is not sent again
-but reported as capped, which keeps a cause that never passes from looping.
+count survives the round trip; the same dead letter replayed twice is found by its ``replay-of``
+on the requests topic. A request already replayed ``max_replays`` times is not sent again but
+reported as capped, which keeps a cause that never passes from looping.
 
 Reading "to the end" compares each partition's position with its end offset taken at the start.
 A fetch hands over whole record batches, so passing an end offset means the batch holding it was
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import NamedTuple
@@ -145,12 +146,18 @@ class ReplayPlan:
     capped: list[DeadLetter] = field(default_factory=list)
 
 
-def plan_replay(letters: Iterable[DeadLetter], selection: Selection, max_replays: int) -> ReplayPlan:
+def plan_replay(
+    letters: Iterable[DeadLetter], selection: Selection, max_replays: int, sent_before: Mapping[str, int] | None = None,
+) -> ReplayPlan:
+    """``sent_before``: how many times each dead letter (by ``where``) was replayed already, as the
+    ``replay-of`` headers on the requests topic say; a dead letter replayed before counts those
+    replays on top of its request's own ``replay-count``."""
     plan = ReplayPlan()
     for letter in letters:
         if not selection.matches(letter):
             continue
-        (plan.capped if letter.replays >= max_replays else plan.send).append(letter)
+        replays = letter.replays + (sent_before or {}).get(letter.where, 0)
+        (plan.capped if replays >= max_replays else plan.send).append(letter)
     return plan
 
 
@@ -158,15 +165,36 @@ async def read_dead_letters(clients: KafkaClients, topic: str, idle_timeout_s: f
     """Every record of ``topic`` from its beginning to where each partition ends now, without a
     consumer group (nothing is committed). ``idle_timeout_s``: how long a partition may stay short
     of its end with nothing arriving before this gives up on it."""
+    records = await _read_to_end(clients, topic, None, idle_timeout_s)
+    return sorted((DeadLetter.from_record(r) for r in records), key=lambda d: (d.partition, d.offset))
+
+
+async def read_replays(clients: KafkaClients, requests_topic: str, since_ms: int | None,
+                       idle_timeout_s: float = 30.0) -> Counter[str]:
+    """How many times each dead letter was replayed already: the ``replay-of`` headers of the
+    requests topic from ``since_ms`` on (a dead letter's replays come after it), to its end now."""
+    sent: Counter[str] = Counter()
+    for record in await _read_to_end(clients, requests_topic, since_ms, idle_timeout_s):
+        for name, value in record.headers:
+            if name == h.REPLAY_OF:
+                sent[value.decode("utf-8", errors="replace")] += 1
+    return sent
+
+
+async def _read_to_end(clients: KafkaClients, topic: str, since_ms: int | None,
+                       idle_timeout_s: float) -> list[ConsumerRecord]:
     counts = await partition_counts(clients, [topic])
     partitions = [TopicPartition(topic, p) for p in range(counts[topic])]
     consumer = clients.consumer(group_id=None, enable_auto_commit=False)
     await start_client(consumer, clients.kafka.bootstrap)
-    letters: list[DeadLetter] = []
+    records: list[ConsumerRecord] = []
     try:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
+        if since_ms is not None:
+            for tp, found in (await consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))).items():
+                consumer.seek(tp, found.offset if found is not None else ends[tp])
         loop = asyncio.get_running_loop()
         last_progress = loop.time()
         while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
@@ -175,10 +203,10 @@ async def read_dead_letters(clients: KafkaClients, topic: str, idle_timeout_s: f
                 last_progress = loop.time()
             elif loop.time() - last_progress > idle_timeout_s:
                 break
-            letters.extend(DeadLetter.from_record(r) for batch in fetched.values() for r in batch)
+            records.extend(r for batch in fetched.values() for r in batch)
     finally:
         await consumer.stop()
-    return sorted(letters, key=lambda d: (d.partition, d.offset))
+    return records
 
 
 async def replay(

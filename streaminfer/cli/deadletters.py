@@ -7,6 +7,7 @@ prints tables and draws the progress bar.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import datetime, timezone
 from typing import NoReturn
 
@@ -72,7 +73,8 @@ def deadletters_replay(
 
     selection = _selection(reason, model, since, until, retriable)
     settings = load_settings(bootstrap)
-    plan = plan_replay(asyncio.run(_read(settings)), selection, max_replays)
+    letters, sent_before = asyncio.run(_read_with_replays(settings, selection))
+    plan = plan_replay(letters, selection, max_replays, sent_before)
     target = settings.topics.requests
     if plan.capped:
         console.print(f"{len(plan.capped)} selected dead letters were already replayed {max_replays} "
@@ -90,6 +92,17 @@ async def _read(settings: AppSettings) -> list[DeadLetter]:
 
     await check_reachable(settings.kafka.bootstrap)
     return await read_dead_letters(KafkaClients(settings.kafka), settings.topics.deadletter)
+
+
+async def _read_with_replays(settings: AppSettings, selection: Selection) -> tuple[list[DeadLetter], Counter[str]]:
+    from streaminfer.streams.clients import KafkaClients
+    from streaminfer.streams.deadletters import read_replays
+
+    letters = [d for d in await _read(settings) if selection.matches(d)]
+    if not letters:
+        return letters, Counter()
+    since_ms = min(d.timestamp_ms for d in letters)
+    return letters, await read_replays(KafkaClients(settings.kafka), settings.topics.requests, since_ms)
 
 
 async def _replay(settings: AppSettings, target: str, letters: list[DeadLetter]) -> int:

@@ -79,3 +79,9 @@ def test_dead_letters_replayed_as_often_as_allowed_are_capped_and_the_rest_are_s
     unselected = letter(Reason.INVALID_JSON, offset=3)
     plan = plan_replay([fresh, once, unselected], Selection(reasons=frozenset({"feature_store_unavailable"})), 1)
     assert (plan.send, plan.capped) == ([fresh], [once])
+
+
+def test_a_dead_letter_already_replayed_as_often_as_allowed_is_capped_by_its_replay_of_headers():
+    first, second = letter(offset=1), letter(offset=2)
+    plan = plan_replay([first, second], Selection(), 1, sent_before={"deadletter/1/1": 1})
+    assert (plan.send, plan.capped) == ([second], [first])
