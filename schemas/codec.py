@@ -313,3 +313,14 @@ def request_body(
         ],
     )
     return _encoder.encode(request)
+
+
+def decode_bounded(decoder: msgspec.json.Decoder[Any], body: bytes, what: str) -> Any:
+    """``decoder.decode(body)``, with JSON nested past msgspec's recursion limit (even in fields
+    the type ignores, which msgspec still walks) raised as ``NestingTooDeep`` instead of
+    ``RecursionError``, which no reader expects."""
+    try:
+        return decoder.decode(body)
+    except RecursionError as exc:
+        raise NestingTooDeep(what) from exc
+

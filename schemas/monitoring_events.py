@@ -12,6 +12,8 @@ from enum import Enum
 
 import msgspec
 
+from streaminfer.schemas.codec import decode_bounded
+
 #: The feature name drift events use for the model's prediction score.
 PREDICTION_FEATURE = "__prediction__"
 
@@ -80,12 +82,12 @@ def encode_event(event: DriftEvent | MetricEvent | Label) -> bytes:
 
 
 def decode_drift_event(body: bytes) -> DriftEvent:
-    return _drift_decoder.decode(body)
+    return decode_bounded(_drift_decoder, body, "drift event")
 
 
 def decode_metric_event(body: bytes) -> MetricEvent:
-    return _metric_decoder.decode(body)
+    return decode_bounded(_metric_decoder, body, "metric event")
 
 
 def decode_label(body: bytes) -> Label:
-    return _label_decoder.decode(body)
+    return decode_bounded(_label_decoder, body, "label")

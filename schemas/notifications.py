@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
+from streaminfer.schemas.codec import decode_bounded
+
 FIRING, RESOLVED = "firing", "resolved"
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -101,13 +103,13 @@ def encode_alerting(message: msgspec.Struct) -> bytes:
 
 
 def decode_notification(body: bytes) -> Notification:
-    return _notification_decoder.decode(body)
+    return decode_bounded(_notification_decoder, body, "notification")
 
 
 def decode_delivery_failure(body: bytes) -> DeliveryFailure:
-    return _failure_decoder.decode(body)
+    return decode_bounded(_failure_decoder, body, "delivery failure")
 
 
 def decode_silence(body: bytes) -> Silence:
-    return _silence_decoder.decode(body)
+    return decode_bounded(_silence_decoder, body, "silence")
 

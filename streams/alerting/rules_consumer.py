@@ -30,6 +30,7 @@ from streaminfer.monitoring.alerting.rules import RuleEngine
 from streaminfer.monitoring.alerting.signals import Sample, from_drift, from_metric
 from streaminfer.monitoring.checkpoint import load_checkpoint, save_checkpoint
 from streaminfer.monitoring.settings import AlertingSettings, MonitorTopics
+from streaminfer.schemas.errors import StreamInferError
 from streaminfer.schemas.monitoring_events import decode_drift_event, decode_metric_event
 from streaminfer.schemas.notifications import Notification, Silence, decode_silence, encode_alerting
 from streaminfer.streams.clients import KafkaClients
@@ -146,7 +147,7 @@ class AlertingService(SingleReader):
             else:
                 sample = from_metric(decode_metric_event(record.value), record.timestamp)
             self._state.engine.store.add(sample)
-        except (msgspec.MsgspecError, ValueError) as exc:
+        except (msgspec.MsgspecError, StreamInferError, ValueError, TypeError) as exc:
             log.warning("alerting skipped %s-%d@%d: %s", record.topic, record.partition, record.offset, exc)
 
     async def evaluate(self) -> list[Notification]:

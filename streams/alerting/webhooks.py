@@ -45,7 +45,7 @@ from prometheus_client import CollectorRegistry
 
 from streaminfer.monitoring.alerting.delivery_metrics import UNKNOWN_RECEIVER, DeliveryMetrics
 from streaminfer.monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
-from streaminfer.schemas.errors import StreamInferError
+from streaminfer.schemas.errors import NestingTooDeep, StreamInferError
 from streaminfer.schemas.notifications import decode_notification
 from streaminfer.streams.alerting.lanes import Endings, Pending, ReceiverCounts, ReceiverLane
 from streaminfer.streams.alerting.transport import AiohttpTransport, Transport
@@ -253,7 +253,7 @@ class WebhookDelivery:
             self._tracker.track(source, record.offset)
             try:
                 notification = decode_notification(record.value if record.value is not None else b"")
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, NestingTooDeep):
                 self._endings.invalid(record)
                 continue
             item = Pending(notification, source, record.offset)

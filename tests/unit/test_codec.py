@@ -29,6 +29,8 @@ from streaminfer.schemas.deadletter import (
     read_error_headers,
 )
 from streaminfer.schemas.errors import InvalidJson, NestingTooDeep, SchemaViolation, WrongShapeOrDtype
+from streaminfer.schemas.monitoring_events import decode_drift_event, decode_label, decode_metric_event
+from streaminfer.schemas.notifications import decode_delivery_failure, decode_notification, decode_silence
 from streaminfer.schemas.signature import Signature, TensorSpec
 
 SIGNATURE = Signature(
@@ -164,3 +166,14 @@ def test_a_request_may_carry_several_rows():
     body = msgspec.json.encode({"inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6]}]})
     arrays, rows = request_tensors(decode_request(body), SIGNATURE)
     assert rows == 2 and arrays["input"].shape == (2, 3) and arrays["input"].dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "decode",
+    [decode_drift_event, decode_metric_event, decode_label, decode_notification, decode_silence, decode_delivery_failure],
+)
+def test_every_wire_decoder_raises_our_error_for_json_nested_past_the_limit_even_in_unknown_fields(decode):
+    """msgspec walks fields the type ignores too: an alerting or monitoring reader once got a
+    RecursionError it did not expect from a record nested 3,000 levels deep."""
+    with pytest.raises(NestingTooDeep):
+        decode(('{"unknown": %s}' % _deep(3000)).encode())
