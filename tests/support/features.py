@@ -27,11 +27,12 @@ ROOT = Path(__file__).parents[2]
 class RedisServer:
     """Debian's ``redis-server`` on a loopback port, in memory only."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
+        """``port``: the port of a server stopped before, to start one where its clients look."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: apt-get install redis-server")
-        self.port = free_port()
+        self.port = port if port is not None else free_port()
         self.url = f"127.0.0.1:{self.port}"
         self._process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
