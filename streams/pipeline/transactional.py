@@ -89,11 +89,10 @@ class TransactionalDelivery:
         """Take over each partition's transactional id (fencing any former owner), then read the
         committed offsets again: a transaction the former owner left open is aborted by now."""
         new = [tp for tp in partitions if tp not in self._partitions]
-        if not new:
-            return
-        opened = await asyncio.gather(*(self._open(tp) for tp in new))
-        self._partitions.update(zip(new, opened))
-        await self._consumer.seek_to_committed(*new)
+        if new:
+            opened = await asyncio.gather(*(self._open(tp) for tp in new))
+            self._partitions.update(zip(new, opened))
+            await self._consumer.seek_to_committed(*new)
         self._owned.update(partitions)
 
     def owns(self, tp: TopicPartition) -> bool:
