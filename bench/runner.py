@@ -109,7 +109,7 @@ async def run_system(system: System, config: BenchConfig, run: int, progress: Pr
             progress.advance(task)
             await collector.wait_for(backlog_keys, timeout_s=600, idle_s=60)
             times = [collector.received_at[k][0] for k in backlog_keys if k in collector.received_at]
-            result.throughput = sustained_rate(times)
+            result.throughput = sustained_rate(times, system.rate_bucket_s)
             await asyncio.sleep(0.6)  # a CPU sample after the last answer closes the window
             result.cpu_s_per_1000 = _cpu_per_1000(cpu_series, times)
             progress.advance(task)

@@ -33,6 +33,10 @@ class System:
     """False for systems that start at the latest offset: they get a burst after they are ready."""
 
     request_headers: list[tuple[str, bytes]] = field(default_factory=list)
+    rate_bucket_s: float = 0.25
+    """Width of the buckets the sustained answer rate is the median of. Systems that release
+    answers in bursts (exactly-once transactions) need buckets many bursts wide: with narrower ones
+    most buckets are empty or hold a burst and the median says 0 or far too much."""
     answer_key: Callable[[bytes | None, bytes], str | None] = field(default=lambda key, value: key.decode() if key else None)
 
 
@@ -73,7 +77,8 @@ def baseline(name: str, kind: str, backlog: int, model_path: Path) -> System:
 
 
 def streaminfer(
-    label: str, backlog: int, repository: Path, consumers: int | None, settings: dict[str, str] | None = None
+    label: str, backlog: int, repository: Path, consumers: int | None, settings: dict[str, str] | None = None,
+    rate_bucket_s: float = 0.25,
 ) -> System:
     """``settings``: more ``STREAMINFER_*`` variables, e.g. the exactly-once guarantee."""
 
@@ -93,7 +98,7 @@ def streaminfer(
         }
         return _spawn(command, work / f"{label.replace(' ', '_')}.log", env)
 
-    return System(name=label, kind="streaminfer", backlog=backlog, launch=launch)
+    return System(name=label, kind="streaminfer", backlog=backlog, launch=launch, rate_bucket_s=rate_bucket_s)
 
 
 def mlserver(backlog: int, home: Path, model_path: Path) -> System:
