@@ -72,12 +72,16 @@ class TransactionalDelivery:
     """Outputs become visible to ``read_committed`` readers exactly when their offsets commit."""
 
     def __init__(self, clients: KafkaClients, consumer: AIOKafkaConsumer, tracker: OffsetTracker,
-                 init_timeout_s: float = 30.0) -> None:
+                 init_timeout_s: float = 30.0, commit_timeout_s: float | None = None) -> None:
+        """``commit_timeout_s``: the longest one transaction may take to commit (twice the
+        request timeout unless given); past it the member stops as on a failed transaction,
+        instead of holding back what ``read_committed`` readers see for ever."""
         self._clients = clients
         self._consumer = consumer
         self._tracker = tracker
         self._group_id = clients.kafka.group_id
         self._init_timeout_s = init_timeout_s
+        self._commit_timeout_s = commit_timeout_s or 2 * clients.kafka.request_timeout_ms / 1000
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._owned: set[TopicPartition] = set()
         self._lock = asyncio.Lock()
@@ -152,20 +156,24 @@ class TransactionalDelivery:
         records = part.take_before(offset)
         producer = part.producer
         try:
-            await producer.begin_transaction()
-            futures = await part.sender.send(records) if records else []
-            await producer.send_offsets_to_transaction({tp: offset}, self._group_id)
-            await producer.commit_transaction()
-            await asyncio.gather(*futures)
+            await asyncio.wait_for(self._transact(part, records, tp, offset), self._commit_timeout_s)
         except FENCED as exc:
             self._fenced = ProducerFencedOut(part.tid)
             raise self._fenced from exc
-        except KafkaError as exc:
-            with contextlib.suppress(KafkaError):
-                await producer.abort_transaction()
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            with contextlib.suppress(KafkaError, asyncio.TimeoutError):
+                await asyncio.wait_for(producer.abort_transaction(), self._commit_timeout_s)
             raise DeliveryFailed(
                 f"transaction of {len(records)} records and {tp.topic}-{tp.partition}@{offset} aborted: {exc!r}"
             ) from exc
+
+    async def _transact(self, part: _Partition, records: list[Outgoing], tp: TopicPartition, offset: int) -> None:
+        producer = part.producer
+        await producer.begin_transaction()
+        futures = await part.sender.send(records) if records else []
+        await producer.send_offsets_to_transaction({tp: offset}, self._group_id)
+        await producer.commit_transaction()
+        await asyncio.gather(*futures)
 
 
 async def init_transactional(producer: AIOKafkaProducer, bootstrap: str, timeout_s: float) -> None:

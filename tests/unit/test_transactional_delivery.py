@@ -38,6 +38,7 @@ class TransactionalProducer:
         self.committed: list[tuple[list[bytes | None], dict[TopicPartition, int]]] = []
         self.aborted = 0
         self.fail: Exception | None = None
+        self.hang = False
         self._open: tuple[list[bytes | None], dict[TopicPartition, int]] | None = None
 
     async def start(self) -> None:
@@ -67,6 +68,8 @@ class TransactionalProducer:
         self._open[1].update(offsets)
 
     async def commit_transaction(self) -> None:
+        if self.hang:
+            await asyncio.Event().wait()
         if self.fail is not None:
             raise self.fail
         assert self._open is not None
@@ -98,7 +101,7 @@ def answer(tp: TopicPartition, offset: int) -> Outgoing:
 
 
 async def delivery_with(tracker: OffsetTracker, clients: Clients, *partitions: TopicPartition) -> TransactionalDelivery:
-    delivery = TransactionalDelivery(clients, Consumer(), tracker)  # type: ignore[arg-type]
+    delivery = TransactionalDelivery(clients, Consumer(), tracker, commit_timeout_s=0.05)  # type: ignore[arg-type]
     await delivery.assigned(list(partitions))
     return delivery
 
@@ -151,6 +154,20 @@ async def test_a_transaction_the_broker_fails_is_aborted_and_its_offsets_stay_un
     await delivery.deliver([answer(TP, 0)])
 
     with pytest.raises(DeliveryFailed):
+        await delivery.commit()
+    assert (producer.committed, producer.aborted) == ([], 1)
+    assert tracker.committable() == {TP: 1}
+
+
+async def test_a_transaction_that_never_commits_fails_the_delivery_instead_of_holding_readers_back():
+    tracker, clients = OffsetTracker(), Clients()
+    delivery = await delivery_with(tracker, clients, TP)
+    producer = clients.producers["g-requests-0"]
+    producer.hang = True
+    tracker.track(TP, 0)
+    await delivery.deliver([answer(TP, 0)])
+
+    with pytest.raises(DeliveryFailed, match="TimeoutError"):
         await delivery.commit()
     assert (producer.committed, producer.aborted) == ([], 1)
     assert tracker.committable() == {TP: 1}
