@@ -13,11 +13,12 @@ assigned partition, which is what fences a former owner.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 
 from streaminfer.streams.errors import DeliveryFailed
 from streaminfer.streams.offsets import OffsetTracker
@@ -41,6 +42,7 @@ class Delivery(Protocol):
     async def close(self) -> None: ...
 
 
+log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 RETRY_BACKOFF_S = (0.1, 5.0)
 """First and longest wait between two tries of a send or a commit the broker could not take."""
@@ -60,7 +62,9 @@ class AtLeastOnceDelivery:
     not) and offsets move only after acknowledgement. ``connected`` hears ``False`` on the first
     such failure and ``True`` once a try succeeds again. Once ``stopping`` is set, the error is
     raised instead, so a stop does not wait for a broker that is gone: what was not committed is
-    read again after a restart. Other Kafka errors end the pipeline as ``DeliveryFailed``.
+    read again after a restart. A commit refused because the group rebalanced without this member
+    (it was away past its session timeout) is dropped: the next owner reads those records again.
+    Other Kafka errors end the pipeline as ``DeliveryFailed``.
     """
 
     def __init__(
@@ -99,7 +103,12 @@ class AtLeastOnceDelivery:
             offsets = self._tracker.committable()
             if not offsets:
                 return
-            await self._until_acknowledged(lambda: self._consumer.commit(offsets))
+            try:
+                await self._until_acknowledged(lambda: self._consumer.commit(offsets))
+            except CommitFailedError as exc:  # expelled from the group while the broker was away
+                log.warning("commit refused, the group moved on without this member (%s); the records "
+                            "are answered again by the partitions' next owner", type(exc).__name__)
+                return
             self._tracker.mark_committed(offsets)
 
     async def _until_acknowledged(self, attempt: Callable[[], Awaitable[_T]]) -> _T:
@@ -117,7 +126,11 @@ class AtLeastOnceDelivery:
                     self._connected(False)
                 result = await task
             except KafkaError as exc:
-                if not is_retriable(exc) or (self._stopping is not None and self._stopping.is_set()):
+                if not is_retriable(exc):
+                    if away:  # refused, but answered: the broker is back
+                        self._connected(True)
+                    raise
+                if self._stopping is not None and self._stopping.is_set():
                     raise
                 if not away:
                     away = True

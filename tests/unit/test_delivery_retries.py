@@ -102,3 +102,12 @@ async def test_once_stopping_a_broker_that_is_away_is_not_waited_for():
                                    stopping=stopping, backoff_s=NO_WAIT)
     with pytest.raises(DeliveryFailed):
         await delivery.deliver([outgoing(0)])
+
+
+async def test_a_commit_refused_after_the_group_moved_on_is_dropped_and_its_offsets_stay_uncommitted():
+    consumer, tracker = FlakyConsumer(CommitFailedError()), tracked(0)
+    delivery = AtLeastOnceDelivery(FlakyProducer(), consumer, tracker, backoff_s=NO_WAIT)  # type: ignore[arg-type]
+    await delivery.deliver([outgoing(0)])
+    await delivery.commit()
+    assert consumer.committed == []
+    assert tracker.committable() == {SOURCE: 1}, "read again by the next owner, never marked committed"
