@@ -133,6 +133,14 @@ class ApacheKafkaBroker:
             process.kill()
             process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would end it: no controlled shutdown, and the next
+        ``start()`` recovers its logs before it elects leaders again."""
+        if (process := self._process) is None or process.poll() is not None:
+            return
+        process.kill()
+        process.wait()
+
     def __enter__(self) -> "ApacheKafkaBroker":
         return self.start()
 
