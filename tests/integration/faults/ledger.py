@@ -92,15 +92,22 @@ def ledger(
     sent: Iterable[str],
     answers: Collected | Mapping[str, int],
     recover_s: float | None,
+    *,
+    unconfirmed: Iterable[str] = (),
 ) -> LedgerReport:
     """Compare the request ids ``sent`` (each sent once) with ``answers``: what a ``Collector``
-    read, or a count of answers per request id."""
+    read, or a count of answers per request id.
+
+    ``unconfirmed``: ids whose send failed without an acknowledgement, so they may or may not be in
+    the requests topic (the broker was away). Neither missing nor unexpected; answered twice, a
+    duplicate all the same."""
     if isinstance(answers, Collected):
         predicted, dead = answers.ids(answers.predictions), answers.ids(answers.dead_letters)
         counts = predicted + dead
     else:
         counts, dead = Counter(answers), Counter()
     sent_ids = set(sent)
+    known = sent_ids | set(unconfirmed)
     missing = sorted(sent_ids - counts.keys())
     return LedgerReport(
         scenario=scenario,
@@ -108,9 +115,9 @@ def ledger(
         sent=len(sent_ids),
         answered=len(sent_ids & counts.keys()),
         missing=len(missing),
-        duplicated=sum(n - 1 for rid, n in counts.items() if rid in sent_ids),
+        duplicated=sum(n - 1 for rid, n in counts.items() if rid in known),
         recover_s=recover_s,
         missing_examples=tuple(missing[:EXAMPLES]),
         dead_lettered=len(sent_ids & dead.keys()),
-        unexpected=len(counts.keys() - sent_ids),
+        unexpected=len(counts.keys() - known),
     )
