@@ -47,6 +47,9 @@ Each line gives the class, ``[its reason, retriable]`` where set, and when it is
     ├── TopicConflict                                        two settings name one topic, laid out differently
     ├── DeliveryFailed               [retriable]             the broker did not acknowledge a record: stop,
     │                                                        commit nothing, a restart sends it again
+    ├── KafkaSecurityInvalid                                 ``kafka.*`` TLS/SASL settings that cannot make a client
+    ├── KafkaAuthenticationFailed                            the broker refused our credentials, or we its certificate
+    ├── KafkaNotAuthorized                                   a missing ACL (names the resource and operation)
     ├── TransactionsUnsupported                              exactly-once asked of a broker without transactions
     ├── ProducerFencedOut                                    exactly-once: another member took our transactional id
     ├── BatcherClosed                                        submitted to a batcher that is stopping
@@ -54,6 +57,7 @@ Each line gives the class, ``[its reason, retriable]`` where set, and when it is
     ├── NoAnswer                     [retriable]             a webhook call got no HTTP answer at all
     │   └── TimedOut                 [retriable]             no answer within the receiver's timeout
     ├── DuplicateReceiver                                    two webhook receivers with one name
+    ├── SettingsFileMissing                                  ``--settings`` names no file
     ├── PortInUse                                            a port to listen on is taken
     ├── BrokerBinaryMissing                                  no Tansu binary for this platform
     ├── BrokerStartFailed                                    the embedded broker exited or did not listen

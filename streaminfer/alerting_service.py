@@ -132,7 +132,7 @@ async def expire_silence(settings: AppSettings, silence_id: str) -> None:
 
 
 async def _write_silence(settings: AppSettings, silence: Silence) -> None:
-    await check_reachable(settings.kafka.bootstrap)
+    await check_reachable(settings.kafka)
     topic = settings.alerting.topics.silences
     await ensure_topics(settings.kafka, topology(settings).select([topic]))
     producer = make_producer(settings.kafka)
@@ -145,7 +145,7 @@ async def _write_silence(settings: AppSettings, silence: Silence) -> None:
 
 async def current_alerts(settings: AppSettings) -> tuple[list[tuple[WebhookAlert, str]], list[Silence]]:
     """Each alert as last notified (from the outbox) and the silences still active."""
-    await check_reachable(settings.kafka.bootstrap)
+    await check_reachable(settings.kafka)
     topics = settings.alerting.topics
     await ensure_topics(settings.kafka, topology(settings).select([topics.outbox, topics.silences]))
     alerts: dict[str, tuple[WebhookAlert, str]] = {}

@@ -95,7 +95,7 @@ def _http(url: str | None) -> str | None:
 async def start_app(settings: AppSettings, registry: CollectorRegistry | None = None) -> RunningApp:
     """Check the broker, create topics, then start the chosen shape."""
     settings = settings.reading_committed()
-    await check_reachable(settings.kafka.bootstrap)
+    await check_reachable(settings.kafka)
     if settings.pipeline.guarantee == "exactly_once":
         await check_transactions(KafkaClients(settings.kafka))  # refused in one line on the embedded broker
     system = topology(settings)

@@ -36,3 +36,11 @@ class NoSnapshots(StreamInferError):
         super().__init__(f"no looks recorded for this experiment at {path}: is the experiment controller running "
                          "(`streaminfer run`, on by default) and has the experiment seen traffic? "
                          "Set EXPERIMENTS__SNAPSHOTS_DIR if the controller writes elsewhere.")
+
+
+class SettingsFileMissing(StreamInferError):
+    """``STREAMINFER_SETTINGS_FILE`` (``--settings``) names a file that is not there."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(f"settings file {path} does not exist (STREAMINFER_SETTINGS_FILE / --settings)")

@@ -7,15 +7,25 @@ levels, e.g. ``STREAMINFER_KAFKA__BOOTSTRAP=broker:9092`` or ``STREAMINFER_POOL_
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
+from streaminfer.errors import SettingsFileMissing
 from streaminfer.monitoring.settings import AlertingSettings, ExperimentSettings, MonitorSettings
 from streaminfer.streams.features.settings import FeatureSettings
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from streaminfer.workers.settings import PoolSettings, RaySettings, RuntimeSettings
+
+SETTINGS_FILE_VARIABLE = "STREAMINFER_SETTINGS_FILE"
+"""Names a TOML file of settings, laid out like the model (``[kafka]`` with ``sasl_password``...)."""
 
 
 class MetricsSettings(BaseModel):
@@ -49,6 +59,25 @@ class AppSettings(BaseSettings):
     experiments: ExperimentSettings = ExperimentSettings()
     alerting: AlertingSettings = AlertingSettings()
     features: FeatureSettings = FeatureSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then the TOML file named by ``STREAMINFER_SETTINGS_FILE``
+        (``--settings FILE`` on the command line): secrets can live in a file readable by the
+        service's user alone instead of on a command line or in a shell's history."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path := os.environ.get(SETTINGS_FILE_VARIABLE):
+            if not Path(path).is_file():
+                raise SettingsFileMissing(Path(path))
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
+        return tuple(sources)
 
     @model_validator(mode="after")
     def _exactly_once_readers_read_committed(self) -> AppSettings:

@@ -12,6 +12,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from streaminfer.streams.errors import BrokerUnreachable, TopicsMissing
+from streaminfer.streams.security.diagnosis import diagnose
+from streaminfer.streams.security.options import client_options
 from streaminfer.streams.settings import KafkaSettings
 from streaminfer.streams.topics import TopicSpec
 
@@ -27,6 +29,15 @@ class KafkaClients:
 
     def __init__(self, kafka: KafkaSettings) -> None:
         self.kafka = kafka
+        self._security: dict[str, Any] | None = None
+
+    @property
+    def security(self) -> dict[str, Any]:
+        """TLS and SASL options shared by every client built here (the SSL context is loaded
+        once, in this process: it does not pickle, so each Ray actor builds its own)."""
+        if self._security is None:
+            self._security = client_options(self.kafka)
+        return self._security
 
     def producer(self, **overrides: Any) -> AIOKafkaProducer:
         kafka = self.kafka
@@ -39,7 +50,7 @@ class KafkaClients:
             compression_type=kafka.compression,
             request_timeout_ms=kafka.request_timeout_ms,
         )
-        return AIOKafkaProducer(**{**options, **overrides})
+        return AIOKafkaProducer(**{**options, **self.security, **overrides})
 
     def consumer(self, *topics: str, group_id: str | None = None, **overrides: Any) -> AIOKafkaConsumer:
         kafka = self.kafka
@@ -57,13 +68,13 @@ class KafkaClients:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             isolation_level=kafka.isolation_level,
         )
-        return AIOKafkaConsumer(*topics, **{**options, **overrides})
+        return AIOKafkaConsumer(*topics, **{**options, **self.security, **overrides})
 
     def admin(self, **overrides: Any) -> AIOKafkaAdminClient:
         options: dict[str, Any] = dict(
             bootstrap_servers=self.kafka.bootstrap, request_timeout_ms=self.kafka.request_timeout_ms
         )
-        return AIOKafkaAdminClient(**{**options, **overrides})
+        return AIOKafkaAdminClient(**{**options, **self.security, **overrides})
 
 
 def make_producer(kafka: KafkaSettings) -> AIOKafkaProducer:
@@ -84,13 +95,17 @@ async def start_client(client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdm
         raise BrokerUnreachable(bootstrap, type(exc).__name__) from exc
 
 
-async def check_reachable(bootstrap: str, timeout_s: float = 10.0) -> None:
-    """Fail fast with ``BrokerUnreachable`` instead of retrying for a minute inside a client."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+async def check_reachable(kafka: KafkaSettings, timeout_s: float = 10.0) -> None:
+    """Fail fast with ``BrokerUnreachable`` (or what the broker said about our credentials)
+    instead of retrying for a minute inside a client."""
+    bootstrap = kafka.bootstrap
+    admin = KafkaClients(kafka).admin(request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(start_client(admin, bootstrap), timeout_s)
     except asyncio.TimeoutError as exc:
         raise BrokerUnreachable(bootstrap, f"no answer within {timeout_s:.0f} s") from exc
+    except BrokerUnreachable:
+        raise await diagnose(bootstrap, kafka, KafkaClients(kafka).security, timeout_s) from None
     finally:
         await admin.close()
 

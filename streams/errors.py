@@ -113,3 +113,26 @@ class TopicConflict(StreamInferError):
             f"topic {topic!r} is named by two settings with different layouts ({first} and {second}): "
             "give each its own topic"
         )
+
+
+class KafkaSecurityInvalid(StreamInferError):
+    """The ``kafka.*`` security settings cannot make a client (a TLS file missing or unreadable,
+    a token provider that does not import); the message names the setting, never a secret."""
+
+
+class KafkaAuthenticationFailed(StreamInferError):
+    """The broker refused who we say we are (a wrong SASL password, an untrusted or unknown
+    certificate, a refused OAuth token), or we refused the broker's certificate."""
+
+
+class KafkaNotAuthorized(StreamInferError):
+    """The principal lacks an ACL: names the resource (topic, group, transactional id) and the
+    operation, so the fix is one ``kafka-acls`` line."""
+
+    def __init__(self, resource_type: str, resource: str, operation: str, principal: str | None = None) -> None:
+        self.resource_type, self.resource, self.operation, self.principal = resource_type, resource, operation, principal
+        who = f"principal {principal}" if principal else "this principal"
+        super().__init__(
+            f"{who} may not {operation} {resource_type} {resource!r}: grant it with kafka-acls "
+            f"(the ACLs each component needs are in the README, 'Connecting to a secured cluster')"
+        )

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
 from streaminfer.monitoring.settings import MonitorTopics
+from streaminfer.streams.security.settings import KafkaSecuritySettings
 
 
 class TopicSettings(BaseModel):
@@ -64,7 +65,9 @@ class TopicSettings(BaseModel):
         return bound
 
 
-class KafkaSettings(BaseModel):
+class KafkaSettings(KafkaSecuritySettings):
+    """Every Kafka client's settings; TLS and SASL are inherited from ``KafkaSecuritySettings``."""
+
     bootstrap: str = "127.0.0.1:9092"
     group_id: str = "streaminfer"
     client_id: str = "streaminfer"

@@ -54,7 +54,7 @@ async def _alerts_until_signal(settings: AppSettings) -> None:
     from streaminfer.alerting_service import start_alerting
     from streaminfer.streams.clients import check_reachable
 
-    await check_reachable(settings.kafka.bootstrap)
+    await check_reachable(settings.kafka)
     running = await start_alerting(settings)
     assert running.config is not None
     console.print(f"alerting: {len(running.config.rules)} rules on {settings.monitor.topics.drift} and "

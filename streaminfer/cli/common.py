@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from streaminfer.schemas.errors import StreamInferError
@@ -33,10 +34,24 @@ def friendly_errors(command: F) -> F:
         except StreamInferError as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except ValidationError as exc:
+            err_console.print(f"[red]error:[/red] {settings_problems(exc)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def settings_problems(error: ValidationError) -> str:
+    """What is wrong with the settings, in one line: where and why, never the value given (pydantic
+    would print it, and it may be a password)."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "settings"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return "invalid settings: " + "; ".join(problems)
 
 
 def load_settings(

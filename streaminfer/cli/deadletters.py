@@ -90,7 +90,7 @@ async def _read(settings: AppSettings) -> list[DeadLetter]:
     from streaminfer.streams.clients import KafkaClients, check_reachable
     from streaminfer.streams.deadletters import read_dead_letters
 
-    await check_reachable(settings.kafka.bootstrap)
+    await check_reachable(settings.kafka)
     return await read_dead_letters(KafkaClients(settings.kafka), settings.topics.deadletter)
 
 

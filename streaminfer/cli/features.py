@@ -50,7 +50,7 @@ def worker(bootstrap: str | None = BootstrapOpt, repo: Path | None = RepoPathOpt
     from streaminfer.streams.features.worker import run_worker
 
     settings = _settings(bootstrap, repo, online_store, redis)
-    asyncio.run(check_reachable(settings.kafka.bootstrap))
+    asyncio.run(check_reachable(settings.kafka))
     init_repository(settings.features)
     port = settings.metrics.port if metrics_port is None else metrics_port
     host = settings.metrics.host if port is not None else None

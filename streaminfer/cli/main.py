@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -28,15 +29,22 @@ from streaminfer.cli.experiments import experiments_app
 from streaminfer.cli.features import features_app
 from streaminfer.cli.monitoring import drift_app, monitor_command
 from streaminfer.cli.topics import topics_app
-from streaminfer.settings import AppSettings
+from streaminfer.settings import SETTINGS_FILE_VARIABLE, AppSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming inference on Kafka with Ray and ONNX Runtime.")
 models_app = typer.Typer(no_args_is_help=True, help="The model repository.")
 app.add_typer(models_app, name="models")
 @app.callback()
-def configure_logging(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show client library logs.")) -> None:
+def configure_logging(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show client library logs."),
+    settings_file: Path | None = typer.Option(
+        None, "--settings", help="TOML file of settings (e.g. [kafka] with the SASL password); the environment wins over it.",
+    ),
+) -> None:
     """Client libraries log connection failures that we report ourselves, in one line; keep
     their logs for --verbose."""
+    if settings_file is not None:
+        os.environ[SETTINGS_FILE_VARIABLE] = str(settings_file)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not verbose:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -107,7 +115,7 @@ async def _run_until_signal(settings: AppSettings) -> None:
     from streaminfer.streams.clients import check_reachable
     from streaminfer.workers.models.repository import ModelRepository
 
-    await check_reachable(settings.kafka.bootstrap)
+    await check_reachable(settings.kafka)
     if settings.pipeline.guarantee == "exactly_once":
         from streaminfer.streams.clients import KafkaClients
         from streaminfer.streams.pipeline.transactional import check_transactions
@@ -151,7 +159,7 @@ async def _produce(settings: AppSettings, topic: str, payloads: list) -> int:
     from streaminfer.loadgen import send_all
     from streaminfer.streams.clients import check_reachable, make_producer, start_client
 
-    await check_reachable(settings.kafka.bootstrap)
+    await check_reachable(settings.kafka)
     producer = make_producer(settings.kafka)
     await start_client(producer, settings.kafka.bootstrap)
     try:
@@ -183,7 +191,7 @@ async def _tail(settings: AppSettings, dead_letters: bool, from_beginning: bool,
     from streaminfer.schemas.deadletter import read_error_headers
     from streaminfer.streams.clients import check_reachable, start_client
 
-    await check_reachable(settings.kafka.bootstrap)
+    await check_reachable(settings.kafka)
     topic = settings.topics.deadletter if dead_letters else settings.topics.predictions
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=settings.kafka.bootstrap, group_id=None,

@@ -43,7 +43,7 @@ async def _monitor_until_signal(settings: AppSettings) -> None:
     from streaminfer.streams.monitor import Monitor
     from streaminfer.workers.models.repository import ModelRepository
 
-    await check_reachable(settings.kafka.bootstrap)
+    await check_reachable(settings.kafka)
     registry = CollectorRegistry()
     server, url = serve_configured_metrics(settings, registry)
     monitor = Monitor(

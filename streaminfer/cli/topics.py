@@ -39,7 +39,7 @@ def topics_create(bootstrap: str | None = BootstrapOpt) -> None:
     specs = topology(settings).all()
 
     async def create() -> None:
-        await check_reachable(settings.kafka.bootstrap)
+        await check_reachable(settings.kafka)
         await ensure_topics(settings.kafka, specs)
 
     asyncio.run(create())

@@ -30,7 +30,7 @@ async def report_from_topic(settings: AppSettings, model: str, rows: int) -> tup
     watch = new_watch(entry, settings.monitor)
     if watch.window is None or watch.input_name is None:
         raise NothingToReport(f"{entry.name}/{entry.version} has no reference.parquet or no single matrix input to compare")
-    await check_reachable(settings.kafka.bootstrap)
+    await check_reachable(settings.kafka)
     consumer = make_consumer(settings.kafka, settings.topics.requests, group_id=None)
     await start_client(consumer, settings.kafka.bootstrap)
     newest: deque[tuple[np.ndarray, int]] = deque(maxlen=rows)

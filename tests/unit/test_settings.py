@@ -38,7 +38,9 @@ def test_served_models_start_with_the_default_and_have_no_repeats():
 
 
 def _reachable(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[BaseModel]]:
+    """``model``, the models of its fields, and the settings models it inherits its fields from."""
     seen.add(model)
+    seen.update(base for base in model.__mro__ if issubclass(base, BaseModel) and base.__name__.endswith("Settings"))
     for field in model.model_fields.values():
         for candidate in (field.annotation, *get_args(field.annotation)):
             if isinstance(candidate, type) and issubclass(candidate, BaseModel) and candidate not in seen:
