@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +19,17 @@ from streaminfer.streams.settings import KafkaSettings
 from streaminfer.streams.topics import TopicSpec
 
 
+class SettingsGroup(enum.Enum):
+    """``KafkaClients.consumer(group_id=SETTINGS_GROUP)``: the group of the settings
+    (``kafka.group_id``), the pipeline's. ``None`` is no group at all: a reader that assigns
+    itself partitions and must not join (and rebalance) anyone's group."""
+
+    SETTINGS_GROUP = "settings"
+
+
+SETTINGS_GROUP = SettingsGroup.SETTINGS_GROUP
+
+
 class KafkaClients:
     """Builds every Kafka client the system opens from one ``KafkaSettings``.
 
@@ -26,6 +38,11 @@ class KafkaClients:
     clients are fakes, and connection settings (security, for one) are added in one place.
     Keyword overrides win over the settings, for the few clients that need another value.
     """
+
+    producer_type: Any = AIOKafkaProducer
+    consumer_type: Any = AIOKafkaConsumer
+    admin_type: Any = AIOKafkaAdminClient
+    """The client classes; unit tests put recording fakes here."""
 
     def __init__(self, kafka: KafkaSettings) -> None:
         self.kafka = kafka
@@ -50,14 +67,16 @@ class KafkaClients:
             compression_type=kafka.compression,
             request_timeout_ms=kafka.request_timeout_ms,
         )
-        return AIOKafkaProducer(**{**options, **self.security, **overrides})
+        return self.producer_type(**{**options, **self.security, **overrides})
 
-    def consumer(self, *topics: str, group_id: str | None = None, **overrides: Any) -> AIOKafkaConsumer:
+    def consumer(self, *topics: str, group_id: str | SettingsGroup | None = SETTINGS_GROUP,
+                 **overrides: Any) -> AIOKafkaConsumer:
+        """A consumer in ``group_id``: by default the settings' group; ``None`` joins no group."""
         kafka = self.kafka
         options: dict[str, Any] = dict(
             bootstrap_servers=kafka.bootstrap,
             client_id=f"{kafka.client_id}-consumer",
-            group_id=group_id if group_id is not None else kafka.group_id,
+            group_id=kafka.group_id if group_id is SETTINGS_GROUP else group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=kafka.session_timeout_ms,
@@ -68,20 +87,21 @@ class KafkaClients:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             isolation_level=kafka.isolation_level,
         )
-        return AIOKafkaConsumer(*topics, **{**options, **self.security, **overrides})
+        return self.consumer_type(*topics, **{**options, **self.security, **overrides})
 
     def admin(self, **overrides: Any) -> AIOKafkaAdminClient:
         options: dict[str, Any] = dict(
             bootstrap_servers=self.kafka.bootstrap, request_timeout_ms=self.kafka.request_timeout_ms
         )
-        return AIOKafkaAdminClient(**{**options, **self.security, **overrides})
+        return self.admin_type(**{**options, **self.security, **overrides})
 
 
 def make_producer(kafka: KafkaSettings) -> AIOKafkaProducer:
     return KafkaClients(kafka).producer()
 
 
-def make_consumer(kafka: KafkaSettings, *topics: str, group_id: str | None = None) -> AIOKafkaConsumer:
+def make_consumer(kafka: KafkaSettings, *topics: str,
+                  group_id: str | SettingsGroup | None = SETTINGS_GROUP) -> AIOKafkaConsumer:
     return KafkaClients(kafka).consumer(*topics, group_id=group_id)
 
 

@@ -186,17 +186,14 @@ def tail(
 async def _tail(settings: AppSettings, dead_letters: bool, from_beginning: bool, limit: int | None) -> None:
     import json
 
-    from aiokafka import AIOKafkaConsumer
-
     from streaminfer.schemas.deadletter import read_error_headers
-    from streaminfer.streams.clients import check_reachable, start_client
+    from streaminfer.streams.clients import KafkaClients, check_reachable, start_client
 
     await check_reachable(settings.kafka)
     topic = settings.topics.deadletter if dead_letters else settings.topics.predictions
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.kafka.bootstrap, group_id=None,
-        auto_offset_reset="earliest" if from_beginning else "latest", fetch_max_wait_ms=50,
-        isolation_level=settings.kafka.isolation_level,  # read_committed with pipeline.guarantee=exactly_once
+    # the settings' security and isolation level (read_committed with pipeline.guarantee=exactly_once)
+    consumer = KafkaClients(settings.kafka).consumer(
+        topic, group_id=None, auto_offset_reset="earliest" if from_beginning else "latest", fetch_max_wait_ms=50,
     )
     await start_client(consumer, settings.kafka.bootstrap)
     shown = 0

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from streaminfer.cli.common import settings_problems
 from streaminfer.cli.main import app as cli
 from streaminfer.settings import AppSettings
+from streaminfer.streams.clients import KafkaClients
 from streaminfer.streams.errors import KafkaAuthenticationFailed, KafkaSecurityInvalid
 from streaminfer.streams.security.options import client_options, faust_credentials, ssl_context
 from streaminfer.streams.security.settings import OAuthSettings
@@ -189,3 +190,27 @@ def test_a_settings_file_that_is_not_there_is_one_line(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["--settings", str(tmp_path / "missing.toml"), "topics", "list"])
     assert result.exit_code == 2
     assert "missing.toml does not exist" in result.output
+
+
+class _Recorded:
+    def __init__(self, *topics: str, **options: object) -> None:
+        self.topics, self.options = topics, options
+
+
+class RecordingClients(KafkaClients):
+    producer_type = consumer_type = admin_type = _Recorded
+
+
+def test_every_client_built_from_the_settings_carries_the_security_options(ca):
+    clients = RecordingClients(scram(ssl_ca_file=ca.cert))
+    for client in (clients.producer(), clients.consumer("t"), clients.admin()):
+        assert client.options["security_protocol"] == "SASL_SSL"
+        assert client.options["sasl_plain_password"] == SECRET
+        assert client.options["ssl_context"] is clients.security["ssl_context"]  # loaded once
+
+
+def test_a_reader_without_a_group_joins_none_and_the_default_is_the_settings_group():
+    clients = RecordingClients(KafkaSettings(group_id="pipeline"))
+    assert clients.consumer("t").options["group_id"] == "pipeline"
+    assert clients.consumer("t", group_id=None).options["group_id"] is None
+    assert clients.consumer("t", group_id="sink").options["group_id"] == "sink"
