@@ -1,4 +1,5 @@
-"""A real single-node Apache Kafka broker (KRaft) for integration tests, without Docker.
+"""Real Apache Kafka (KRaft) for integration tests, without Docker: a single node
+(``ApacheKafkaBroker``) or a three-node cluster (``ApacheKafkaCluster``).
 
 Why: exactly-once, idempotence, fencing and read_committed need real Kafka (the embedded
 Tansu broker lacks them) and test machines may have no Docker engine. The official jars
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -25,11 +27,12 @@ START_TIMEOUT_S = 90.0
 STOP_GRACE_S = 15.0
 LOG_TAIL_LINES = 40
 
-# Single-node KRaft; small internal topics make the first group/transaction fast.
+# KRaft, every node a broker and a controller; small internal topics make the first
+# group/transaction fast. One node: replication 1; a cluster: 3 with min.insync.replicas 2.
 _SERVER_PROPERTIES = """\
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@{controller}
+node.id={node_id}
+controller.quorum.voters={voters}
 listeners=PLAINTEXT://{broker},CONTROLLER://{controller}
 advertised.listeners=PLAINTEXT://{broker}
 controller.listener.names=CONTROLLER
@@ -37,13 +40,17 @@ listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs={data}
 num.partitions=4
-offsets.topic.replication.factor=1
+default.replication.factor={replication}
+min.insync.replicas={min_isr}
+offsets.topic.replication.factor={replication}
 offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={replication}
+transaction.state.log.min.isr={min_isr}
 transaction.state.log.num.partitions=4
 group.initial.rebalance.delay.ms=0
 """
+CLUSTER_SIZE = 3
+CLUSTER_MIN_INSYNC = 2
 
 
 class KafkaLauncherError(RuntimeError):
@@ -79,14 +86,15 @@ class ApacheKafkaBroker:
     event loop, so they work the same from sync fixtures and from async tests.
     """
 
-    def __init__(self, work_dir: Path, libs_dir: Path | None = None) -> None:
+    def __init__(self, work_dir: Path, libs_dir: Path | None = None, *, node: "_Node | None" = None) -> None:
         self._work_dir = Path(work_dir)
         self._libs_dir = libs_dir
         self.log_file = self._work_dir / "kafka.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
-        self._ports: tuple[int, int] | None = None
-        self._cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]
+        self._node = node
+        self._ports: tuple[int, int] | None = node.ports if node is not None else None
+        self._cluster_id = node.cluster_id if node is not None else _new_cluster_id()
 
     @property
     def bootstrap(self) -> str:
@@ -103,24 +111,37 @@ class ApacheKafkaBroker:
     def start(self) -> "ApacheKafkaBroker":
         """Launch the broker and return once it answers metadata requests. After ``stop()``, it
         starts again on the same ports and data directory, with what it held before."""
+        if self._spawn():
+            self.wait_until_ready()
+        return self
+
+    def _spawn(self) -> bool:
+        """Format and launch the JVM without waiting; False if it is running already."""
         if self._process is not None and self._process.poll() is None:
-            return self
+            return False
         libs = self._libs_dir or ensure_kafka_jars()
         self._work_dir.mkdir(parents=True, exist_ok=True)
         if self._ports is None:  # a restart keeps its address and its data: clients reconnect to it
-            self._ports = _two_free_loopback_ports()
+            port, controller_port = _free_loopback_ports(2)
+            self._ports = (port, controller_port)
         port, controller_port = self._ports
         config = self._write_properties(port, controller_port)
         self._format_storage(libs, config)
-        self._process = process = self._launch(libs, config)
+        self._process = self._launch(libs, config)
         self._port = port
+        return True
+
+    def wait_until_ready(self) -> None:
+        """Block until the broker answers metadata listing every node it expects; stop it and raise
+        ``BrokerStartError`` if it dies or takes longer than 90 s."""
+        assert self._process is not None and self._port is not None, "start() first"
+        expected = CLUSTER_SIZE if self._node is not None else 1
         try:  # A private loop in a helper thread: the caller may already run a loop.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-ready") as pool:
-                pool.submit(asyncio.run, self._wait_until_ready(process, port)).result()
+                pool.submit(asyncio.run, self._wait_until_ready(self._process, self._port, expected)).result()
         except BaseException:
             self.stop()
             raise
-        return self
 
     def stop(self) -> None:
         """SIGTERM for a clean shutdown, SIGKILL if it takes over 15 s."""
@@ -151,7 +172,14 @@ class ApacheKafkaBroker:
         broker, controller = f"127.0.0.1:{port}", f"127.0.0.1:{controller_port}"
         data = self._work_dir / "data"
         path = self._work_dir / "server.properties"
-        path.write_text(_SERVER_PROPERTIES.format(broker=broker, controller=controller, data=data))
+        if (node := self._node) is None:
+            node_id, voters, replication, min_isr = 1, f"1@{controller}", 1, 1
+        else:
+            node_id, voters, replication, min_isr = node.node_id, node.voters, CLUSTER_SIZE, CLUSTER_MIN_INSYNC
+        path.write_text(_SERVER_PROPERTIES.format(
+            node_id=node_id, voters=voters, broker=broker, controller=controller, data=data,
+            replication=replication, min_isr=min_isr,
+        ))
         return path
 
     def _format_storage(self, libs: Path, config: Path) -> None:
@@ -171,10 +199,10 @@ class ApacheKafkaBroker:
         with self.log_file.open("ab") as log:
             return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
-    async def _wait_until_ready(self, process: subprocess.Popen[bytes], port: int) -> None:
+    async def _wait_until_ready(self, process: subprocess.Popen[bytes], port: int, expected: int) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT_S
-        while not await _broker_answers(port):
+        while not await _broker_answers(port, expected):
             if (code := process.poll()) is not None:
                 raise BrokerStartError(f"java exited {code} before it was ready", self.log_file)
             if loop.time() > deadline:
@@ -182,8 +210,68 @@ class ApacheKafkaBroker:
             await asyncio.sleep(0.25)
 
 
-async def _broker_answers(port: int) -> bool:
-    """True once the broker lists itself in metadata, i.e. it is registered and unfenced."""
+@dataclass(frozen=True)
+class _Node:
+    """One node's place in a cluster: its id, its (broker, controller) ports, every voter."""
+
+    node_id: int
+    ports: tuple[int, int]
+    voters: str
+    cluster_id: str
+
+
+class ApacheKafkaCluster:
+    """Three KRaft nodes, each a broker and a controller, on loopback ports, formatted with one
+    cluster id: internal topics replicated 3 times, ``min.insync.replicas=2`` (the default for new
+    topics too), so one node can be killed without losing an acknowledged record or availability.
+
+    ``start()`` and ``stop()`` are idempotent and blocking, like ``ApacheKafkaBroker``'s; each of
+    ``brokers`` can be stopped, killed and started again on its own while the others serve.
+    """
+
+    def __init__(self, work_dir: Path, libs_dir: Path | None = None) -> None:
+        cluster_id = _new_cluster_id()
+        ports = _free_loopback_ports(2 * CLUSTER_SIZE)
+        pairs = [(ports[2 * i], ports[2 * i + 1]) for i in range(CLUSTER_SIZE)]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{controller}" for i, (_, controller) in enumerate(pairs))
+        self.brokers = [
+            ApacheKafkaBroker(Path(work_dir) / f"node-{i + 1}", libs_dir, node=_Node(i + 1, pair, voters, cluster_id))
+            for i, pair in enumerate(pairs)
+        ]
+        self._pairs = pairs
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's address, comma-separated: clients find the cluster through any that is up."""
+        return ",".join(f"127.0.0.1:{broker}" for broker, _ in self._pairs)
+
+    def start(self) -> "ApacheKafkaCluster":
+        """Launch every node not running, then wait until each lists all three brokers (no node is
+        ready alone: a controller needs a majority of the voters)."""
+        spawned = [broker for broker in self.brokers if broker._spawn()]
+        try:
+            for broker in spawned:
+                broker.wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """All at once: the last node stopped alone would wait for a quorum to shut down cleanly."""
+        with ThreadPoolExecutor(max_workers=CLUSTER_SIZE, thread_name_prefix="kafka-stop") as pool:
+            list(pool.map(ApacheKafkaBroker.stop, self.brokers))
+
+    def __enter__(self) -> "ApacheKafkaCluster":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+async def _broker_answers(port: int, expected: int = 1) -> bool:
+    """True once the broker lists ``expected`` brokers in metadata (itself among them), i.e. they
+    are registered and unfenced."""
     with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):  # one class from 3.11
         # A bare connect first, as aiokafka logs an ERROR for every refused bootstrap.
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -191,7 +279,7 @@ async def _broker_answers(port: int) -> bool:
         try:
             await asyncio.wait_for(admin.start(), 5)
             cluster = await asyncio.wait_for(admin.describe_cluster(), 5)
-            return bool(cluster["brokers"])
+            return len(cluster["brokers"]) >= expected
         finally:
             await admin.close()
     return False
@@ -206,7 +294,12 @@ def _java(libs: Path) -> list[str]:
     return [java, *log4j, "-cp", f"{libs}/*"]
 
 
-def _two_free_loopback_ports() -> tuple[int, int]:
-    """Ports the OS reports free, held open together so that the two differ."""
-    with socket.create_server(("127.0.0.1", 0)) as a, socket.create_server(("127.0.0.1", 0)) as b:
-        return a.getsockname()[1], b.getsockname()[1]
+def _free_loopback_ports(count: int) -> tuple[int, ...]:
+    """Ports the OS reports free, held open together so that they differ."""
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(socket.create_server(("127.0.0.1", 0))) for _ in range(count)]
+        return tuple(server.getsockname()[1] for server in servers)
+
+
+def _new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22]

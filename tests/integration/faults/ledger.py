@@ -24,8 +24,8 @@ from tests.support.harness import Collected
 
 Guarantee = Literal["at_least_once", "exactly_once"]
 GUARANTEES: tuple[Guarantee, ...] = ("at_least_once", "exactly_once")
-RECOVERY = "seconds from the fault until the first answer to a request that had none when the fault struck"
-"""What ``recover_s`` measures, in the words the reports print (see ``Recovery`` in broker_scenarios)."""
+RECOVERY = "seconds from the moment the fault is in place until the first answer produced after it is read"
+"""What ``recover_s`` measures, in the words the reports print (``traffic.Watch`` times it so)."""
 EXAMPLES = 5
 
 
