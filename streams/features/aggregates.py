@@ -73,8 +73,10 @@ class Update:
 
 
 def apply(state: State, spec: WindowSpec, request_id: str, ts_ms: int, score: float) -> Update:
-    """Add one scored request. A request seen before changes nothing but yields its own time
-    again (its row may have been lost in a crash); one older than every window still kept
+    """Add one scored request. A request seen before changes nothing but yields the same times
+    as when it was added (and any later ones that arrived since): after a crash its rows may be
+    lost while the state that holds it was saved, and a late request's rows include corrections
+    of later times, the entity's current row among them. One older than every window still kept
     yields nothing."""
     latest = max(state["latest_ms"], ts_ms)
     bucket = spec.bucket_of(ts_ms)
@@ -83,18 +85,22 @@ def apply(state: State, spec: WindowSpec, request_id: str, ts_ms: int, score: fl
     key = str(bucket)  # JSON object keys are strings; keep them so across a changelog restore
     entries = state["buckets"].get(key, [])
     if any(entry[0] == request_id for entry in entries):
-        return Update(False, [ts_ms])
+        return Update(False, [ts_ms, *_later_times(state, spec, bucket, ts_ms)])
     state["buckets"][key] = [*entries, [request_id, ts_ms, score]]
     state["latest_ms"] = latest
     _drop_expired(state, spec)
-    later = sorted({
+    return Update(True, [ts_ms, *_later_times(state, spec, bucket, ts_ms)])
+
+
+def _later_times(state: State, spec: WindowSpec, bucket: int, ts_ms: int) -> list[int]:
+    """The times of the later requests whose windows include a request at ``ts_ms``."""
+    return sorted({
         entry[1]
         for k, kept in state["buckets"].items()
-        if bucket <= int(k) < bucket + spec.buckets  # the later requests whose windows include this one
+        if bucket <= int(k) < bucket + spec.buckets
         for entry in kept
         if entry[1] > ts_ms
     })
-    return Update(True, [ts_ms, *later])
 
 
 def _drop_expired(state: State, spec: WindowSpec) -> None:

@@ -45,11 +45,19 @@ def test_features_cover_the_latest_minute_and_the_five_minutes_ending_with_it():
                       "requests_300s": 4, "mean_score_300s": pytest.approx(0.525)}
 
 
-def test_a_replayed_request_is_not_counted_twice_but_its_row_is_written_again():
+def test_a_replayed_request_is_not_counted_twice_but_its_rows_are_written_again():
     events = [("a", 1_000, 1.0), ("b", 2_000, 0.0)]
     state = run(events)
-    assert aggregates.apply(state, SPEC, "a", 1_000, 1.0) == aggregates.Update(changed=False, times=[1_000])
+    assert aggregates.apply(state, SPEC, "a", 1_000, 1.0) == aggregates.Update(changed=False, times=[1_000, 2_000])
     assert aggregates.features(state, SPEC)["requests_60s"] == 2
+
+
+def test_a_replayed_late_request_writes_again_the_corrected_current_row_it_wrote_the_first_time():
+    state = run([("a", 1_000, 1.0), ("c", 3_000, 0.0)])
+    first = aggregates.apply(state, SPEC, "b", 2_000, 0.5)  # late: it corrects the row at 3_000, the current one
+    # a crash: the state holding "b" was saved, its rows never left; "b" is read again
+    assert aggregates.apply(state, SPEC, "b", 2_000, 0.5) == aggregates.Update(changed=False, times=first.times)
+    assert first.times == [2_000, 3_000]
 
 
 def test_a_request_that_arrives_after_later_ones_corrects_their_rows():
@@ -108,3 +116,26 @@ def test_the_last_row_written_for_each_time_holds_the_features_as_of_that_time_w
         for at, values in written.items():
             want = as_of(accepted, SPEC, at)
             assert values == {k: pytest.approx(v) for k, v in want.items()}, at
+
+
+def test_rows_lost_in_a_crash_after_the_state_was_saved_are_all_written_again_by_the_replay():
+    """Faust saves a table's change and sends the agent's rows through one producer, to
+    different partitions: a SIGKILL can keep the saved state and lose the rows, and the worker
+    then reads again from its committed offset."""
+    rng = random.Random(5)
+    for _ in range(200):
+        events = [(f"r{i}", rng.randrange(0, 6 * MIN), rng.random()) for i in range(rng.randrange(1, 40))]
+        rng.shuffle(events)
+        crash = rng.randrange(len(events))
+        state, written = aggregates.empty_state(), {}
+        for n, (request_id, ts, score) in enumerate(events):
+            update = aggregates.apply(state, SPEC, request_id, ts, score)
+            if n < crash:  # the rows of the requests from the crash on never left
+                written.update({at: aggregates.features_at(state, SPEC, at) for at in update.times})
+        for request_id, ts, score in events[crash:]:  # read again; the saved state holds them all
+            update = aggregates.apply(state, SPEC, request_id, ts, score)
+            assert not update.changed
+            written.update({at: aggregates.features_at(state, SPEC, at) for at in update.times})
+        assert set(written) == {ts for _, ts, _ in events}
+        for at, values in written.items():
+            assert values == {k: pytest.approx(v) for k, v in as_of(events, SPEC, at).items()}, at
