@@ -7,12 +7,30 @@
                                                  └─▶ features.log         (key: request id)
     features.scored ──aggregate (table ``entity-windows``)──▶ features.rows (key: entity)
 
-Both tables are backed by changelog topics, so a restarted worker recovers them. Faust commits
-at least once: after a crash it reads again what it had not committed and forwards it again.
-That is harmless here: the join only pairs halves it still holds, and the aggregates keep the
-request ids of each bucket, so a replayed request is recognised and not counted twice (see
-``streams.features.aggregates``). The aggregate re-sends the entity's current row even for a
-replayed request, so a row lost between the changelog write and the crash is written again.
+Both tables are backed by changelog topics, so a restarted worker recovers them. What a crash
+may leave, and why nothing is lost or counted twice:
+
+* Faust commits at least once: after a crash the worker reads again what it had not committed.
+  It sends a table's changelog record and the agent's outputs through one producer, to
+  different partitions, so a SIGKILL can keep a table change and lose the outputs of the step
+  that made it. Every step therefore gives the same outputs when replayed against any state a
+  crash leaves: the join decides a pair by sending a ``pair`` record to its own input, never
+  by deleting alone (``streams.features.join``); the aggregates keep each bucket's request ids
+  and a replayed request writes again every row it wrote the first time, corrections of later
+  times included (``streams.features.aggregates``); the sink keeps the newest row per entity.
+* Faust can drop a fetched record without handing it to its agent (while its flow is stopped
+  for a rebalance) and its commit rule would commit past one such record when it stands at the
+  committed offset, or past any at the start of a partition never committed. This consumer
+  never commits past a record that was not handled (``head_handled``): a drop becomes a stall,
+  and the stall watch restarts the worker, which reads the record again.
+
+So correctness rests on idempotent steps replayed from a committed position that only moves
+over handled records. The alternatives were weighed: Faust's ``exactly_once`` guarantee needs
+transactions (the embedded broker has none), and it commits, inside a transaction, the offsets
+the same commit rule picks, drops included; reconciling the online store from the prediction
+log cannot bring back what the join lost, since the log is the join's output (and from the
+source topics it would be a second, batch implementation of the aggregates). The kill-and-
+restart loop (``tests/benchmarks/feature_kill_loop.py``) measures the result on Apache Kafka.
 """
 
 from __future__ import annotations
@@ -25,10 +43,9 @@ import msgspec
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streaminfer.streams.features import aggregates
+from streaminfer.streams.features import join as joins
 from streaminfer.streams.features.records import (
     FeatureRow,
-    PredictionLog,
-    Scored,
     dead_letter_part,
     decode_part,
     decode_scored,
@@ -69,9 +86,45 @@ class _QuickFetchThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+def head_handled(start: int, first_acked: int, marker_may_lead: bool) -> bool:
+    """Whether a partition's offsets may be committed past ``start`` (its committed offset, the
+    next record to read): the record there was handled, or a transaction's commit marker may
+    stand there (never delivered: reading ``read_committed``, the next offset is then the first
+    one handed over).
+
+    Faust (0.15) allows one missing offset there whatever the source, and none at all on a
+    partition never committed: a record it drops while its flow is stopped for a rebalance (its
+    fetch loop moves on without handing it to the stream) is committed past when it stood
+    first, and lost for good. Refusing keeps the commit where it was; the stall watch then
+    restarts the worker, which reads the record again (``streams.features.stall``)."""
+    return first_acked <= start + (1 if marker_may_lead else 0)
+
+
 class _QuickFetchConsumer(faust_aiokafka.Consumer):
+    """Faust's consumer with our fetch wait, which never commits past a record it did not hand
+    to an agent (``head_handled``): correctness never rests on Faust's commit rule."""
+
     def _new_consumer_thread(self) -> _QuickFetchThread:
         return _QuickFetchThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        """After an assignment: where reading starts on each partition never committed (its
+        first offset: the app reads from the earliest), for ``_new_offset``."""
+        await super().perform_seek()
+        changelogs = self.app.tables.changelog_topics
+        never = [tp for tp in self.assignment() if tp.topic not in changelogs and self._committed_offset[tp] is None]
+        self._starts = dict(await self.earliest_offsets(*never)) if never else {}
+
+    def _new_offset(self, tp: Any) -> int | None:
+        acked = self._acked[tp]
+        start = self._committed_offset[tp]
+        if start is None:
+            start = getattr(self, "_starts", {}).get(tp)
+        if acked and start is not None:
+            app = cast("FeatureApp", self.app)
+            if not head_handled(start, min(acked), app.isolation_level == "read_committed"):
+                return None
+        return super()._new_offset(tp)
 
 
 class _QuickFetchTransport(faust_aiokafka.Transport):
@@ -138,25 +191,19 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
     @app.agent(joinable)
     async def join(stream: Any) -> None:
         async for event in stream.events():
-            part = decode_part(event.value)
             held = pending.get(event.key)
-            if part.kind == "dead_letter":
-                if held is not None:
+            step = joins.step(None if held is None else decode_part(held), decode_part(event.value))
+            if step.changed:
+                if step.hold is None:
                     del pending[event.key]
-                continue
-            if held is None or decode_part(held).kind == part.kind:
-                pending[event.key] = event.value
-                continue
-            del pending[event.key]
-            other = decode_part(held)
-            request, prediction = (part, other) if part.kind == "request" else (other, part)
-            score = prediction.score or 0.0
-            entity = request.entity or ""
-            await log.send(key=event.key, value=encode(PredictionLog(
-                request.request_id, entity, request.ts_ms, prediction.model or request.model or "",
-                prediction.version or "", request.inputs or "[]", score)))
-            if entity:
-                await scored.send(key=entity.encode(), value=encode(Scored(request.request_id, entity, request.ts_ms, score)))
+                else:
+                    pending[event.key] = event.value
+            if step.pair is not None:
+                await joinable.send(key=event.key, value=encode(step.pair))
+            if step.log is not None:
+                await log.send(key=event.key, value=encode(step.log))
+            if step.scored is not None:
+                await scored.send(key=step.scored.entity.encode(), value=encode(step.scored))
 
     @app.agent(scored)
     async def aggregate(stream: Any) -> None:

@@ -18,7 +18,7 @@ from streaminfer.schemas.errors import StreamInferError
 class Part(msgspec.Struct, omit_defaults=True, gc=False):
     """One side of a request/prediction pair, keyed by request id on ``features.joinable``."""
 
-    kind: str  # "request" | "prediction" | "dead_letter"
+    kind: str  # "request" | "prediction" | "dead_letter" | "pair" (both halves: see streams.features.join)
     request_id: str
     ts_ms: int
     entity: str | None = None
@@ -73,6 +73,7 @@ decode_row = msgspec.json.Decoder(FeatureRow).decode
 #: dead_letter): the pipeline gives each a reason of its own; here they only have nothing to join.
 #: A per-process tally (the Faust worker is one process) for the worker to export.
 SKIPPED: Counter[str] = Counter()
+SKIP_KINDS = ("request", "prediction", "dead_letter")
 
 #: What a malformed record can raise here: our decoders' errors, msgspec's, and Python's on
 #: decoded values of the wrong kind (a score that is a string, a header that is not UTF-8).
