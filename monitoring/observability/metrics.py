@@ -7,7 +7,11 @@ conventions: ``_total`` for counters and seconds as the unit of time.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -185,6 +189,30 @@ class FeatureSinkMetrics:
             ["view"],
             registry=registry,
         )
+
+
+class FeatureAppMetrics:
+    """Records the feature app (Faust) passed over because it could not decode them, by kind
+    (request, prediction, dead_letter). The app's decoders keep a per-process tally (the Faust
+    worker is one process), read here at each scrape."""
+
+    def __init__(self, registry: CollectorRegistry, skipped: Callable[[], Mapping[str, int]]) -> None:
+        self.registry = registry
+        registry.register(_Tally("streaminfer_feature_records_skipped",
+                                 "Records the feature app could not decode and passed over, by kind.", "kind", skipped))
+
+
+class _Tally(Collector):
+    """A counter family read from a tally kept elsewhere, at scrape time."""
+
+    def __init__(self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, int]]) -> None:
+        self._name, self._documentation, self._label, self._read = name, documentation, label, read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
+        for value, count in sorted(self._read().items()):
+            family.add_metric([value], count)
+        yield family
 
 
 class ExperimentMetrics:

@@ -2,7 +2,8 @@
 
 Run by ``streaminfer features worker``; Faust owns the process (its event loop, its signal
 handling), so SIGTERM stops both cleanly and a SIGKILL loses nothing either (see the app's and
-the sink's docstrings for why).
+the sink's docstrings for why). ``streaminfer_feature_records_skipped_total`` counts the records
+the app could not decode and passed over.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
-from streaminfer.monitoring.observability.metrics import FeatureSinkMetrics
+from streaminfer.monitoring.observability.metrics import FeatureAppMetrics, FeatureSinkMetrics
 from streaminfer.streams.clients import ensure_topics
+from streaminfer.streams.features import records
 from streaminfer.streams.features.faust_app import make_app
 from streaminfer.streams.features.settings import FeatureSettings
 from streaminfer.streams.features.sink import FeastWriter, FeatureSink
@@ -46,6 +48,7 @@ def run_worker(
     registry = CollectorRegistry()
     server, url = serve_metrics(metrics_host, metrics_port, registry) if metrics_host else (None, None)
     sink = FeatureSink(kafka, settings, FeastWriter(store, settings), FeatureSinkMetrics(registry))
+    FeatureAppMetrics(registry, skipped=lambda: {kind: records.SKIPPED[kind] for kind in records.SKIP_KINDS})
     app = make_app(kafka, topics, settings)
 
     @app.task
