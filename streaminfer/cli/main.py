@@ -14,6 +14,7 @@ import typer
 from rich.progress import Progress
 
 from streaminfer.cli import models as model_commands
+from streaminfer.cli.acls import acls_command
 from streaminfer.cli.alerts import alerts_app
 from streaminfer.cli.common import (
     BootstrapOpt,
@@ -346,6 +347,7 @@ app.add_typer(features_app, name="features")
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(topics_app, name="topics")
 app.add_typer(deadletters_app, name="deadletters")
+app.command("acls")(acls_command)
 app.command("monitor")(monitor_command)
 
 

@@ -61,9 +61,13 @@ def app_settings(
     )
 
 
-async def send(bootstrap: str, topic: str, records: list[Record]) -> Ends:
-    """Produce ``records``; returns where each partition they went to ends now."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+async def send(bootstrap: str | KafkaSettings, topic: str, records: list[Record]) -> Ends:
+    """Produce ``records``; returns where each partition they went to ends now. Given settings
+    rather than an address, the producer is built from them (a secured broker's, say)."""
+    if isinstance(bootstrap, KafkaSettings):
+        producer = KafkaClients(bootstrap).producer(linger_ms=5)
+    else:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     try:
         futures = [await producer.send(topic, value=v, key=k, headers=hs) for k, v, hs in records]
@@ -126,12 +130,17 @@ class Collector:
     """Reads predictions and dead letters from the start of their topics, without a group;
     ``isolation_level="read_committed"`` reads them as a downstream consumer of exactly-once does."""
 
-    def __init__(self, bootstrap: str, topics: TopicSettings, isolation_level: str = "read_uncommitted") -> None:
+    def __init__(self, bootstrap: str | KafkaSettings, topics: TopicSettings, isolation_level: str = "read_uncommitted") -> None:
         self._topics = topics
-        self._consumer = AIOKafkaConsumer(
-            topics.predictions, topics.deadletter, bootstrap_servers=bootstrap,
-            group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=20, isolation_level=isolation_level,
-        )
+        if isinstance(bootstrap, KafkaSettings):  # a secured broker's settings, say
+            self._consumer = KafkaClients(bootstrap).consumer(
+                topics.predictions, topics.deadletter, group_id=None, fetch_max_wait_ms=20,
+                isolation_level=isolation_level)
+        else:
+            self._consumer = AIOKafkaConsumer(
+                topics.predictions, topics.deadletter, bootstrap_servers=bootstrap,
+                group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=20, isolation_level=isolation_level,
+            )
         self.collected = Collected()
 
     async def __aenter__(self) -> Collector:

@@ -1,0 +1,130 @@
+"""The system on a secured Apache Kafka: SASL_SSL with SCRAM-SHA-512, mutual TLS, OAUTHBEARER,
+and ACLs that grant each principal what ``streaminfer acls`` lists and nothing more."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from streaminfer.acls import component_access, kafka_acls_script, select
+from streaminfer.demo.model import demo_data
+from streaminfer.settings import AppSettings
+from streaminfer.streams.clients import ensure_topics
+from streaminfer.streams.settings import KafkaSettings, TopicSettings
+from streaminfer.streams.topics import Topology
+from tests.integration.test_pipeline import demo_records
+from tests.support.harness import Collector, app_settings, send, started
+from tests.support.kafka_jvm import _java, ensure_kafka_jars
+from tests.support.secured_kafka import ScramUser, SecuredKafkaBroker
+
+APP = ScramUser("app", f"app-{uuid.uuid4().hex}")
+STRANGER = ScramUser("stranger", f"stranger-{uuid.uuid4().hex}")
+COUNT = 300
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory):
+    broker = SecuredKafkaBroker(tmp_path_factory.mktemp("secured-kafka"), [APP, STRANGER]).start()
+    yield broker
+    broker.stop()
+
+
+def scram(broker: SecuredKafkaBroker, user: ScramUser, **extra) -> KafkaSettings:
+    return KafkaSettings(
+        bootstrap=broker.address("SCRAM"), security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+        sasl_username=user.name, sasl_password=user.password, ssl_ca_file=broker.ca.cert,
+        group_id=f"g-{uuid.uuid4().hex[:6]}", **extra)
+
+
+def mtls(broker: SecuredKafkaBroker, principal: str) -> KafkaSettings:
+    identity = broker.client_identity(principal)
+    return KafkaSettings(bootstrap=broker.address("MTLS"), security_protocol="SSL", ssl_ca_file=broker.ca.cert,
+                         ssl_cert_file=identity.cert, ssl_key_file=identity.key, group_id=f"g-{uuid.uuid4().hex[:6]}")
+
+
+def oauth(broker: SecuredKafkaBroker, principal: str) -> KafkaSettings:
+    return KafkaSettings(
+        bootstrap=broker.address("OAUTH"), security_protocol="SASL_SSL", sasl_mechanism="OAUTHBEARER",
+        ssl_ca_file=broker.ca.cert, group_id=f"g-{uuid.uuid4().hex[:6]}",
+        oauth={"token_provider": "streaminfer.streams.security.tokens:UnsecuredJwsTokens", "client_id": principal})
+
+
+def fresh_topics() -> TopicSettings:
+    suffix = uuid.uuid4().hex[:6]
+    return TopicSettings(requests=f"req-{suffix}", predictions=f"pred-{suffix}", deadletter=f"dlq-{suffix}",
+                         shadow=f"shadow-{suffix}", partitions=2)
+
+
+def grant(broker: SecuredKafkaBroker, principal: str, settings: AppSettings, components: list[str]) -> None:
+    """Apply the generated kafka-acls script, as an operator would, with Kafka's own tool."""
+    script = broker.work_dir / f"acls-{uuid.uuid4().hex[:6]}.sh"
+    script.write_text(kafka_acls_script(principal, select(component_access(settings), components)))
+    kafka_acls = broker.work_dir / "kafka-acls.sh"  # what a Kafka installation's bin/ has
+    kafka_acls.write_text("#!/usr/bin/env bash\nexec " + " ".join(
+        shlex.quote(arg) for arg in [*_java(ensure_kafka_jars()), "org.apache.kafka.tools.AclCommand"]) + ' "$@"\n')
+    kafka_acls.chmod(0o755)
+    result = subprocess.run(["bash", str(script)], check=False, capture_output=True, text=True, timeout=300, env={
+        **os.environ, "KAFKA_ACLS": str(kafka_acls), "BOOTSTRAP": broker.address("SCRAM"),
+        "ADMIN_CONFIG": str(broker.admin_command_config())})
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+
+
+async def create_topics_as_admin(broker: SecuredKafkaBroker, settings: AppSettings) -> None:
+    admin = scram(broker, broker.admin)
+    system = Topology(settings.topics, settings.monitor.topics, settings.alerting.topics, settings.features)
+    await ensure_topics(admin, system.all())
+
+
+@pytest.mark.parametrize("login", ["scram", "mtls", "oauth"])
+async def test_a_principal_with_exactly_the_listed_acls_runs_the_pipeline(secured, login, model_repo, ray_dashboard):
+    principal = f"{login}-{uuid.uuid4().hex[:6]}"
+    user = ScramUser(principal, "")  # only for the name: SCRAM logs in as APP below
+    kafka = {"scram": lambda: scram(secured, APP), "mtls": lambda: mtls(secured, user.name),
+             "oauth": lambda: oauth(secured, user.name)}[login]()
+    principal = APP.name if login == "scram" else user.name
+    topics = fresh_topics()
+    settings = app_settings(kafka, topics, model_repo, consumers=1)
+    await create_topics_as_admin(secured, settings)
+    grant(secured, f"User:{principal}", settings, ["pipeline", "clients"])
+
+    rows = demo_data().x_test
+    app = await started(settings)
+    try:
+        async with Collector(kafka, topics) as collector:
+            records = [*demo_records(rows, COUNT, "ok"), (b"bad", b"not json", [])]
+            sent = await send(kafka, topics.requests, records)
+            collected = await collector.caught_up(kafka, sent)
+    finally:
+        await app.stop()
+    assert set(collected.ids(collected.predictions)) == {f"ok-{n}" for n in range(COUNT)}
+    assert len(collected.dead_letters) == 1
+
+
+def test_a_wrong_password_is_one_line_and_exit_2(secured):
+    env = {**os.environ, "STREAMINFER_KAFKA__BOOTSTRAP": secured.address("SCRAM"),
+           "STREAMINFER_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "STREAMINFER_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+           "STREAMINFER_KAFKA__SASL_USERNAME": APP.name, "STREAMINFER_KAFKA__SASL_PASSWORD": "wrong-" + APP.password,
+           "STREAMINFER_KAFKA__SSL_CA_FILE": str(secured.ca.cert)}
+    result = subprocess.run([sys.executable, "-m", "streaminfer.cli", "tail", "--limit", "1"], check=False, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refused SCRAM-SHA-512 login as 'app'" in lines[0], result.stderr
+    assert APP.password not in result.stderr + result.stdout
+
+
+def test_an_untrusted_broker_certificate_is_one_line_and_exit_2(secured, tmp_path: Path):
+    env = {**os.environ, "STREAMINFER_KAFKA__BOOTSTRAP": secured.address("SCRAM"),
+           "STREAMINFER_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "STREAMINFER_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+           "STREAMINFER_KAFKA__SASL_USERNAME": APP.name, "STREAMINFER_KAFKA__SASL_PASSWORD": APP.password}
+    result = subprocess.run([sys.executable, "-m", "streaminfer.cli", "tail", "--limit", "1"], check=False, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not trusted" in lines[0] and "ssl_ca_file" in lines[0], result.stderr
