@@ -66,9 +66,10 @@ async def test_notifications_raised_while_the_webhook_receiver_is_down_are_all_d
 
 @pytest.mark.parametrize("guarantee", GUARANTEES)
 async def test_requests_during_an_online_store_outage_are_predicted_or_replayed_into_a_prediction(guarantee, env):
-    report = await feature_store_outage(env, OUTAGE, guarantee)
-    kept(report)
-    assert report.dead_lettered > 0, "the outage was seen: some requests became retriable dead letters"
+    """How many become dead letters depends on timing (a refused read takes Feast's Redis client
+    3 to 9 s of retries; in exactly-once a batch held past the transaction timeout is aborted and
+    read again once the store is back): the ledger counts only predictions, after one replay."""
+    kept(await feature_store_outage(env, OUTAGE, guarantee))
 
 
 async def test_the_feature_sink_writes_every_row_streamed_during_an_online_store_outage(env):
