@@ -312,3 +312,76 @@ def test_enrichment_adds_an_entity_s_online_features_and_dead_letters_a_missing_
 def test_a_feature_worker_killed_mid_stream_and_restarted_neither_loses_nor_double_counts(restarted: Outcome):
     assert matches(restarted.online, expected_online(restarted.sent, restarted.scores, restarted.settings))
     assert_point_in_time(restarted)
+
+
+def same_partition_ids(prefix: str, partitions: int) -> tuple[str, str]:
+    """Two request ids the default partitioner puts on one partition: every hop of the app keys
+    by request id or by their shared entity, so the first one's records precede the second's
+    everywhere, and the second's features being written means the first's were handled before."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitioner, every = DefaultPartitioner(), list(range(partitions))
+    by_partition: dict[int, list[str]] = {}
+    for n in range(1000):
+        request_id = f"{prefix}-{n}"
+        ids = by_partition.setdefault(partitioner(request_id.encode(), every, every), [])
+        ids.append(request_id)
+        if len(ids) == 2:
+            return ids[0], ids[1]
+    raise AssertionError("no two ids on one partition")
+
+
+def synthetic_pair(request_id: str, entity: str, ts_ms: int, score: float) -> list[tuple[str, bytes, bytes, list, int]]:
+    """A request naming ``entity`` and its prediction, as (topic kind, key, value, headers, time)."""
+    from streaminfer.schemas.codec import Prediction, ResponseTensor, encode
+
+    key = request_id.encode()
+    body = request_body(request_id, "input", np.array([[1.0]], dtype=np.float32), parameters={"entity_id": entity})
+    prediction = encode(Prediction(request_id, "m", "1", [ResponseTensor("probabilities", [1, 2], "FP64", [1 - score, score])]))
+    return [("requests", key, body, [(h.REQUEST_ID, key)], ts_ms), ("predictions", key, prediction, [], ts_ms)]
+
+
+async def produce_in_transaction(bootstrap: str, topics: TopicSettings, records: list, commit: bool) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"tx-{uuid.uuid4().hex[:8]}")
+    await producer.start()
+    try:
+        await producer.begin_transaction()
+        for kind, key, value, headers, ts in records:
+            topic = topics.requests if kind == "requests" else topics.predictions
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers, timestamp_ms=ts, partition=0)
+        await (producer.commit_transaction() if commit else producer.abort_transaction())
+    finally:
+        await producer.stop()
+
+
+def test_a_read_committed_feature_worker_counts_committed_requests_and_not_aborted_ones(apache_kafka, tmp_path):
+    """What the pipeline answers in exactly-once mode reaches the worker in transactions: an
+    aborted one (a zombie's, a failed commit's) must count for nothing."""
+    settings = feature_settings(tmp_path, "sqlite", None)
+    init_repository(settings)
+    suffix = settings.app_id.rsplit("-", 1)[1]
+    topics = TopicSettings(requests=f"requests-{suffix}", predictions=f"predictions-{suffix}", deadletter=f"deadletter-{suffix}")
+    kafka = KafkaSettings(bootstrap=apache_kafka.bootstrap, group_id=f"test-{suffix}", isolation_level="read_committed",
+                          session_timeout_ms=6000, heartbeat_interval_ms=500, rebalance_timeout_ms=6000)
+    aborted, committed = same_partition_ids(suffix, topics.partitions)
+    entity, now = f"customer-{suffix}", int(time.time() * 1000)
+
+    async def scenario() -> dict[str, Any]:
+        from streaminfer.streams.features.worker import prepare_topics
+
+        await prepare_topics(kafka, topics, settings)
+        await produce_in_transaction(apache_kafka.bootstrap, topics, synthetic_pair(aborted, entity, now - 2_000, 0.1), commit=False)
+        await produce_in_transaction(apache_kafka.bootstrap, topics, synthetic_pair(committed, entity, now - 1_000, 0.75), commit=True)
+        with FeatureWorker(kafka, topics, settings, tmp_path / "worker.log"):
+            log = await logged(settings, 1)
+            assert set(log["request_id"]) == {committed}
+            reader, deadline = OnlineFeatures(settings), time.monotonic() + 60
+            while (got := await asyncio.to_thread(reader.read, [entity], stats_features(settings)))[entity]["requests_60s"] is None:
+                assert time.monotonic() < deadline, "the committed request's features never reached the online store"
+                await asyncio.sleep(0.5)
+            return got[entity]
+
+    assert asyncio.run(scenario()) == {"requests_60s": 1, "mean_score_60s": pytest.approx(0.75),
+                                       "requests_300s": 1, "mean_score_300s": pytest.approx(0.75)}
