@@ -78,6 +78,12 @@ class PipelineMetrics:
             registry=registry,
         )
         self.broker_connected.set(1)
+        self.partitions_fenced = Counter(
+            "streaminfer_partitions_fenced",
+            "Exactly-once: input partitions this consumer gave up because another member had taken over "
+            "their transactional ids (it was paused or cut off past its session); it rejoins the group.",
+            registry=registry,
+        )
 
 
 class ActorMetrics:

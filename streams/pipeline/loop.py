@@ -92,6 +92,8 @@ class Pipeline:
         self._lag_total: int | None = None
         self._health = HealthWindow(label, settings.health_interval_s, clock)
         self._disconnected_at: float | None = None
+        self._listener = _DrainOnRevoke(self)
+        self._rejoin_wanted = asyncio.Event()  # exactly-once: a partition was fenced outside a rebalance
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -109,12 +111,14 @@ class Pipeline:
         self._consumer = self._clients.consumer()
         await start_client(self._producer, self._kafka.bootstrap)
         if self._settings.guarantee == "exactly_once":
-            self._delivery = TransactionalDelivery(self._clients, self._consumer, self._tracker)
+            self._delivery = TransactionalDelivery(self._clients, self._consumer, self._tracker, self._broker_connected,
+                                                   self._stopping, fenced=self._fenced,
+                                                   patience_s=self._kafka.request_timeout_ms / 1000)
         else:
             self._delivery = AtLeastOnceDelivery(self._producer, self._consumer, self._tracker,
                                                  self._broker_connected, self._stopping,
                                                  patience_s=self._kafka.request_timeout_ms / 1000)
-        self._consumer.subscribe([self._topics.requests], listener=_DrainOnRevoke(self))
+        self._consumer.subscribe([self._topics.requests], listener=self._listener)
         await start_client(self._consumer, self._kafka.bootstrap)
         self._tasks = [
             self._watch(asyncio.create_task(self._consume_loop(), name="consume")),
@@ -215,6 +219,13 @@ class Pipeline:
             log.warning("broker %s disconnected: predictions and commits wait and are retried until it is back",
                         self._kafka.bootstrap)
 
+    def _fenced(self, rejoin: bool) -> None:
+        """Exactly-once: a partition was given up to the member that took over its transactional id;
+        outside a rebalance, ask the group for a fresh assignment (at the commit loop's next turn)."""
+        self._metrics.partitions_fenced.inc()
+        if rejoin:
+            self._rejoin_wanted.set()
+
     def _fail(self, exc: BaseException | None) -> None:
         if self._failure is None:
             self._failure = exc
@@ -271,6 +282,9 @@ class Pipeline:
             await self._clock.sleep(interval)
             if self._failure is None:
                 await self._delivery.commit()
+            if self._rejoin_wanted.is_set() and self._consumer is not None:  # the group reassigns what we own
+                self._rejoin_wanted.clear()
+                self._consumer.subscribe([self._topics.requests], listener=self._listener)
             self._metrics.pending_records.set(self._tracker.pending_count())
             self._export_lag()
             if self._health.due():
@@ -427,6 +441,7 @@ class _DrainOnRevoke(ConsumerRebalanceListener):
         pipeline = self._pipeline
         if pipeline._delivery is None or pipeline._failure is not None:
             return
+        pipeline._rejoin_wanted.clear()  # this assignment is the fresh one a fenced member asked for
         try:
             await pipeline._delivery.assigned(assigned)
         except Exception as exc:  # noqa: BLE001 - aiokafka would log a listener's error and go on: stop instead

@@ -15,19 +15,31 @@ before KIP-447: one transactional producer per owned input partition, with the i
 ``<group>-<topic>-<partition>``. Whoever is assigned a partition initialises that id first, which
 aborts any transaction a former owner left open and bumps the epoch, so the former owner (paused
 past its session, or the previous incarnation of a restarted actor) gets ``ProducerFenced`` or
-``InvalidProducerEpoch`` at its next send or commit. That member raises ``ProducerFencedOut`` and
-stops without committing anything. The committed offsets are read again after the ids are
-initialised (``seek_to_committed``), so an aborted zombie transaction is never read as committed.
+``InvalidProducerEpoch`` at its next send or commit. That member commits nothing more for the
+partition: it drops what it held of it (the owner answers those records) and asks to rejoin the
+group (``fenced``), as Kafka Streams does with a migrated task; a partition the group gives it again
+is taken over afresh. The committed offsets are read after the ids are initialised, so an aborted
+zombie transaction is never read as committed, and the partition is positioned there and owned in
+one step: ``getmany`` hands out records of a new assignment while the listener still runs, and a
+record dropped as "not owned yet" after its partition was positioned would be skipped for good.
 Ids derived from a member's whole assignment would not fence (a new owner with a different set of
 partitions uses another id); one id per member would not either (the new owner is a different
 member). The cost: a producer per owned partition, so size ``topics.partitions`` with that in mind.
+
+A broker outage: a transaction whose sends fail with a retriable error is aborted and done again
+with the same outputs and offsets once the broker answers; a commit waits for the broker however
+long it is away. ``connected`` hears ``False`` when a try fails or takes over ``patience_s``, and
+``True`` once one succeeds. Outputs are acknowledged before the transaction is committed: aiokafka
+would otherwise commit a transaction whose batch expired unsent (its leader unknown), with the
+offsets but without those outputs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
@@ -39,11 +51,13 @@ from aiokafka.errors import (
 )
 
 from streaminfer.streams.clients import KafkaClients
-from streaminfer.streams.errors import BrokerUnreachable, DeliveryFailed, ProducerFencedOut, TransactionsUnsupported
+from streaminfer.streams.errors import BrokerUnreachable, DeliveryFailed, TransactionsUnsupported
 from streaminfer.streams.offsets import OffsetTracker
+from streaminfer.streams.pipeline.delivery import RETRY_BACKOFF_S, is_retriable
 from streaminfer.streams.pipeline.outgoing import Outgoing
 from streaminfer.streams.pipeline.sending import BatchSender
 
+log = logging.getLogger(__name__)
 FENCED = (ProducerFenced, InvalidProducerEpoch, TransactionalIdAuthorizationFailed)
 
 
@@ -52,7 +66,7 @@ def transactional_id(group_id: str, tp: TopicPartition) -> str:
 
 
 class _Partition:
-    """The transactional producer of one owned input partition, and its outputs not yet sent."""
+    """The transactional producer of one owned input partition, and its outputs not yet committed."""
 
     __slots__ = ("held", "producer", "sender", "tid")
 
@@ -60,49 +74,80 @@ class _Partition:
         self.tid, self.producer, self.sender = tid, producer, BatchSender(producer)
         self.held: list[Outgoing] = []
 
-    def take_before(self, offset: int) -> list[Outgoing]:
+    def before(self, offset: int) -> list[Outgoing]:
         """The held outputs of records before ``offset``, in their records' order."""
-        taken = [out for out in self.held if out.source_offset < offset]
+        return sorted((out for out in self.held if out.source_offset < offset), key=lambda out: out.source_offset)
+
+    def drop_before(self, offset: int) -> None:
+        """Forget what a committed transaction carried."""
         self.held = [out for out in self.held if out.source_offset >= offset]
-        taken.sort(key=lambda out: out.source_offset)
-        return taken
 
 
 class TransactionalDelivery:
     """Outputs become visible to ``read_committed`` readers exactly when their offsets commit."""
 
-    def __init__(self, clients: KafkaClients, consumer: AIOKafkaConsumer, tracker: OffsetTracker,
-                 init_timeout_s: float = 30.0, commit_timeout_s: float | None = None) -> None:
-        """``commit_timeout_s``: the longest one transaction may take to commit (twice the
-        request timeout unless given); past it the member stops as on a failed transaction,
-        instead of holding back what ``read_committed`` readers see for ever."""
+    def __init__(
+        self,
+        clients: KafkaClients,
+        consumer: AIOKafkaConsumer,
+        tracker: OffsetTracker,
+        connected: Callable[[bool], None] = lambda up: None,
+        stopping: asyncio.Event | None = None,
+        fenced: Callable[[bool], None] = lambda rejoin: None,
+        init_timeout_s: float = 30.0,
+        backoff_s: tuple[float, float] = RETRY_BACKOFF_S,
+        patience_s: float | None = None,
+    ) -> None:
+        """``connected`` and ``stopping`` as in ``AtLeastOnceDelivery``; ``fenced`` hears of each
+        partition given up to another member, with ``True`` when this member should rejoin the
+        group (not during a revoke: that rebalance is the rejoin); ``patience_s``: how long a try
+        may take before the broker counts as away (the request timeout unless given)."""
         self._clients = clients
         self._consumer = consumer
         self._tracker = tracker
+        self._connected = connected
+        self._stopping = stopping
+        self._fenced = fenced
         self._group_id = clients.kafka.group_id
         self._init_timeout_s = init_timeout_s
-        self._commit_timeout_s = commit_timeout_s or 2 * clients.kafka.request_timeout_ms / 1000
+        self._backoff_s = backoff_s
+        self._patience_s = patience_s or clients.kafka.request_timeout_ms / 1000
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._owned: set[TopicPartition] = set()
         self._lock = asyncio.Lock()
-        self._fenced: ProducerFencedOut | None = None
+        self._away = False
+        self.fenced = 0
+        """Partitions this member gave up because another member had taken over their ids."""
 
     # ownership -----------------------------------------------------------------------------
 
     async def assigned(self, partitions: Sequence[TopicPartition]) -> None:
-        """Take over each partition's transactional id (fencing any former owner), then read the
-        committed offsets again: a transaction the former owner left open is aborted by now."""
-        new = [tp for tp in partitions if tp not in self._partitions]
+        """Take over each partition's transactional id (fencing any former owner), read the
+        committed offsets (a transaction the former owner left open is aborted by now), then
+        position the partitions there and own them with no ``await`` in between."""
+        taking = [tp for tp in partitions if tp not in self._owned]
+        new = [tp for tp in taking if tp not in self._partitions]
         if new:
             opened = await asyncio.gather(*(self._open(tp) for tp in new))
             self._partitions.update(zip(new, opened))
-            await self._consumer.seek_to_committed(*new)
+        starts = await self._starts(taking) if taking else {}
+        for tp, offset in starts.items():
+            self._consumer.seek(tp, offset)
         self._owned.update(partitions)
+
+    async def _starts(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where the group goes on in each partition: its committed offset, else the beginning
+        (the consumers start at the earliest offset)."""
+        committed = await asyncio.gather(*(self._consumer.committed(tp) for tp in partitions))
+        missing = [tp for tp, offset in zip(partitions, committed) if offset is None or offset < 0]
+        beginning = await self._consumer.beginning_offsets(missing) if missing else {}
+        return {tp: beginning.get(tp, offset) for tp, offset in zip(partitions, committed)}
 
     def owns(self, tp: TopicPartition) -> bool:
         """Records of a partition being revoked are not taken: the revoke drains and commits
         what was taken before it began, and a batch taken after would be answered by this member
-        in its next generation and by the partition's next reader (its offsets are not committed)."""
+        in its next generation and by the partition's next reader (its offsets are not committed).
+        Records of a partition not owned yet are not taken either: ``assigned`` positions it."""
         return tp in self._owned
 
     def revoking(self, partitions: Sequence[TopicPartition]) -> None:
@@ -119,6 +164,21 @@ class TransactionalDelivery:
         await init_transactional(producer, self._clients.kafka.bootstrap, self._init_timeout_s)
         return _Partition(tid, producer)
 
+    async def _lose(self, tp: TopicPartition, exc: BaseException) -> None:
+        """Fenced: another member initialised this partition's id, so it owns the partition now."""
+        part = self._partitions.pop(tp, None)
+        owned = tp in self._owned  # not during a revoke: the rebalance under way is the rejoin
+        self._owned.discard(tp)
+        self._tracker.forget([tp])
+        self.fenced += 1
+        log.warning("%s-%d fenced (%s): another member took over its transactional id; %d outputs not "
+                    "committed are dropped (its owner answers them) and this member rejoins the group",
+                    tp.topic, tp.partition, type(exc).__name__, len(part.held) if part else 0)
+        if part is not None:
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(part.producer.stop(), self._patience_s)
+        self._fenced(owned)
+
     async def close(self) -> None:
         parts, self._partitions = list(self._partitions.values()), {}
         await asyncio.gather(*(part.producer.stop() for part in parts), return_exceptions=True)
@@ -126,11 +186,9 @@ class TransactionalDelivery:
     # the Delivery calls --------------------------------------------------------------------
 
     async def deliver(self, batch: Sequence[Outgoing]) -> None:
-        if self._fenced is not None:
-            raise self._fenced
         for out in batch:
             part = self._partitions.get(out.source)
-            if part is None:  # revoked while the batch ran: the new owner answers it
+            if part is None:  # revoked or fenced while the batch ran: the new owner answers it
                 continue
             part.held.append(out)
             if not out.mirror:
@@ -138,42 +196,79 @@ class TransactionalDelivery:
 
     async def commit(self) -> None:
         async with self._lock:
-            if self._fenced is not None:
-                raise self._fenced
             offsets = {tp: offset for tp, offset in self._tracker.committable().items() if tp in self._partitions}
             if not offsets:
                 return
             results = await asyncio.gather(
-                *(self._commit_partition(self._partitions[tp], tp, offset) for tp, offset in offsets.items()),
-                return_exceptions=True,
+                *(self._commit_partition(tp, offset) for tp, offset in offsets.items()), return_exceptions=True
             )
-            self._tracker.mark_committed({tp: off for (tp, off), res in zip(offsets.items(), results) if res is None})
+            self._tracker.mark_committed({tp: off for (tp, off), res in zip(offsets.items(), results) if res is True})
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
 
-    async def _commit_partition(self, part: _Partition, tp: TopicPartition, offset: int) -> None:
-        records = part.take_before(offset)
-        producer = part.producer
+    async def _commit_partition(self, tp: TopicPartition, offset: int) -> bool:
+        """True once committed; False if the partition was fenced (and given up)."""
+        part = self._partitions[tp]
+        records = part.before(offset)
         try:
-            await asyncio.wait_for(self._transact(part, records, tp, offset), self._commit_timeout_s)
+            await self._until_committed(part, records, tp, offset)
         except FENCED as exc:
-            self._fenced = ProducerFencedOut(part.tid)
-            raise self._fenced from exc
-        except (KafkaError, asyncio.TimeoutError) as exc:
-            with contextlib.suppress(KafkaError, asyncio.TimeoutError):
-                await asyncio.wait_for(producer.abort_transaction(), self._commit_timeout_s)
+            await self._lose(tp, exc)
+            return False
+        except (KafkaError, AssertionError) as exc:  # aiokafka asserts its transaction states
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(part.producer.abort_transaction(), self._patience_s)
             raise DeliveryFailed(
-                f"transaction of {len(records)} records and {tp.topic}-{tp.partition}@{offset} aborted: {exc!r}"
+                f"transaction of {len(records)} records and {tp.topic}-{tp.partition}@{offset} failed: {exc!r}"
             ) from exc
+        part.drop_before(offset)
+        return True
+
+    async def _until_committed(self, part: _Partition, records: list[Outgoing], tp: TopicPartition, offset: int) -> None:
+        """One transaction, done again after an abort while the broker is away or electing leaders."""
+        backoff, longest = self._backoff_s
+        while True:
+            try:
+                await self._patiently(self._transact(part, records, tp, offset))
+                return
+            except FENCED:
+                raise
+            except KafkaError as exc:
+                if not is_retriable(exc) or (self._stopping is not None and self._stopping.is_set()):
+                    raise
+                self._broker(up=False)
+            await self._patiently(part.producer.abort_transaction())
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, longest)
 
     async def _transact(self, part: _Partition, records: list[Outgoing], tp: TopicPartition, offset: int) -> None:
         producer = part.producer
         await producer.begin_transaction()
         futures = await part.sender.send(records) if records else []
         await producer.send_offsets_to_transaction({tp: offset}, self._group_id)
+        acks = await asyncio.gather(*futures, return_exceptions=True)
+        failed = next((ack for ack in acks if isinstance(ack, BaseException)), None)
+        if failed is not None:
+            raise failed
         await producer.commit_transaction()
-        await asyncio.gather(*futures)
+
+    async def _patiently(self, step: Awaitable[None]) -> None:
+        """Await ``step``; one that takes over ``patience_s`` counts as the broker being away."""
+        task = asyncio.ensure_future(step)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self._patience_s)
+            if not done:
+                self._broker(up=False)
+            await task
+        finally:
+            task.cancel()
+        self._broker(up=True)
+
+    def _broker(self, up: bool) -> None:
+        if up == self._away:
+            self._away = not up
+            self._connected(up)
 
 
 async def init_transactional(producer: AIOKafkaProducer, bootstrap: str, timeout_s: float) -> None:

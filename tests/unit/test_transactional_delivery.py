@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaTimeoutError, ProducerFenced
+from aiokafka.errors import KafkaTimeoutError, ProducerFenced, UnsupportedVersionError
 
 from streaminfer.streams.clients import KafkaClients
-from streaminfer.streams.errors import DeliveryFailed, ProducerFencedOut
+from streaminfer.streams.errors import DeliveryFailed
 from streaminfer.streams.offsets import OffsetTracker
 from streaminfer.streams.pipeline.outgoing import Outgoing
 from streaminfer.streams.pipeline.transactional import TransactionalDelivery
@@ -31,14 +31,16 @@ class _Builder:
 
 
 class TransactionalProducer:
-    """Keeps what each committed transaction held; ``fail`` is raised by the next commit."""
+    """Keeps what each committed transaction held; ``fail`` is raised by the next commit, once;
+    ``unacknowledged`` fails the next transaction's sends; a commit takes ``delay_s``."""
 
     def __init__(self, transactional_id: str) -> None:
         self.transactional_id = transactional_id
         self.committed: list[tuple[list[bytes | None], dict[TopicPartition, int]]] = []
         self.aborted = 0
         self.fail: Exception | None = None
-        self.hang = False
+        self.unacknowledged: Exception | None = None
+        self.delay_s = 0.0
         self._open: tuple[list[bytes | None], dict[TopicPartition, int]] | None = None
 
     async def start(self) -> None:
@@ -57,7 +59,10 @@ class TransactionalProducer:
         assert self._open is not None, "sent outside a transaction"
         self._open[0].extend(builder.values)
         done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
+        if self.unacknowledged is not None:
+            done.set_exception(self.unacknowledged)
+        else:
+            done.set_result(None)
         return done
 
     async def begin_transaction(self) -> None:
@@ -68,10 +73,10 @@ class TransactionalProducer:
         self._open[1].update(offsets)
 
     async def commit_transaction(self) -> None:
-        if self.hang:
-            await asyncio.Event().wait()
+        await asyncio.sleep(self.delay_s)
         if self.fail is not None:
-            raise self.fail
+            failure, self.fail = self.fail, None
+            raise failure
         assert self._open is not None
         self.committed.append(self._open)
         self._open = None
@@ -79,6 +84,7 @@ class TransactionalProducer:
     async def abort_transaction(self) -> None:
         self._open = None
         self.aborted += 1
+        self.unacknowledged = None
 
 
 class Clients(KafkaClients):
@@ -92,16 +98,33 @@ class Clients(KafkaClients):
 
 
 class Consumer:
-    async def seek_to_committed(self, *partitions: TopicPartition) -> None:
-        return None
+    """The group's committed offsets and the log starts; remembers where partitions were sought."""
+
+    def __init__(self, committed: dict[TopicPartition, int] | None = None) -> None:
+        self.offsets = committed or {}
+        self.sought: dict[TopicPartition, int] = {}
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self.offsets.get(tp)
+
+    async def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, 0)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.sought[tp] = offset
 
 
 def answer(tp: TopicPartition, offset: int) -> Outgoing:
     return Outgoing("predictions", None, f"{tp.partition}@{offset}".encode(), [], tp, offset)
 
 
-async def delivery_with(tracker: OffsetTracker, clients: Clients, *partitions: TopicPartition) -> TransactionalDelivery:
-    delivery = TransactionalDelivery(clients, Consumer(), tracker, commit_timeout_s=0.05)  # type: ignore[arg-type]
+async def delivery_with(tracker: OffsetTracker, clients: Clients, *partitions: TopicPartition,
+                        heard: list[object] | None = None) -> TransactionalDelivery:
+    """``heard`` collects what the delivery says: the broker away (False) or back (True), a
+    partition fenced (("fenced", rejoin))."""
+    heard = heard if heard is not None else []
+    delivery = TransactionalDelivery(clients, Consumer(), tracker, connected=heard.append,  # type: ignore[arg-type]
+                                     fenced=lambda rejoin: heard.append(("fenced", rejoin)), backoff_s=(0.001, 0.001), patience_s=0.05)
     await delivery.assigned(list(partitions))
     return delivery
 
@@ -129,48 +152,99 @@ async def test_outputs_after_a_gap_wait_for_the_transaction_that_commits_their_o
     ]
 
 
-async def test_a_fenced_member_commits_nothing_and_refuses_further_batches():
-    tracker, clients = OffsetTracker(), Clients()
-    delivery = await delivery_with(tracker, clients, TP)
-    producer = clients.producers["g-requests-0"]
-    producer.fail = ProducerFenced()
+async def test_a_fenced_partition_commits_nothing_is_given_up_and_the_member_asks_to_rejoin():
+    tracker, clients, heard = OffsetTracker(), Clients(), []
+    delivery = await delivery_with(tracker, clients, TP, OTHER, heard=heard)
+    fenced, other = clients.producers["g-requests-0"], clients.producers["g-requests-1"]
+    fenced.fail = ProducerFenced()
+    for tp in (TP, OTHER):
+        tracker.track(tp, 0)
+        await delivery.deliver([answer(tp, 0)])
+
+    await delivery.commit()
+    await delivery.deliver([answer(TP, 1)])
+
+    assert fenced.committed == [] and other.committed == [([b"1@0"], {OTHER: 1})]
+    assert (delivery.owns(TP), delivery.owns(OTHER), delivery.fenced) == (False, True, 1)
+    assert heard == [("fenced", True)]
+    assert tracker.committable() == {}, "nothing is left to commit for the fenced partition"
+
+
+async def test_a_partition_fenced_while_it_is_revoked_does_not_ask_for_another_rejoin():
+    tracker, clients, heard = OffsetTracker(), Clients(), []
+    delivery = await delivery_with(tracker, clients, TP, heard=heard)
+    clients.producers["g-requests-0"].fail = ProducerFenced()
     tracker.track(TP, 0)
     await delivery.deliver([answer(TP, 0)])
+    delivery.revoking([TP])
 
-    with pytest.raises(ProducerFencedOut, match="g-requests-0"):
-        await delivery.commit()
-    with pytest.raises(ProducerFencedOut):
-        await delivery.deliver([answer(TP, 0)])
-    assert producer.committed == []
-    assert tracker.committable() == {TP: 1}, "the offset was not marked committed"
+    await delivery.commit()
+
+    assert (delivery.fenced, heard) == (1, [("fenced", False)])
 
 
-async def test_a_transaction_the_broker_fails_is_aborted_and_its_offsets_stay_uncommitted():
-    tracker, clients = OffsetTracker(), Clients()
-    delivery = await delivery_with(tracker, clients, TP)
+async def test_a_transaction_the_broker_fails_for_now_is_aborted_and_done_again_with_the_same_outputs():
+    tracker, clients, heard = OffsetTracker(), Clients(), []
+    delivery = await delivery_with(tracker, clients, TP, heard=heard)
     producer = clients.producers["g-requests-0"]
     producer.fail = KafkaTimeoutError()
     tracker.track(TP, 0)
     await delivery.deliver([answer(TP, 0)])
 
-    with pytest.raises(DeliveryFailed):
-        await delivery.commit()
-    assert (producer.committed, producer.aborted) == ([], 1)
-    assert tracker.committable() == {TP: 1}
+    await delivery.commit()
+
+    assert (producer.committed, producer.aborted) == ([([b"0@0"], {TP: 1})], 1)
+    assert heard == [False, True]
+    assert tracker.committable() == {}
 
 
-async def test_a_transaction_that_never_commits_fails_the_delivery_instead_of_holding_readers_back():
+async def test_outputs_the_broker_did_not_acknowledge_are_never_committed_without_them():
     tracker, clients = OffsetTracker(), Clients()
     delivery = await delivery_with(tracker, clients, TP)
     producer = clients.producers["g-requests-0"]
-    producer.hang = True
+    producer.unacknowledged = KafkaTimeoutError()  # a batch that expired unsent
     tracker.track(TP, 0)
     await delivery.deliver([answer(TP, 0)])
 
-    with pytest.raises(DeliveryFailed, match="TimeoutError"):
+    await delivery.commit()
+
+    assert (producer.committed, producer.aborted) == ([([b"0@0"], {TP: 1})], 1)
+
+
+async def test_a_transaction_failing_for_good_is_aborted_and_its_offsets_stay_uncommitted():
+    tracker, clients = OffsetTracker(), Clients()
+    delivery = await delivery_with(tracker, clients, TP)
+    producer = clients.producers["g-requests-0"]
+    producer.fail = UnsupportedVersionError()
+    tracker.track(TP, 0)
+    await delivery.deliver([answer(TP, 0)])
+
+    with pytest.raises(DeliveryFailed, match="UnsupportedVersionError"):
         await delivery.commit()
     assert (producer.committed, producer.aborted) == ([], 1)
     assert tracker.committable() == {TP: 1}
+
+
+async def test_a_commit_waiting_past_the_patience_reports_the_broker_away_and_back():
+    tracker, clients, heard = OffsetTracker(), Clients(), []
+    delivery = await delivery_with(tracker, clients, TP, heard=heard)
+    producer = clients.producers["g-requests-0"]
+    producer.delay_s = 0.2
+    tracker.track(TP, 0)
+    await delivery.deliver([answer(TP, 0)])
+
+    await delivery.commit()
+
+    assert producer.committed == [([b"0@0"], {TP: 1})]
+    assert heard == [False, True]
+
+
+async def test_assigned_partitions_are_positioned_at_their_committed_offset_or_the_beginning():
+    consumer = Consumer(committed={TP: 7})
+    delivery = TransactionalDelivery(Clients(), consumer, OffsetTracker())  # type: ignore[arg-type]
+    await delivery.assigned([TP, OTHER])
+    assert consumer.sought == {TP: 7, OTHER: 0}
+    assert delivery.owns(TP) and delivery.owns(OTHER)
 
 
 async def test_records_of_a_partition_being_revoked_are_not_taken():
