@@ -104,13 +104,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "integration" in Path(str(item.fspath)).parts:
             item.add_marker(pytest.mark.integration)
-    if os.environ.get("STREAMINFER_TEST_UNSETTLED") != "1":
-        # Known to fail now and then (see the marker's description); kept runnable on demand,
-        # out of the default run until the cause is found, so they cannot pass for settled.
-        unsettled = [item for item in items if item.get_closest_marker("unsettled") is not None]
-        if unsettled:
-            config.hook.pytest_deselected(items=unsettled)
-            items[:] = [item for item in items if item.get_closest_marker("unsettled") is None]
     if os.environ.get("STREAMINFER_TEST_ALL_BROKERS") == "1":
         return
     kept, deselected = [], []
