@@ -24,6 +24,7 @@ from typing import cast
 
 import ray
 from prometheus_client import CollectorRegistry
+from ray.exceptions import RayTaskError
 
 from streaminfer.actors.consumer import ConsumerActor
 from streaminfer.actors.service import (
@@ -37,6 +38,7 @@ from streaminfer.monitoring.alerting.config import load_config
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.process import tune_gc_for_streaming
 from streaminfer.running import ConsumerGroupApp, DriverApp, RunningApp
+from streaminfer.schemas.errors import StreamInferError
 from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import KafkaClients, check_reachable, ensure_topics
 from streaminfer.streams.features.settings import FeatureSettings
@@ -197,7 +199,12 @@ async def _start_consumer_group(app: ConsumerGroupApp) -> None:
             _absolute_features(settings),
         )
         app.handles.append(cast("ray.actor.ActorHandle", handle))  # Ray's stubs type .remote() as handle or class
-    app.actors = list(await asyncio.gather(*(h.ensure_started.remote() for h in app.handles)))
+    try:
+        app.actors = list(await asyncio.gather(*(h.ensure_started.remote() for h in app.handles)))
+    except RayTaskError as exc:
+        if isinstance(exc.cause, StreamInferError):  # one line for the user, not the actor's traceback
+            raise exc.cause from None
+        raise
     await app.wait_until_assigned()
 
 

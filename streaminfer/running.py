@@ -22,9 +22,12 @@ from streaminfer.errors import PortInUse
 from streaminfer.monitoring.observability.discovery import ScrapeTarget, write_targets
 from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
 from streaminfer.monitoring.observability.metrics import ActorMetrics
+from streaminfer.schemas.errors import StreamInferError
 from streaminfer.settings import AppSettings
 from streaminfer.streams.pipeline.loop import Pipeline
+from streaminfer.streams.security.authorization import pipeline_refusal
 from streaminfer.supervision import ActorWatcher, Sighting
+from streaminfer.topology import topology
 from streaminfer.workers.routing.served import ServedModels
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,8 @@ class RunningApp(ABC):
     """What the monitor, alerting and experiment actors last said about themselves, by name."""
     supervisor: asyncio.Task[None] | None = None
     failure: str | None = None
+    failure_error: StreamInferError | None = None
+    """The failure as a project error, when it is one a user can fix (a missing ACL)."""
     _watcher: ActorWatcher | None = None
     _endpoints: dict[str, tuple[str, str]] = field(default_factory=dict)
     _side_failures: dict[str, str] = field(default_factory=dict)
@@ -157,8 +162,15 @@ class DriverApp(RunningApp):
     pipeline: Pipeline | None = None
 
     async def wait(self) -> None:
+        """Until the pipeline stops; a missing ACL is raised as the error that names it."""
         assert self.pipeline is not None
-        await self.pipeline.wait()
+        try:
+            await self.pipeline.wait()
+        except Exception as exc:
+            refusal = pipeline_refusal(exc, self.settings.kafka, topology(self.settings).pipeline)
+            if refusal is None:
+                raise
+            raise refusal from exc
 
     async def stop(self) -> None:
         await self._stop_observability()
@@ -196,6 +208,7 @@ class ConsumerGroupApp(RunningApp):
                 continue
             if state.get("failed"):
                 self.failure = f"consumer {state['label']} stopped: {state['failed']}"
+                self.failure_error = state.get("not_authorized") or self.failure_error
             self._endpoint(name, state.get("metrics_url"), "consumer")
             sightings.append(Sighting(name, "consumer", int(state["pid"])))
         return sightings
@@ -220,8 +233,12 @@ class ConsumerGroupApp(RunningApp):
         log.warning("consumer group did not settle within %.0f s; continuing", timeout_s)
 
     async def wait(self) -> None:
+        """Until the pipeline stops; raises why. A missing ACL is raised as the project error
+        that names it, which the command line prints in one line (exit 2)."""
         assert self.supervisor is not None
         await self.supervisor
+        if self.failure_error is not None:
+            raise self.failure_error
         if self.failure:
             raise RuntimeError(self.failure)
 

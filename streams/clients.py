@@ -10,13 +10,24 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
 
 from streaminfer.streams.errors import BrokerUnreachable, TopicsMissing
 from streaminfer.streams.security.diagnosis import diagnose
 from streaminfer.streams.security.options import client_options
 from streaminfer.streams.settings import KafkaSettings
 from streaminfer.streams.topics import TopicSpec
+
+AUTHORIZATION_ERRORS = (TopicAuthorizationFailedError, GroupAuthorizationFailedError,
+                        TransactionalIdAuthorizationFailed, ClusterAuthorizationFailedError)
 
 
 class SettingsGroup(enum.Enum):
@@ -111,6 +122,8 @@ async def start_client(client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdm
         await client.start()
     except KafkaConnectionError as exc:
         raise BrokerUnreachable(bootstrap) from exc
+    except AUTHORIZATION_ERRORS:
+        raise  # reachable, but refused: the caller knows which ACL that is (streams.security.authorization)
     except KafkaError as exc:
         raise BrokerUnreachable(bootstrap, type(exc).__name__) from exc
 

@@ -20,9 +20,11 @@ from prometheus_client import CollectorRegistry
 from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.process import tune_gc_for_streaming
+from streaminfer.streams.errors import KafkaNotAuthorized
 from streaminfer.streams.features.settings import FeatureSettings
 from streaminfer.streams.pipeline.enrichment import feast_enricher
 from streaminfer.streams.pipeline.loop import Pipeline
+from streaminfer.streams.security.authorization import pipeline_refusal
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from streaminfer.workers.execution.local import LocalPool
 from streaminfer.workers.models.repository import ModelRepository
@@ -75,7 +77,12 @@ class ConsumerActor:
                 self._kafka, self._topics, self._pipeline_settings, models, PipelineMetrics(registry), label=self.label,
                 enricher=feast_enricher(self._features) if self._features is not None else None,
             )
-            await pipeline.start()
+            try:
+                await pipeline.start()
+            except Exception as exc:
+                if (refusal := self._refusal(exc)) is not None:
+                    raise refusal from None
+                raise
             self._models, self._pipeline = models, pipeline
         return await self.describe()
 
@@ -94,7 +101,12 @@ class ConsumerActor:
             "batch_sizes": pipeline.batch_sizes() if pipeline else [],
             "pauses": pipeline.pauses if pipeline else 0,
             "failed": repr(pipeline.failure) if pipeline and pipeline.failure else None,
+            "not_authorized": self._refusal(pipeline.failure) if pipeline and pipeline.failure else None,
         }
+
+    def _refusal(self, failure: BaseException) -> KafkaNotAuthorized | None:
+        """A failure that is a missing ACL, as the error that names it (it pickles to the driver)."""
+        return pipeline_refusal(failure, self._kafka, self._topics)
 
     async def stop(self) -> None:
         pipeline, self._pipeline = self._pipeline, None

@@ -3,6 +3,7 @@ and ACLs that grant each principal what ``streaminfer acls`` lists and nothing m
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import subprocess
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from streaminfer.acls import component_access, kafka_acls_script, select
+from streaminfer.acls import ComponentAccess, component_access, kafka_acls_script, select
 from streaminfer.demo.model import demo_data
 from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import ensure_topics
+from streaminfer.streams.errors import KafkaNotAuthorized
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
 from streaminfer.streams.topics import Topology
 from tests.integration.test_pipeline import demo_records
@@ -61,10 +63,11 @@ def fresh_topics() -> TopicSettings:
                          shadow=f"shadow-{suffix}", partitions=2)
 
 
-def grant(broker: SecuredKafkaBroker, principal: str, settings: AppSettings, components: list[str]) -> None:
+def grant(broker: SecuredKafkaBroker, principal: str, settings: AppSettings, components: list[str],
+          extra: list[ComponentAccess] = ()) -> None:  # type: ignore[assignment]
     """Apply the generated kafka-acls script, as an operator would, with Kafka's own tool."""
     script = broker.work_dir / f"acls-{uuid.uuid4().hex[:6]}.sh"
-    script.write_text(kafka_acls_script(principal, select(component_access(settings), components)))
+    script.write_text(kafka_acls_script(principal, [*select(component_access(settings), components), *extra]))
     kafka_acls = broker.work_dir / "kafka-acls.sh"  # what a Kafka installation's bin/ has
     kafka_acls.write_text("#!/usr/bin/env bash\nexec " + " ".join(
         shlex.quote(arg) for arg in [*_java(ensure_kafka_jars()), "org.apache.kafka.tools.AclCommand"]) + ' "$@"\n')
@@ -104,6 +107,36 @@ async def test_a_principal_with_exactly_the_listed_acls_runs_the_pipeline(secure
         await app.stop()
     assert set(collected.ids(collected.predictions)) == {f"ok-{n}" for n in range(COUNT)}
     assert len(collected.dead_letters) == 1
+
+
+@pytest.mark.parametrize(("missing", "says"), [
+    (("topic", "predictions", "Write"), "may not Write topic 'pred-"),
+    (("group", None, "Read"), "may not Read group 'g-"),
+])
+async def test_a_principal_missing_one_acl_is_told_which_resource_and_operation(
+    secured, missing, says, model_repo, ray_dashboard
+):
+    user = ScramUser(f"partial-{uuid.uuid4().hex[:6]}", "")
+    kafka = mtls(secured, user.name)
+    topics = fresh_topics()
+    settings = app_settings(kafka, topics, model_repo, consumers=1)
+    await create_topics_as_admin(secured, settings)
+    kind, field, _operation = missing
+    (entry,) = select(component_access(settings), ["pipeline"])
+    dropped = getattr(topics, field) if field else kafka.group_id
+    kept = [g for g in entry.grants if not (g.resource_type == kind and g.name == dropped)]
+    assert len(kept) == len(entry.grants) - 1
+    grant(secured, f"User:{user.name}", settings, [], extra=[ComponentAccess("partial", "", tuple(kept))])
+
+    app = None
+    with pytest.raises(KafkaNotAuthorized) as caught:
+        app = await started(settings)
+        await send(scram(secured, secured.admin), topics.requests, demo_records(demo_data().x_test, 10, "ok"))
+        await asyncio.wait_for(app.wait(), 120)
+    if app is not None:
+        await app.stop()
+    assert says in str(caught.value)
+    assert str(caught.value).count("\n") == 0
 
 
 def test_a_wrong_password_is_one_line_and_exit_2(secured):

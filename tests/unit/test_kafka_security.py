@@ -214,3 +214,19 @@ def test_a_reader_without_a_group_joins_none_and_the_default_is_the_settings_gro
     assert clients.consumer("t").options["group_id"] == "pipeline"
     assert clients.consumer("t", group_id=None).options["group_id"] is None
     assert clients.consumer("t", group_id="sink").options["group_id"] == "sink"
+
+
+def test_an_authorization_failure_names_the_missing_acl_from_what_the_component_reads_and_writes():
+    from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
+
+    from streaminfer.streams.security.authorization import not_authorized
+
+    where = {"reads": ["req"], "writes": ["pred", "dlq"], "group": "g", "principal": "User:app"}
+    wrapped = RuntimeError("delivery failed")
+    wrapped.__cause__ = TopicAuthorizationFailedError({"pred"})
+    refusal = not_authorized(wrapped, **where)
+    assert refusal is not None and (refusal.resource_type, refusal.resource, refusal.operation) == ("topic", "pred", "Write")
+    assert str(refusal).startswith("principal User:app may not Write topic 'pred'")
+    assert not_authorized(TopicAuthorizationFailedError("req"), **where).operation == "Read"
+    assert not_authorized(GroupAuthorizationFailedError("g"), **where).resource == "g"
+    assert not_authorized(ValueError("other"), **where) is None
