@@ -61,6 +61,7 @@ from streaminfer.streams.features.stall import (
     source_offsets,
 )
 from streaminfer.streams.features.store import window_spec
+from streaminfer.streams.security.options import faust_credentials
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
 
 
@@ -156,6 +157,7 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
         fetch_max_wait_ms=max(kafka.fetch_max_wait_ms, 10),
         isolation_level=kafka.isolation_level,
         broker=f"kafka://{kafka.bootstrap}",
+        broker_credentials=faust_credentials(kafka),  # the same TLS and SASL as every other client
         store="memory://",
         autodiscover=False,
         web_enabled=False,
