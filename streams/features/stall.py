@@ -17,7 +17,13 @@ partition's offsets and where every task waits, and the process replaces itself 
 run of the same command, as a liveness probe would have it restarted: a fresh process reads
 from the committed offsets again. (Redoing Faust's end-of-recovery steps in place, resuming and
 seeking the source partitions, was tried and never got a stuck worker going.) Records read
-again are harmless: the join and the aggregates recognise requests they already hold.
+again are harmless: every step of the app gives the same outputs when replayed
+(``streams.features.faust_app``).
+
+The watch is also what turns a dropped record into a replay rather than a loss: Faust's fetch
+loop hands a record to its stream only if its flow is not stopped first, and moves its read
+offset on either way; the app's consumer never commits past such a record
+(``faust_app.head_handled``), so its partition's commits stop, and this watch restarts.
 """
 
 from __future__ import annotations
