@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import os
 import re
 import time
 import uuid
+from collections.abc import Mapping
+
+from pydantic import SecretStr
 
 from streaminfer.monitoring.alerting.config import AlertConfigError, AlertingConfig, load_config, parse_matcher
 from streaminfer.monitoring.alerting.delivery_metrics import DeliveryMetrics
@@ -40,9 +44,13 @@ class AlertingPair:
     run` and the ``alerting`` actor run. Either one failing fails the pair, so the actor shell
     replaces both (each resumes from its checkpoint or committed offsets)."""
 
-    def __init__(self, settings: AppSettings, metrics: DeliveryMetrics | None = None) -> None:
+    def __init__(self, settings: AppSettings, metrics: DeliveryMetrics | None = None,
+                 secrets: Mapping[str, SecretStr] | None = None) -> None:
+        """``secrets``: the receivers' signing keys by variable name, when this process's
+        environment does not hold them (the ``alerting`` actor gets them from the driver)."""
         self._settings = settings
         self._metrics = metrics
+        self._secrets = secrets
         self.config: AlertingConfig | None = None
         self.receivers: list[ReceiverConfig] = []
         self.service: AlertingService | None = None
@@ -53,7 +61,9 @@ class AlertingPair:
         settings = self._settings
         if settings.alerting.rules_file is None:
             raise AlertConfigError("no alerting rules file: pass --rules FILE (see infra/alerts/rules.yml)")
-        self.config, self.receivers = load_config(settings.alerting.rules_file)
+        environ = None if self._secrets is None else {
+            **os.environ, **{name: secret.get_secret_value() for name, secret in self._secrets.items()}}
+        self.config, self.receivers = load_config(settings.alerting.rules_file, environ)
         if settings.alerting.check_receivers:
             await check_receivers(self.receivers)
         service = AlertingService(settings.kafka, self.config, settings.monitor.topics, settings.alerting,

@@ -24,6 +24,7 @@ from typing import cast
 
 import ray
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 from ray.exceptions import RayTaskError
 
 from streaminfer.actors.consumer import ConsumerActor
@@ -138,11 +139,9 @@ def _metrics_host(settings: AppSettings) -> str | None:
     return settings.metrics.host if settings.metrics.port is not None else None
 
 
-def _start_service(settings: AppSettings, build: ServiceBuilder, env: dict[str, str] | None = None) -> ray.actor.ActorHandle:
+def _start_service(settings: AppSettings, build: ServiceBuilder) -> ray.actor.ActorHandle:
     """A side service in its own actor, named after it; Ray restarts the process if it dies."""
     options: dict[str, object] = {"name": build.label, "namespace": settings.pool.namespace, "max_restarts": -1, "num_cpus": 0}
-    if env:
-        options["runtime_env"] = {"env_vars": env}
     handle = ray.remote(ServiceActor).options(**options).remote(build, _metrics_host(settings))
     return cast("ray.actor.ActorHandle", handle)  # Ray's stubs type .remote() as handle or class
 
@@ -172,13 +171,14 @@ def _start_alerting(settings: AppSettings) -> ray.actor.ActorHandle:
     """The rules file is read here first, so a bad one fails `run` in one line before any actor."""
     assert settings.alerting.rules_file is not None
     config, _receivers = load_config(settings.alerting.rules_file)
-    # the receivers' secrets reach the actor's process as environment, as they reached ours
-    secrets = {entry.secret_env: os.environ[entry.secret_env] for entry in config.receivers}
+    # the receivers' secrets travel inside the (pickled) builder, never as runtime_env variables,
+    # which the Ray dashboard shows
+    secrets = {entry.secret_env: SecretStr(os.environ[entry.secret_env]) for entry in config.receivers}
     absolute = settings.model_copy(update={"alerting": settings.alerting.model_copy(update={
         "rules_file": settings.alerting.rules_file.resolve(),
         "checkpoint_dir": settings.alerting.checkpoint_dir.resolve(),
     })})
-    return _start_service(settings, AlertingBuilder(absolute), env=secrets)
+    return _start_service(settings, AlertingBuilder(absolute, secrets))
 
 
 async def _start_consumer_group(app: ConsumerGroupApp) -> None:

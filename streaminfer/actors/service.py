@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
 from streaminfer.monitoring.settings import ExperimentSettings, MonitorSettings, MonitorTopics
@@ -156,14 +157,18 @@ class ExperimentsBuilder:
 
 @dataclass(frozen=True)
 class AlertingBuilder:
-    """The rules consumer and the webhook delivery, together (``alerting_service``). The
-    receivers' secrets are not in ``settings``: they reach the actor as environment variables."""
+    """The rules consumer and the webhook delivery, together (``alerting_service``).
+
+    The receivers' signing keys travel here, pickled with the builder, as ``SecretStr``: not as
+    the actor's ``runtime_env`` variables, which the Ray dashboard's actor API shows to anyone
+    who can open it."""
 
     settings: AppSettings
+    secrets: dict[str, SecretStr] = field(default_factory=dict)
     label: str = "alerting"
 
     def __call__(self, registry: CollectorRegistry) -> Service:
         from streaminfer.alerting_service import AlertingPair
         from streaminfer.monitoring.alerting.delivery_metrics import DeliveryMetrics
 
-        return AlertingPair(self.settings, DeliveryMetrics(registry))
+        return AlertingPair(self.settings, DeliveryMetrics(registry), secrets=self.secrets)

@@ -4,6 +4,7 @@ and ACLs that grant each principal what ``streaminfer acls`` lists and nothing m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import subprocess
@@ -11,7 +12,9 @@ import sys
 import uuid
 from pathlib import Path
 
+import aiohttp
 import pytest
+import ray
 
 from streaminfer.acls import ComponentAccess, component_access, kafka_acls_script, select
 from streaminfer.demo.model import demo_data
@@ -161,3 +164,58 @@ def test_an_untrusted_broker_certificate_is_one_line_and_exit_2(secured, tmp_pat
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "is not trusted" in lines[0] and "ssl_ca_file" in lines[0], result.stderr
+
+
+def _files_holding(root: Path, secrets: list[str]) -> list[str]:
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                data = path.read_bytes()
+                found += [f"{path}: {secret[:6]}..." for secret in secrets if secret.encode() in data]
+    return found
+
+
+async def test_the_whole_system_over_sasl_ssl_with_the_listed_acls_alerts_and_leaks_no_secret(
+    secured, model_repo, ray_dashboard, tmp_path, monkeypatch
+):
+    """`run --alerts` as a principal holding the pipeline's, monitor's and alerting's ACLs:
+    drifting requests in, a signed webhook out; then no secret it was given (the SASL password,
+    the webhook's HMAC key) is in a log line, a file it wrote, a metrics endpoint, or what the
+    Ray dashboard shows of its actors."""
+    from tests.integration.test_alerting import SECRET as HOOK_SECRET
+    from tests.integration.test_alerting import SHIFTED, Stack, rules_file, statuses
+    from tests.support.receiver import WebhookReceiver
+
+    kafka = scram(secured, APP)
+    monkeypatch.setenv("TEST_TEAM_SECRET", HOOK_SECRET)
+    async with WebhookReceiver(HOOK_SECRET) as receiver:
+        stack = Stack(kafka, tmp_path, model_repo, rules_file(tmp_path, receiver.url))
+        settings = app_settings(kafka, stack.topics, model_repo, monitor=stack.monitor_settings, consumers=1,
+                                metrics={"port": 0, "targets_file": tmp_path / "targets.json"})
+        settings = settings.model_copy(update={"alerting": stack.alerting.model_copy(
+            update={"rules_file": rules_file(tmp_path, receiver.url)})})
+        await create_topics_as_admin(secured, settings)
+        grant(secured, f"User:{APP.name}", settings, ["pipeline", "monitor", "alerting", "clients"])
+        app = await started(settings)
+        try:
+            stack.topics = settings.topics
+            await stack.send_drifting_requests()
+            await receiver.until(lambda r: {f for f, s in statuses(r) if s == "firing"} >= set(SHIFTED), timeout_s=120)
+            shown = {url: await _get(url) for url in [
+                *app.metrics_urls, f"{ray_dashboard}/api/v0/actors?detail=1", f"{ray_dashboard}/api/v0/tasks?detail=1"]}
+        finally:
+            await app.stop()
+    assert all(r.signature_valid for r in receiver.received)
+
+    secrets = [APP.password, HOOK_SECRET]
+    for url, body in shown.items():
+        assert not [s for s in secrets if s in body], f"a secret is shown at {url}"
+    session = Path(ray._private.worker._global_node.get_session_dir_path())  # the session's logs
+    assert _files_holding(session / "logs", secrets) == []
+    assert _files_holding(tmp_path, secrets) == []  # checkpoints, reports, targets, the rules file
+
+
+async def _get(url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(url, timeout=aiohttp.ClientTimeout(total=30)) as response:
+        return await response.text()
