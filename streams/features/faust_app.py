@@ -35,6 +35,7 @@ restart loop (``tests/benchmarks/feature_kill_loop.py``) measures the result on 
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, cast
 
@@ -63,6 +64,8 @@ from streaminfer.streams.features.stall import (
 from streaminfer.streams.features.store import window_spec
 from streaminfer.streams.security.options import faust_credentials
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
+
+logger = logging.getLogger(__name__)
 
 
 def raw() -> faust.Schema:
@@ -124,6 +127,11 @@ class _QuickFetchConsumer(faust_aiokafka.Consumer):
         if acked and start is not None:
             app = cast("FeatureApp", self.app)
             if not head_handled(start, min(acked), app.isolation_level == "read_committed"):
+                held = self.__dict__.setdefault("_held_at", {})
+                if held.get(tp) != start:  # once per partition and offset
+                    held[tp] = start
+                    logger.warning("feature worker: %s/%d offset %d not handled while later ones were; commits "
+                                "there wait for it (a stall restart reads it again)", tp.topic, tp.partition, start)
                 return None
         return super()._new_offset(tp)
 
