@@ -192,6 +192,8 @@ async def iteration(broker: ApacheKafkaBroker, redis: RedisServer, store: str, n
         text = (tmp / "worker.log").read_text(errors="replace")
         outcome.stall_restarts = text.count("feature worker stuck; restarting")
         outcome.held_commits = text.count("commits there wait for it")
+        if outcome.stall_restarts or outcome.held_commits:  # kept for reading, like a failure's
+            (work / f"held-{store}-{n}-worker.log").write_text(text)
         await delete_topics(broker.bootstrap, [topics.requests, topics.predictions, topics.deadletter,
                                                *settings.topics.all(), *settings.changelog_topics()])
         shutil.rmtree(tmp, ignore_errors=True)
