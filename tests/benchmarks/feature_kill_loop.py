@@ -90,14 +90,19 @@ def synthetic_stream(run: str, seed: int) -> tuple[list[tuple[str, str, int, flo
 
 
 async def produce(bootstrap: str, topics: TopicSettings, groups: list[list[tuple]], pace_s: float) -> None:
+    """Each request and then its prediction, ``pace_s`` apart (0: all at once)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, acks="all")
     await producer.start()
     try:
+        sent = []
         for group in groups:
             for topic, key, value, headers, ts in group:
                 name = topics.requests if topic == "requests" else topics.predictions
-                await producer.send_and_wait(name, value=value, key=key, headers=headers, timestamp_ms=ts)
-            await asyncio.sleep(pace_s)
+                sent.append(await producer.send(name, value=value, key=key, headers=headers, timestamp_ms=ts))
+            if pace_s:
+                await asyncio.gather(*sent)
+                await asyncio.sleep(pace_s)
+        await asyncio.gather(*sent)
     finally:
         await producer.stop()
 
@@ -152,7 +157,8 @@ async def where_lost(bootstrap: str, settings: FeatureSettings, missing: set[str
             f"{on_joinable}, {len(missing & scored)} on {settings.topics.scored}, {len(missing & log)} on {settings.topics.log}")
 
 
-async def iteration(broker: ApacheKafkaBroker, redis: RedisServer, store: str, n: int, work: Path, seed: int) -> Outcome:
+async def iteration(broker: ApacheKafkaBroker, redis: RedisServer, store: str, n: int, work: Path, seed: int,
+                    backlog: bool) -> Outcome:
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(dir=work))
     settings = feature_settings(tmp, store, redis if store == "redis" else None)
@@ -164,12 +170,14 @@ async def iteration(broker: ApacheKafkaBroker, redis: RedisServer, store: str, n
     init_repository(settings)
     await prepare_topics(kafka, topics, settings)
     sent, groups = synthetic_stream(suffix, seed)
+    if backlog:
+        await produce(broker.bootstrap, topics, groups, 0)
     worker = FeatureWorker(kafka, topics, settings, tmp / "worker.log").start()
     outcome = Outcome(store, n, False, 0.0)
     try:
-        producing = asyncio.create_task(produce(broker.bootstrap, topics, groups, PACE_S))
+        producing = asyncio.create_task(produce(broker.bootstrap, topics, [] if backlog else groups, PACE_S))
         await wait_for_some_rows(settings)
-        await asyncio.sleep(random.Random(seed).uniform(0, 1.5))
+        await asyncio.sleep(random.Random(seed).uniform(0, 0.5 if backlog else 1.5))
         worker.kill()  # SIGKILL, mid-stream
         worker.start()
         await producing
@@ -212,9 +220,11 @@ async def delete_topics(bootstrap: str, names: list[str]) -> None:
         await admin.close()
 
 
-def tally(outcomes: list[Outcome], command: str) -> str:
+def tally(outcomes: list[Outcome], command: str, backlog: bool) -> str:
+    stream = ("produced before the worker starts (a backlog)" if backlog
+              else f"produced over ~{REQUESTS * PACE_S:.0f} s while the worker runs")
     lines = ["# Feature worker: killed mid-stream and restarted, in a loop", "", f"Command: `{command}`", "",
-             f"Apache Kafka broker from the Maven jars, {REQUESTS} requests per iteration over ~{REQUESTS * PACE_S:.0f} s, "
+             f"Apache Kafka broker from the Maven jars, {REQUESTS} requests per iteration {stream}, "
              f"{len(ENTITIES)} entities, one SIGKILL per iteration at a random moment after the first features were "
              "written, restarted at once; pass: online features equal the stream's aggregates and the prediction log "
              "holds every request.", "", "| store | runs | passed | failed | consecutive passes at the end | runs with a stall restart "
@@ -251,18 +261,18 @@ async def main(args: argparse.Namespace) -> int:
             task = progress.add_task("kill and restart", total=args.runs * len(stores))
             for n in range(args.runs):
                 for store in stores:
-                    outcome = await iteration(broker, redis, store, n, work, seed=args.seed + n)
+                    outcome = await iteration(broker, redis, store, n, work, seed=args.seed + n, backlog=args.backlog)
                     outcomes.append(outcome)
                     failed = Counter(o.store for o in outcomes if not o.passed)
                     progress.update(task, advance=1, description=f"kill and restart ({dict(failed) or 'no failures'})")
                     if not outcome.passed:
                         progress.console.print(f"[red]{store} #{n} failed[/red]: " + "; ".join(outcome.differed))
                     if args.out:
-                        args.out.write_text(tally(outcomes, command))
+                        args.out.write_text(tally(outcomes, command, args.backlog))
     finally:
         redis.stop()
         broker.stop()
-    console.print(tally(outcomes, command))
+    console.print(tally(outcomes, command, args.backlog))
     console.print(f"worker logs of failed iterations: {work}")
     return 0 if all(o.passed for o in outcomes) else 1
 
@@ -272,5 +282,8 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=100, help="iterations per store")
     parser.add_argument("--stores", default="sqlite,redis")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--backlog", action="store_true",
+                        help="produce the whole stream before the worker starts and kill it while it works through "
+                             "the backlog (far more in flight at the kill than at the stream's pace)")
     parser.add_argument("--out", type=Path, default=None, help="write the tally (markdown) here after every iteration")
     sys.exit(asyncio.run(main(parser.parse_args())))
