@@ -8,6 +8,8 @@ Listeners (all on loopback), each a way managed clusters are reached:
 - ``MTLS``: SSL with client certificates required (MSK's and Aiven's mutual TLS).
 - ``OAUTH``: SASL_SSL with OAUTHBEARER and Kafka's built-in development validator, which takes
   unsigned JWS tokens (a real identity provider is not reachable here).
+- ``PLAIN``: PLAINTEXT, principal ``User:ANONYMOUS``, for measuring what security costs on the
+  same broker (it holds no ACL unless one is granted).
 - ``INTERNAL`` and ``CONTROLLER``: the node talking to itself, over mutual TLS as ``broker``.
 
 ``StandardAuthorizer`` with ``allow.everyone.if.no.acl.found=false``: a principal may do only what
@@ -36,17 +38,17 @@ from tests.support.kafka_jvm import BrokerStartError, _java, ensure_kafka_jars
 
 START_TIMEOUT_S = 120.0
 ADMIN = "admin"
-LISTENERS = ("INTERNAL", "CONTROLLER", "SCRAM", "MTLS", "OAUTH")
+LISTENERS = ("INTERNAL", "CONTROLLER", "SCRAM", "MTLS", "OAUTH", "PLAIN")
 
 _PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{CONTROLLER}
-listeners=INTERNAL://{INTERNAL},CONTROLLER://{CONTROLLER},SCRAM://{SCRAM},MTLS://{MTLS},OAUTH://{OAUTH}
-advertised.listeners=INTERNAL://{INTERNAL},SCRAM://{SCRAM},MTLS://{MTLS},OAUTH://{OAUTH}
+listeners=INTERNAL://{INTERNAL},CONTROLLER://{CONTROLLER},SCRAM://{SCRAM},MTLS://{MTLS},OAUTH://{OAUTH},PLAIN://{PLAIN}
+advertised.listeners=INTERNAL://{INTERNAL},SCRAM://{SCRAM},MTLS://{MTLS},OAUTH://{OAUTH},PLAIN://{PLAIN}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=INTERNAL
-listener.security.protocol.map=INTERNAL:SSL,CONTROLLER:SSL,SCRAM:SASL_SSL,MTLS:SSL,OAUTH:SASL_SSL
+listener.security.protocol.map=INTERNAL:SSL,CONTROLLER:SSL,SCRAM:SASL_SSL,MTLS:SSL,OAUTH:SASL_SSL,PLAIN:PLAINTEXT
 ssl.keystore.type=PEM
 ssl.keystore.location={keystore}
 ssl.truststore.type=PEM
