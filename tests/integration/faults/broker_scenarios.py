@@ -10,7 +10,7 @@ mid-stream, and returns the ledger (``tests.integration.faults.ledger``):
 
 Mid-stream means: once a quarter of the requests are answered, with the feed still sending. The
 feed keeps its rate through the fault. ``recover_s`` runs from the moment the fault is in place
-(the process tree dead, the broker down) until the first answer produced after it is read
+(the process tree dead, the broker down) until the first answer the broker appended after it
 (``ledger.RECOVERY``); for ``broker_down`` it includes the ``DOWN_S``.
 The pytest tests (test_broker_faults.py) run these at CI size, tests/benchmarks/fault_scale.py
 at 100,000 requests and more.
@@ -23,17 +23,17 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streaminfer.streams.clients import ensure_topic_names
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
 from tests.integration.faults.ledger import Guarantee, LedgerReport
 from tests.integration.faults.run_process import RunProcess
-from tests.integration.faults.traffic import Feed, Watch
+from tests.integration.faults.traffic import OUTPUT_TOPIC_CONFIGS, Feed, Watch
 from tests.support.kafka_jvm import ApacheKafkaBroker, ApacheKafkaCluster
 
+T = TypeVar("T")
 DOWN_S = 10.0
 PARTITIONS = 4
 FAULT_AT = 0.25
@@ -134,6 +134,19 @@ async def cluster_broker_killed(
         await asyncio.to_thread(cluster.stop if own else cluster.start)
 
 
+async def _create_topics(bootstrap: str, topics: TopicSettings, replication: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([
+            NewTopic(topics.requests, PARTITIONS, replication),
+            *(NewTopic(name, PARTITIONS, replication, topic_configs=OUTPUT_TOPIC_CONFIGS)
+              for name in (topics.predictions, topics.deadletter)),
+        ])
+    finally:
+        await admin.close()
+
+
 async def _leader(bootstrap: str, topic: str) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -153,7 +166,7 @@ async def _scenario(
     suffix = uuid.uuid4().hex[:8]
     topics = TopicSettings(requests=f"requests-{suffix}", predictions=f"predictions-{suffix}", deadletter=f"deadletter-{suffix}")
     kafka = KafkaSettings(bootstrap=bootstrap, group_id=f"faults-{suffix}")
-    await ensure_topic_names(kafka, [topics.requests, topics.predictions, topics.deadletter], PARTITIONS, replication)
+    await _create_topics(bootstrap, topics, replication)
     run = RunProcess(bootstrap, topics, place.model_repo, guarantee, kafka.group_id, place.scratch("run"))
     await asyncio.to_thread(run.start)
     stream_s = count / rate_per_s
@@ -164,12 +177,23 @@ async def _scenario(
                 await watch.until(lambda c: c.total >= count * FAULT_AT, stream_s + 120, "answers to flow")
                 run.check_running()
                 await fault(run, watch)
-                sent = await feed.finish(stream_s + 180)
+                sent = await _while_running(run, feed.finish(stream_s + 180))
             finally:
                 await feed.stop()
-            run.check_running()
-            report = await watch.report(name, guarantee, kafka, feed, sent, timeout_s=300)
-            run.check_running()
-            return report
+            return await _while_running(run, watch.report(name, guarantee, kafka, feed, sent, timeout_s=300))
     finally:
         await asyncio.to_thread(run.stop)
+
+
+async def _while_running(run: RunProcess, step: Awaitable[T]) -> T:
+    """``step``'s result; ``RunFailed`` at once if ``run`` exits meanwhile (a fault it did not ride
+    out), instead of waiting for answers that will not come."""
+    task = asyncio.ensure_future(step)
+    try:
+        while not task.done():
+            run.check_running()
+            await asyncio.wait({task}, timeout=0.5)
+        return task.result()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -24,7 +24,7 @@ from tests.support.harness import Collected
 
 Guarantee = Literal["at_least_once", "exactly_once"]
 GUARANTEES: tuple[Guarantee, ...] = ("at_least_once", "exactly_once")
-RECOVERY = "seconds from the moment the fault is in place until the first answer produced after it is read"
+RECOVERY = "seconds from the moment the fault is in place until the broker appends the first answer after it"
 """What ``recover_s`` measures, in the words the reports print (``traffic.Watch`` times it so)."""
 EXAMPLES = 5
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber
 from aiokafka.structs import RecordMetadata
 
 from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME, demo_data
@@ -33,16 +33,20 @@ class Feed:
     """Sends ``count`` demo requests at ``rate_per_s``, ids ``{prefix}-{n}``, while faults happen."""
 
     def __init__(self, bootstrap: str, topic: str, count: int, rate_per_s: float, prefix: str) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, linger_ms=5, request_timeout_ms=SEND_TIMEOUT_MS, enable_idempotence=True
-        )
-        self._topic, self._count, self._rate, self._prefix = topic, count, rate_per_s, prefix
+        self._bootstrap, self._topic, self._count, self._rate, self._prefix = bootstrap, topic, count, rate_per_s, prefix
+        self._producer = self._new_producer()
         self._rows = demo_data().x_test
         self._pending: set[asyncio.Future] = set()
         self._task: asyncio.Task[None] | None = None
+        self._stale = False
         self.acknowledged: dict[str, RecordMetadata] = {}
         self.unconfirmed: set[str] = set()
         self.done = asyncio.Event()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap, linger_ms=5, request_timeout_ms=SEND_TIMEOUT_MS, enable_idempotence=True
+        )
 
     async def start(self) -> Feed:
         await self._producer.start()
@@ -51,13 +55,26 @@ class Feed:
         return self
 
     async def _run(self) -> None:
+        """Attempts keep to the rate, failed ones included: an outage is not followed by a burst."""
         n, started = 0, time.monotonic()
         while len(self.acknowledged) < self._count:
-            due = min(self._count, int((time.monotonic() - started) * self._rate) + 1)
-            for _ in range(due - len(self.acknowledged) - len(self._pending)):
+            due = int((time.monotonic() - started) * self._rate) + 1
+            while n < due and len(self.acknowledged) + len(self._pending) < self._count:
                 await self._send(f"{self._prefix}-{n}", self._rows[n % len(self._rows)])
                 n += 1
+            if self._stale:
+                await self._renew_producer()
             await asyncio.sleep(TICK_S)
+
+    async def _renew_producer(self) -> None:
+        """aiokafka's idempotent producer does not reset its sequence numbers after batches expired
+        in an outage: every later send fails with OutOfOrderSequenceNumber. A new one (a new
+        producer id) starts afresh, as a client would restart."""
+        await asyncio.gather(*self._pending, return_exceptions=True)
+        await self._producer.stop()
+        self._producer = self._new_producer()
+        await self._producer.start()
+        self._stale = False
 
     async def _send(self, request_id: str, row) -> None:
         value = request_body(request_id, INPUT_NAME, row[None, :])
@@ -74,8 +91,10 @@ class Feed:
         self._pending.discard(future)
         if not future.cancelled() and future.exception() is None:
             self.acknowledged[request_id] = future.result()
-        else:
-            self.unconfirmed.add(request_id)
+            return
+        self.unconfirmed.add(request_id)
+        if isinstance(future.exception() if not future.cancelled() else None, OutOfOrderSequenceNumber):
+            self._stale = True
 
     async def finish(self, timeout_s: float) -> dict[TopicPartition, int]:
         """Wait until ``count`` requests are acknowledged; where each partition's requests end."""
@@ -96,15 +115,15 @@ class Feed:
 
 
 class Watch:
-    """Reads the answers as they come (``read_committed`` for exactly-once) and times the recovery:
-    from ``fault()`` until the first answer produced after it is read."""
+    """Reads the answers (``read_committed`` for exactly-once) and times the recovery: from
+    ``fault()`` until the first answer appended to its topic after it. The output topics keep the
+    broker's append time (``message.timestamp.type=LogAppendTime``, see ``output_topic_configs``),
+    so the time is when an answer landed, however late this reader reads it."""
 
     def __init__(self, bootstrap: str, topics: TopicSettings, guarantee: Guarantee) -> None:
         isolation = "read_committed" if guarantee == "exactly_once" else "read_uncommitted"
         self._collector = Collector(bootstrap, topics, isolation_level=isolation)
-        self._task: asyncio.Task[None] | None = None
         self._fault_at: float | None = None
-        self.recover_s: float | None = None
 
     @property
     def collected(self) -> Collected:
@@ -112,46 +131,39 @@ class Watch:
 
     async def __aenter__(self) -> Watch:
         await self._collector.__aenter__()
-        self._task = asyncio.create_task(self._follow())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._stop_following()
         await self._collector.__aexit__(*exc)
 
     def fault(self) -> None:
-        """Call as the fault strikes."""
+        """Call the moment the fault is in place."""
         self._fault_at = time.time()
-        self.recover_s = None
 
     async def until(self, predicate: Callable[[Collected], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while not predicate(self.collected):
-            if self._task is not None and self._task.done():
-                self._task.result()
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-            await asyncio.sleep(0.1)
-
-    async def _follow(self) -> None:
-        while True:
-            seen = len(self.collected.predictions), len(self.collected.dead_letters)
             await self._collector.poll(100)
-            if self._fault_at is not None and self.recover_s is None:
-                fresh = [*self.collected.predictions[seen[0]:], *self.collected.dead_letters[seen[1]:]]
-                if any(r.timestamp >= self._fault_at * 1000 for r in fresh):
-                    self.recover_s = time.time() - self._fault_at
 
-    async def _stop_following(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+    def recover_s(self) -> float | None:
+        """None before ``fault()``, or if nothing was answered after it."""
+        if self._fault_at is None:
+            return None
+        fault_ms = self._fault_at * 1000
+        after = [r.timestamp for r in (*self.collected.predictions, *self.collected.dead_letters) if r.timestamp >= fault_ms]
+        return (min(after) - fault_ms) / 1000 if after else None
 
     async def report(
         self, scenario: str, guarantee: Guarantee, kafka: KafkaSettings, feed: Feed, sent: dict[TopicPartition, int],
         timeout_s: float,
     ) -> LedgerReport:
         """Everything answered once the group committed through ``sent``, as a ledger."""
-        await self._stop_following()
         collected = await self._collector.caught_up(kafka, sent, timeout_s)
-        return ledger(scenario, guarantee, feed.acknowledged, collected, self.recover_s, unconfirmed=feed.unconfirmed)
+        return ledger(scenario, guarantee, feed.acknowledged, collected, self.recover_s(), unconfirmed=feed.unconfirmed)
+
+
+OUTPUT_TOPIC_CONFIGS = {"message.timestamp.type": "LogAppendTime"}
+"""For the predictions and dead-letter topics of a scenario: each record's timestamp is when the
+broker appended it (``Watch.recover_s`` reads them)."""
