@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -22,9 +25,7 @@ from collections import Counter
 import numpy as np
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
-from typer.testing import CliRunner
 
-from streaminfer.cli.main import app as cli
 from streaminfer.monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
 from streaminfer.monitoring.observability.metrics import FeatureSinkMetrics
 from streaminfer.schemas import headers as h
@@ -125,15 +126,19 @@ def enriched_stream(requests: int) -> list[Record]:
 
 
 def replay(bootstrap: str, requests_topic: str, deadletter_topic: str, guarantee: Guarantee, reason: str) -> str:
-    """``streaminfer deadletters replay --reason <reason>``, as a user runs it; its output."""
+    """``streaminfer deadletters replay --reason <reason>`` as its own process, as an operator runs
+    it; its output. In exactly-once mode it reads the dead letters ``read_committed``."""
     env = {
-        "STREAMINFER_TOPICS__REQUESTS": requests_topic, "STREAMINFER_TOPICS__DEADLETTER": deadletter_topic,
-        "STREAMINFER_PIPELINE__GUARANTEE": guarantee,  # exactly-once: read the dead letters read_committed
+        **os.environ, "STREAMINFER_TOPICS__REQUESTS": requests_topic, "STREAMINFER_TOPICS__DEADLETTER": deadletter_topic,
+        "STREAMINFER_PIPELINE__GUARANTEE": guarantee,
     }
-    result = CliRunner().invoke(cli, ["deadletters", "replay", "--bootstrap", bootstrap, "--reason", reason], env=env)
-    if result.exit_code != 0:
-        raise RuntimeError(f"deadletters replay exited {result.exit_code}: {result.output}")
-    return result.output
+    done = subprocess.run(
+        [sys.executable, "-m", "streaminfer.cli", "deadletters", "replay", "--bootstrap", bootstrap, "--reason", reason],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"deadletters replay exited {done.returncode}: {done.stdout}{done.stderr}")
+    return done.stdout
 
 
 async def feature_store_outage(env: ProcessEnv, requests: int, guarantee: Guarantee) -> LedgerReport:
