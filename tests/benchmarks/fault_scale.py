@@ -118,6 +118,14 @@ def _ensure_ray() -> None:
     start_ray(RaySettings(num_cpus=2, dashboard_port=free_port(), temp_dir=temp_dir), log_to_driver=False)
 
 
+def _process_recovery() -> str:
+    try:
+        from tests.integration.faults.process_stream import RECOVERY as PROCESS_RECOVERY
+    except ImportError:
+        return "as the broker scenarios"
+    return PROCESS_RECOVERY
+
+
 def write(outcomes: list[Outcome], command: str, started: datetime, out: Path) -> None:
     lines = [
         "# Fault suite at scale",
@@ -128,7 +136,8 @@ def write(outcomes: list[Outcome], command: str, started: datetime, out: Path) -
         "Each row is one scenario at one guarantee with its exact ledger by request id: *sent* counts requests "
         "the broker acknowledged; *missing*: sent and never answered; *duplicated*: answers beyond the first "
         "(exactly-once as a `read_committed` reader sees them); *dead-lettered*: answered by a dead letter. "
-        f"*recover s*: {RECOVERY}. At-least-once must miss nothing; exactly-once must also duplicate nothing.",
+        f"*recover s*: {RECOVERY}; for the process scenarios (names with underscores): {_process_recovery()}. "
+        "At-least-once must miss nothing; exactly-once must also duplicate nothing.",
         "",
         LedgerReport.MARKDOWN_HEADER,
         *(outcome.row() for outcome in outcomes),
