@@ -116,6 +116,7 @@ class TransactionalDelivery:
         self._owned: set[TopicPartition] = set()
         self._lock = asyncio.Lock()
         self._away = False
+        self._base: dict[TopicPartition, int | None] = {}  # the group's offset as this member last left it
         self.fenced = 0
         """Partitions this member gave up because another member had taken over their ids."""
 
@@ -139,6 +140,7 @@ class TransactionalDelivery:
         """Where the group goes on in each partition: its committed offset, else the beginning
         (the consumers start at the earliest offset)."""
         committed = await asyncio.gather(*(self._consumer.committed(tp) for tp in partitions))
+        self._base.update(zip(partitions, committed))
         missing = [tp for tp, offset in zip(partitions, committed) if offset is None or offset < 0]
         beginning = await self._consumer.beginning_offsets(missing) if missing else {}
         return {tp: beginning.get(tp, offset) for tp, offset in zip(partitions, committed)}
@@ -154,14 +156,32 @@ class TransactionalDelivery:
         self._owned.difference_update(partitions)
 
     async def revoked(self, partitions: Sequence[TopicPartition]) -> None:
-        """After the revoke's commit: close the producers of partitions no longer ours."""
+        """After the revoke's commit: close the producers of partitions no longer ours (within the
+        patience: aiokafka's ``stop`` waits for batches a broker that is away never takes)."""
         gone = [self._partitions.pop(tp) for tp in partitions if tp in self._partitions]
-        await asyncio.gather(*(part.producer.stop() for part in gone), return_exceptions=True)
+        await asyncio.gather(*(asyncio.wait_for(part.producer.stop(), self._patience_s) for part in gone),
+                             return_exceptions=True)
 
     async def _open(self, tp: TopicPartition) -> _Partition:
+        """Initialise the partition's transactional id, as long as the broker takes to answer (the
+        broker's support for transactions was checked at start: no answer now means it is away)."""
         tid = transactional_id(self._group_id, tp)
-        producer = self._clients.producer(transactional_id=tid)
-        await init_transactional(producer, self._clients.kafka.bootstrap, self._init_timeout_s)
+        backoff, longest = self._backoff_s
+        while True:
+            producer = self._clients.producer(transactional_id=tid)
+            try:
+                await init_transactional(producer, self._clients.kafka.bootstrap, self._init_timeout_s)
+                break
+            except (BrokerUnreachable, TransactionsUnsupported) as exc:
+                cause = exc.__cause__
+                away = isinstance(cause, asyncio.TimeoutError | KafkaConnectionError) or (
+                    isinstance(cause, KafkaError) and is_retriable(cause))
+                if not away or (self._stopping is not None and self._stopping.is_set()):
+                    raise
+                self._broker(up=False)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, longest)
+        self._broker(up=True)
         return _Partition(tid, producer)
 
     async def _lose(self, tp: TopicPartition, exc: BaseException) -> None:
@@ -211,19 +231,44 @@ class TransactionalDelivery:
         """True once committed; False if the partition was fenced (and given up)."""
         part = self._partitions[tp]
         records = part.before(offset)
-        try:
-            await self._until_committed(part, records, tp, offset)
-        except FENCED as exc:
-            await self._lose(tp, exc)
-            return False
-        except (KafkaError, AssertionError) as exc:  # aiokafka asserts its transaction states
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(part.producer.abort_transaction(), self._patience_s)
-            raise DeliveryFailed(
-                f"transaction of {len(records)} records and {tp.topic}-{tp.partition}@{offset} failed: {exc!r}"
-            ) from exc
+        renewed = False
+        while True:
+            try:
+                await self._until_committed(part, records, tp, offset)
+                break
+            except FENCED as exc:
+                await self._lose(tp, exc)
+                return False
+            except (KafkaError, AssertionError) as exc:  # aiokafka asserts its transaction states
+                if renewed or tp not in self._owned:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(part.producer.abort_transaction(), self._patience_s)
+                    raise DeliveryFailed(
+                        f"transaction of {len(records)} records and {tp.topic}-{tp.partition}@{offset} failed: {exc!r}"
+                    ) from exc
+                renewed = True
+                log.warning("the transactional producer of %s-%d failed (%r); opening it again", tp.topic, tp.partition, exc)
+                renewal = await self._renew(tp, part)
+                if renewal is None:
+                    return False
+                part = renewal
         part.drop_before(offset)
+        self._base[tp] = offset
         return True
+
+    async def _renew(self, tp: TopicPartition, old: _Partition) -> _Partition | None:
+        """A producer aiokafka gave up on (its sender died, e.g. on a connection lost mid-lookup)
+        is replaced under the same id, which aborts its open transaction. If the group's offset
+        moved meanwhile, another member owned the partition and committed: give it up instead."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.producer.stop(), self._patience_s)
+        part = await self._open(tp)
+        part.held = old.held
+        self._partitions[tp] = part
+        if await self._consumer.committed(tp) != self._base.get(tp):
+            await self._lose(tp, ProducerFenced())
+            return None
+        return part
 
     async def _until_committed(self, part: _Partition, records: list[Outgoing], tp: TopicPartition, offset: int) -> None:
         """One transaction, done again after an abort while the broker is away or electing leaders."""

@@ -41,6 +41,7 @@ class TransactionalProducer:
         self.fail: Exception | None = None
         self.unacknowledged: Exception | None = None
         self.delay_s = 0.0
+        self.broken: Exception | None = None
         self._open: tuple[list[bytes | None], dict[TopicPartition, int]] | None = None
 
     async def start(self) -> None:
@@ -74,6 +75,8 @@ class TransactionalProducer:
 
     async def commit_transaction(self) -> None:
         await asyncio.sleep(self.delay_s)
+        if self.broken is not None:
+            raise self.broken
         if self.fail is not None:
             failure, self.fail = self.fail, None
             raise failure
@@ -88,12 +91,19 @@ class TransactionalProducer:
 
 
 class Clients(KafkaClients):
+    """The newest producer per transactional id, and every one opened; ``broken`` is raised by
+    every commit of every producer opened from then on."""
+
     def __init__(self) -> None:
         super().__init__(KafkaSettings(group_id="g"))
         self.producers: dict[str, TransactionalProducer] = {}
+        self.opened: list[TransactionalProducer] = []
+        self.broken: Exception | None = None
 
     def producer(self, **overrides: Any) -> Any:
         producer = self.producers[overrides["transactional_id"]] = TransactionalProducer(overrides["transactional_id"])
+        producer.broken = self.broken
+        self.opened.append(producer)
         return producer
 
 
@@ -119,11 +129,11 @@ def answer(tp: TopicPartition, offset: int) -> Outgoing:
 
 
 async def delivery_with(tracker: OffsetTracker, clients: Clients, *partitions: TopicPartition,
-                        heard: list[object] | None = None) -> TransactionalDelivery:
+                        heard: list[object] | None = None, consumer: Consumer | None = None) -> TransactionalDelivery:
     """``heard`` collects what the delivery says: the broker away (False) or back (True), a
     partition fenced (("fenced", rejoin))."""
     heard = heard if heard is not None else []
-    delivery = TransactionalDelivery(clients, Consumer(), tracker, connected=heard.append,  # type: ignore[arg-type]
+    delivery = TransactionalDelivery(clients, consumer or Consumer(), tracker, connected=heard.append,  # type: ignore[arg-type]
                                      fenced=lambda rejoin: heard.append(("fenced", rejoin)), backoff_s=(0.001, 0.001), patience_s=0.05)
     await delivery.assigned(list(partitions))
     return delivery
@@ -211,17 +221,45 @@ async def test_outputs_the_broker_did_not_acknowledge_are_never_committed_withou
     assert (producer.committed, producer.aborted) == ([([b"0@0"], {TP: 1})], 1)
 
 
+async def test_a_producer_that_failed_is_opened_again_under_its_id_and_the_transaction_done_again():
+    tracker, clients = OffsetTracker(), Clients()
+    delivery = await delivery_with(tracker, clients, TP)
+    clients.producers["g-requests-0"].fail = UnsupportedVersionError()
+    tracker.track(TP, 0)
+    await delivery.deliver([answer(TP, 0)])
+
+    await delivery.commit()
+
+    first, second = clients.opened
+    assert (first.committed, second.committed) == ([], [([b"0@0"], {TP: 1})])
+    assert tracker.committable() == {}
+
+
+async def test_a_producer_opened_again_finding_the_group_offset_moved_gives_the_partition_up():
+    tracker, clients, heard, consumer = OffsetTracker(), Clients(), [], Consumer()
+    delivery = await delivery_with(tracker, clients, TP, heard=heard, consumer=consumer)
+    clients.producers["g-requests-0"].fail = UnsupportedVersionError()
+    consumer.offsets[TP] = 5  # another member committed meanwhile
+    tracker.track(TP, 0)
+    await delivery.deliver([answer(TP, 0)])
+
+    await delivery.commit()
+
+    assert [p.committed for p in clients.opened] == [[], []]
+    assert (delivery.owns(TP), heard) == (False, [("fenced", True)])
+
+
 async def test_a_transaction_failing_for_good_is_aborted_and_its_offsets_stay_uncommitted():
     tracker, clients = OffsetTracker(), Clients()
     delivery = await delivery_with(tracker, clients, TP)
-    producer = clients.producers["g-requests-0"]
-    producer.fail = UnsupportedVersionError()
+    clients.broken = UnsupportedVersionError()
+    clients.producers["g-requests-0"].broken = clients.broken
     tracker.track(TP, 0)
     await delivery.deliver([answer(TP, 0)])
 
     with pytest.raises(DeliveryFailed, match="UnsupportedVersionError"):
         await delivery.commit()
-    assert (producer.committed, producer.aborted) == ([], 1)
+    assert [(p.committed, p.aborted) for p in clients.opened] == [([], 0), ([], 1)], "opened again once, then given up"
     assert tracker.committable() == {TP: 1}
 
 
