@@ -212,7 +212,8 @@ async def feature_sink_store_outage(env: ProcessEnv, requests: int, guarantee: G
     ``env.outage_s``; rows the sink gave up on (``feature_write_failed`` dead letters) are replayed
     to its rows topic once with ``deadletters replay``. A row counts as answered when the online
     store holds it; as duplicated when the sink wrote it more than once. Time to recover: from the
-    store's return until the sink's next successful write."""
+    store's return until the sink has written (or dead-lettered) as many rows as had been sent then:
+    it reads each partition in order, so that is the backlog the outage left."""
     at_least_once_only("feature_sink_store_outage", guarantee)
     redis = PersistentRedis(env.workdir / f"redis-{uuid.uuid4().hex[:6]}").start()
     kafka = kafka_for(env, "sink")
@@ -233,9 +234,9 @@ async def feature_sink_store_outage(env: ProcessEnv, requests: int, guarantee: G
                 await asyncio.to_thread(redis.stop)
                 await asyncio.sleep(env.outage_s)
                 await asyncio.to_thread(redis.start)
-                back, written = time.monotonic(), sink.written["rows"]
-                if await wait_until(lambda: sink.written["rows"] > written or task.done(), env.answer_timeout_s):
-                    recover_s = None if task.done() else time.monotonic() - back
+                back, backlog = time.monotonic(), feed.sent_count()
+                handled = lambda: sink.written["rows"] + dead() >= backlog or task.done()  # noqa: E731
+                recover_s = time.monotonic() - back if await wait_until(handled, env.answer_timeout_s) else None
                 await feed.finish()
             finally:
                 await feed.close()
