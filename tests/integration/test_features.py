@@ -136,13 +136,21 @@ def matches(got: dict[str, dict[str, Any]], want: dict[str, dict[str, Any]]) -> 
     )
 
 
+async def read_online(settings: FeatureSettings) -> dict:
+    """The online features now; an error while a (re)starting worker registers the feature views
+    again (``feast apply`` rewrites the registry file in place) is returned as ``{"error": ...}``."""
+    try:
+        return await asyncio.to_thread(OnlineFeatures(settings).read, ENTITIES, stats_features(settings))
+    except Exception as exc:  # noqa: BLE001 - Feast's registry errors share no base; the caller retries
+        return {"error": repr(exc)}
+
+
 async def wait_until_online_matches(settings: FeatureSettings, want: dict, worker: FeatureWorker,
                                     timeout_s: float = 150) -> dict:
-    reader = OnlineFeatures(settings)
     deadline = time.monotonic() + timeout_s
     got: dict = {}
     while time.monotonic() < deadline:
-        got = await asyncio.to_thread(reader.read, ENTITIES, stats_features(settings))
+        got = await read_online(settings)
         if matches(got, want):
             return got
         await asyncio.sleep(1)
@@ -196,11 +204,10 @@ async def run_scenario(bootstrap: str, kafka: KafkaSettings, repo: Any, settings
 
 async def wait_for_some_rows(settings: FeatureSettings, timeout_s: float = 120) -> None:
     """Mid-stream: the worker has written features for some entities (so it has state to lose)."""
-    reader = OnlineFeatures(settings)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        got = await asyncio.to_thread(reader.read, ENTITIES, stats_features(settings))
-        if sum(1 for v in got.values() if v["requests_300s"] is not None) >= 2:
+        got = await read_online(settings)
+        if sum(1 for v in got.values() if isinstance(v, dict) and v["requests_300s"] is not None) >= 2:
             return
         await asyncio.sleep(0.3)
     raise AssertionError("the feature worker wrote nothing before it was to be killed")
