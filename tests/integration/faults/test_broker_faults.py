@@ -35,7 +35,7 @@ async def test_run_process_tree_sigkilled_mid_stream_and_restarted_answers_every
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
 async def test_broker_down_10_s_under_exactly_once_run_is_ridden_out_with_each_request_answered_once(how, place):
-    report = await scenarios.broker_down(COUNT, "exactly_once", place, how=how, rate_per_s=scenarios.rate_for(COUNT, 20))
+    report = await scenarios.broker_down(COUNT, "exactly_once", place, how=how, rate_per_s=scenarios.rate_for(COUNT, 15))
     _kept(report)
 
 
