@@ -164,22 +164,3 @@ class Recovery:
 
 def ids_of(records: Sequence[Record]) -> list[str]:
     return [key.decode() for key, _value, _headers in records if key is not None]
-
-
-def answer_counts(collected: Collected) -> Mapping[str, int]:
-    """Predictions and dead letters per request id, as ``ledger`` counts a ``Collected``."""
-    return collected.ids(collected.predictions) + collected.ids(collected.dead_letters)
-
-
-async def every(period_s: float, action: Callable[[], object], stop: Callable[[], bool]) -> int:
-    """Run ``action`` (sync or async) every ``period_s`` until ``stop()``; how many times it ran."""
-    runs = 0
-    while not stop():
-        await asyncio.sleep(period_s)
-        if stop():
-            break
-        outcome = action()
-        if asyncio.iscoroutine(outcome):
-            await outcome
-        runs += 1
-    return runs

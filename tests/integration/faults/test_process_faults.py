@@ -67,8 +67,8 @@ async def test_notifications_raised_while_the_webhook_receiver_is_down_are_all_d
 @pytest.mark.parametrize("guarantee", GUARANTEES)
 async def test_requests_during_an_online_store_outage_are_predicted_or_replayed_into_a_prediction(guarantee, env):
     """How many become dead letters depends on timing (a refused read takes Feast's Redis client
-    3 to 9 s of retries; in exactly-once a batch held past the transaction timeout is aborted and
-    read again once the store is back): the ledger counts only predictions, after one replay."""
+    3 to 9 s of retries, so a batch may wait out most of the outage; once, none failed at all):
+    the ledger counts only predictions, after one replay."""
     kept(await feature_store_outage(env, OUTAGE, guarantee))
 
 
