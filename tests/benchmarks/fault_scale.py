@@ -2,7 +2,7 @@
 for each guarantee it applies to, each with its exact ledger; the table goes to
 tests/benchmarks/results/fault_scale.md.
 
-    python tests/benchmarks/fault_scale.py [--requests 100000] [--only SUBSTRING] [--out PATH]
+    python -m tests.benchmarks.fault_scale [--requests 100000] [--only SUBSTRING] [--out PATH]
 
 The broker scenarios (tests/integration/faults/broker_scenarios.py) drive ``streaminfer run``
 as a subprocess, each on an Apache Kafka (or cluster) of its own; the process scenarios
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import logging
 import platform
 import shlex
 import sys
@@ -30,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streaminfer.demo.model import build_demo_model
@@ -167,7 +169,7 @@ async def run_all(runs: list[Run], command: str, out: Path) -> list[Outcome]:
                                   else type(exc).__name__, time.monotonic() - began)
             outcomes.append(outcome)
             line = outcome.report.line() if outcome.report else f"{run.name} [{run.guarantee}]: FAILED {outcome.error}"
-            progress.console.print(("[green]" if outcome.ok else "[red]") + line)
+            progress.console.print(("[green]" if outcome.ok else "[red]") + escape(line))
             write(outcomes, command, started, out)
             progress.advance(task)
     return outcomes
@@ -179,7 +181,9 @@ def main() -> int:
     parser.add_argument("--only", default=None, help="run only scenarios whose name contains this")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    command = shlex.join(["python", "tests/benchmarks/fault_scale.py", *sys.argv[1:]])
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a broker away on purpose: its errors are expected
+    command = shlex.join(["python", "-m", "tests.benchmarks.fault_scale", *sys.argv[1:]])
     work = Path(tempfile.mkdtemp(prefix="fault-scale-"))
     repository = ModelRepository(work / "models")
     build_demo_model(repository)
