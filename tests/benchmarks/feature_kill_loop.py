@@ -2,14 +2,15 @@
 double-count an aggregate?
 
     PYTHONPATH=. python tests/benchmarks/feature_kill_loop.py [--runs 100] [--stores sqlite,redis]
-        [--out tests/benchmarks/results/feature_kill_loop.md]
+        [--backlog] [--out tests/benchmarks/results/feature_kill_loop.md]
 
 One Apache Kafka broker (from the Maven jars) and one Redis server for the whole loop; each
 iteration has its own topics, Faust app id, sink group and Feast repository. An iteration drives
 the feature worker directly, without the inference pipeline: synthetic requests (entity and
-event time in them) and their predictions (a score) are produced at a steady pace, the worker
-(``streaminfer features worker``, its own process) is SIGKILLed at a random moment once it has
-written features for some entities, started again at once, and the stream goes on. It passes
+event time in them) and their predictions (a score) are produced at a steady pace (with
+``--backlog``: all of them before the worker starts), the worker (``streaminfer features
+worker``, its own process) is SIGKILLed at a random moment once it has written features for
+some entities, started again at once, and the stream goes on. It passes
 when every entity's online features equal the aggregates recomputed from the stream and the
 prediction log holds every request; a failure records what differed and on which hop of the
 app the missing requests stopped (``features.scored``, ``features.log``).
