@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from aiokafka.errors import KafkaError
 from rich.progress import Progress
 
 from streaminfer.cli import models as model_commands
@@ -31,6 +32,7 @@ from streaminfer.cli.features import features_app
 from streaminfer.cli.monitoring import drift_app, monitor_command
 from streaminfer.cli.topics import topics_app
 from streaminfer.settings import SETTINGS_FILE_VARIABLE, AppSettings
+from streaminfer.streams.security.authorization import refused_as
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming inference on Kafka with Ray and ONNX Runtime.")
 models_app = typer.Typer(no_args_is_help=True, help="The model repository.")
@@ -167,6 +169,8 @@ async def _produce(settings: AppSettings, topic: str, payloads: list) -> int:
         with Progress(console=console) as progress:
             task = progress.add_task("producing", total=len(payloads))
             return await send_all(producer, topic, payloads, lambda n: progress.advance(task, n))
+    except KafkaError as exc:  # a missing ACL becomes the one line that names it
+        raise refused_as(exc, reads=[], writes=[topic], settings=settings.kafka) from exc
     finally:
         await producer.stop()
 
@@ -196,9 +200,9 @@ async def _tail(settings: AppSettings, dead_letters: bool, from_beginning: bool,
     consumer = KafkaClients(settings.kafka).consumer(
         topic, group_id=None, auto_offset_reset="earliest" if from_beginning else "latest", fetch_max_wait_ms=50,
     )
-    await start_client(consumer, settings.kafka.bootstrap)
     shown = 0
     try:
+        await start_client(consumer, settings.kafka.bootstrap)
         async for record in consumer:
             if dead_letters:
                 meta = read_error_headers(record.headers)
@@ -208,6 +212,8 @@ async def _tail(settings: AppSettings, dead_letters: bool, from_beginning: bool,
             shown += 1
             if limit is not None and shown >= limit:
                 return
+    except KafkaError as exc:  # a missing ACL becomes the one line that names it
+        raise refused_as(exc, reads=[topic], writes=[], settings=settings.kafka) from exc
     finally:
         await consumer.stop()
 

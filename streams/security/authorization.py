@@ -66,6 +66,14 @@ def _topics_named(error: TopicAuthorizationFailedError) -> list[str]:
     return names
 
 
+def refused_as(error: Exception, *, reads: Collection[str], writes: Collection[str],
+               settings: KafkaSettings, group: str | None = None) -> Exception:
+    """``error`` as the missing ACL it stands for, or ``error`` itself: for commands that read
+    or write a few topics (``raise refused_as(exc, ...) from None``)."""
+    refusal = not_authorized(error, reads=reads, writes=writes, group=group, principal=principal_of(settings))
+    return refusal if refusal is not None else error
+
+
 def pipeline_refusal(error: BaseException | None, kafka: KafkaSettings, topics: TopicSettings) -> KafkaNotAuthorized | None:
     """``not_authorized`` for a pipeline consumer: it reads the requests, writes the outputs (and
     health reports), commits in its group and, exactly-once, owns transactional ids prefixed

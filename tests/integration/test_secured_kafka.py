@@ -142,6 +142,18 @@ async def test_a_principal_missing_one_acl_is_told_which_resource_and_operation(
     assert str(caught.value).count("\n") == 0
 
 
+def test_produce_without_write_on_the_requests_topic_is_one_line_naming_it_and_exit_2(secured):
+    identity = secured.client_identity(f"reader-{uuid.uuid4().hex[:6]}")  # a principal with no ACL
+    env = {**os.environ, "STREAMINFER_KAFKA__BOOTSTRAP": secured.address("MTLS"),
+           "STREAMINFER_KAFKA__SECURITY_PROTOCOL": "SSL", "STREAMINFER_KAFKA__SSL_CA_FILE": str(secured.ca.cert),
+           "STREAMINFER_KAFKA__SSL_CERT_FILE": str(identity.cert), "STREAMINFER_KAFKA__SSL_KEY_FILE": str(identity.key)}
+    result = subprocess.run([sys.executable, "-m", "streaminfer.cli", "produce", "--count", "3", "--topic", "orders"],
+                            check=False, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "may not Write topic 'orders'" in lines[0], result.stderr
+
+
 def test_a_wrong_password_is_one_line_and_exit_2(secured):
     env = {**os.environ, "STREAMINFER_KAFKA__BOOTSTRAP": secured.address("SCRAM"),
            "STREAMINFER_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "STREAMINFER_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
@@ -176,8 +188,9 @@ def _files_holding(root: Path, secrets: list[str]) -> list[str]:
     return found
 
 
-async def test_the_whole_system_over_sasl_ssl_with_the_listed_acls_alerts_and_leaks_no_secret(
-    secured, model_repo, ray_dashboard, tmp_path, monkeypatch
+@pytest.mark.parametrize("login", ["scram", "mtls"])
+async def test_the_whole_system_over_sasl_ssl_or_mtls_with_the_listed_acls_alerts_and_leaks_no_secret(
+    secured, login, model_repo, ray_dashboard, tmp_path, monkeypatch
 ):
     """`run --alerts` as a principal holding the pipeline's, monitor's and alerting's ACLs:
     drifting requests in, a signed webhook out; then no secret it was given (the SASL password,
@@ -187,7 +200,7 @@ async def test_the_whole_system_over_sasl_ssl_with_the_listed_acls_alerts_and_le
     from tests.integration.test_alerting import SHIFTED, Stack, rules_file, statuses
     from tests.support.receiver import WebhookReceiver
 
-    kafka = scram(secured, APP)
+    kafka = scram(secured, APP) if login == "scram" else mtls(secured, APP.name)  # one principal, "app"
     monkeypatch.setenv("TEST_TEAM_SECRET", HOOK_SECRET)
     async with WebhookReceiver(HOOK_SECRET) as receiver:
         stack = Stack(kafka, tmp_path, model_repo, rules_file(tmp_path, receiver.url))
