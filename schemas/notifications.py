@@ -66,7 +66,8 @@ class DeliveryFailure(msgspec.Struct):
 
     notification: Notification
     reason: str
-    """``rejected`` (4xx answer) or ``unknown_receiver``."""
+    """``rejected`` (4xx answer), ``untrusted_certificate`` (HTTPS receiver's certificate did not
+    verify; ``response`` says why) or ``unknown_receiver``."""
 
     status: int | None = None
     response: str = ""

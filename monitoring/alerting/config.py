@@ -5,8 +5,9 @@ rule and say what to fix.
 
     receivers:
       - name: oncall
-        url: http://alerts.internal:9000/hook
+        url: https://alerts.internal:9000/hook
         secret_env: ONCALL_WEBHOOK_SECRET     # the HMAC key, read from the environment
+        ca_file: /etc/streaminfer/alerts-ca.pem   # optional: a private CA for https:// receivers
     route:
       receiver: oncall                        # the default
       group_by: [alertname, model]
@@ -165,6 +166,14 @@ class ReceiverEntry(_Strict):
     timeout_s: float = Field(5.0, gt=0)
     max_backoff_s: float = Field(60.0, gt=0)
     headers: dict[str, str] = {}
+    ca_file: Path | None = None
+    """Relative paths are relative to the rules file."""
+
+    @model_validator(mode="after")
+    def _ca_file_for_https(self) -> ReceiverEntry:
+        if self.ca_file is not None and not self.url.startswith("https://"):
+            raise ValueError(f"ca_file is set but url {self.url} is not https://: use https:// or drop ca_file")
+        return self
 
 
 class AlertingConfig(_Strict):
@@ -222,9 +231,14 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> tuple[Aler
                 f"{path}: receiver {entry.name!r} signs with the secret in ${entry.secret_env}, which is not set: "
                 f"export {entry.secret_env}=<a long random string> (and give the receiver the same)"
             )
+        ca_file = None
+        if entry.ca_file is not None:
+            ca_file = (Path(path).parent / entry.ca_file).resolve()
+            if not ca_file.is_file():
+                raise AlertConfigError(f"{path}: receiver {entry.name!r}: ca_file {ca_file} is not a readable file")
         receivers.append(
             ReceiverConfig(name=entry.name, url=entry.url, secret=secret, timeout_s=entry.timeout_s,
-                           max_backoff_s=entry.max_backoff_s, headers=entry.headers)
+                           max_backoff_s=entry.max_backoff_s, headers=entry.headers, ca_file=ca_file)
         )
     return config, receivers
 

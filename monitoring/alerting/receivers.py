@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
@@ -21,6 +23,12 @@ class ReceiverConfig(BaseModel):
     an accepted notification is never given up on unless the receiver refuses it (4xx)."""
 
     headers: dict[str, str] = {}
+
+    ca_file: Path | None = None
+    """PEM bundle of the CAs that signed an ``https://`` receiver's certificate (a private CA);
+    unset, ``DeliverySettings.ca_file``, else the system's CAs. Certificates and host names are
+    always verified: one that does not verify dead-letters the notification as
+    ``untrusted_certificate``."""
 
 
 class DeliverySettings(BaseModel):
@@ -53,3 +61,7 @@ class DeliverySettings(BaseModel):
 
     response_excerpt_chars: int = Field(2000, ge=0)
     """Characters of a refusing receiver's answer kept in the dead letter."""
+
+    ca_file: Path | None = None
+    """PEM bundle of CAs trusted for every ``https://`` receiver without a ``ca_file`` of its own
+    (``STREAMINFER_ALERTING__DELIVERY__CA_FILE``); unset, the system's CAs."""

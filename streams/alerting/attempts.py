@@ -5,6 +5,9 @@
   full jitter, or after the receiver's ``Retry-After`` on 429 or 503, within the receiver's cap.
 - Any other answer (4xx, and 3xx: redirects are not followed, a POST must not turn into a GET):
   rejected; the receiver would refuse the same body again.
+- An HTTPS receiver whose certificate is not trusted: ``untrusted_certificate``, dead-lettered at
+  once like a rejection (the next attempt would meet the same certificate); the dead letter's
+  ``response`` says why it did not verify.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import timezone
+from pathlib import Path
 
-from streaminfer.monitoring.alerting.delivery_metrics import DELIVERED, REJECTED, RETRIED
+from streaminfer.monitoring.alerting.delivery_metrics import DELIVERED, REJECTED, RETRIED, UNTRUSTED_CERTIFICATE
 from streaminfer.monitoring.alerting.receivers import ReceiverConfig
 from streaminfer.monitoring.alerting.signing import sign
 from streaminfer.schemas.notifications import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
-from streaminfer.streams.alerting.errors import NoAnswer, TimedOut
+from streaminfer.streams.alerting.errors import NoAnswer, TimedOut, UntrustedCertificate
 from streaminfer.streams.alerting.transport import Transport
 
 #: 4xx answers that mean "not now" rather than "never": retried like 5xx.
@@ -36,6 +40,14 @@ class Attempt:
     text: str = ""
     retry_after_s: float | None = None
     error: str = ""
+    ending: str | None = None
+    """Set when no answer came and none ever will as things stand (``untrusted_certificate``):
+    the notification ends as a dead letter with this reason."""
+
+    @property
+    def outcome(self) -> str:
+        """``delivered``, ``retried``, or the reason the notification is dead-lettered."""
+        return self.ending or verdict(self.status)
 
 
 def verdict(status: int | None) -> str:
@@ -95,13 +107,18 @@ async def post(
     body: bytes,
     headers: dict[str, str],
     excerpt_chars: int,
+    default_ca_file: Path | None = None,
 ) -> Attempt:
     """One POST through ``transport``, no answer turned into an ``Attempt`` too; keeps at most
-    ``excerpt_chars`` of the answer."""
+    ``excerpt_chars`` of the answer. HTTPS certificates are verified against the receiver's
+    ``ca_file``, else ``default_ca_file``, else the system's CAs."""
+    ca_file = receiver.ca_file or default_ca_file
     try:
-        response = await transport.post(receiver.url, body, headers, receiver.timeout_s)
+        response = await transport.post(receiver.url, body, headers, receiver.timeout_s, ca_file)
     except TimedOut:
         return Attempt(None, error=f"no answer within {receiver.timeout_s} s")
+    except UntrustedCertificate as exc:
+        return Attempt(None, text=exc.detail[:excerpt_chars], error=exc.detail, ending=UNTRUSTED_CERTIFICATE)
     except NoAnswer as exc:
         return Attempt(None, error=exc.detail)
     wait = retry_after_s(response.header("Retry-After")) if response.status in RETRY_AFTER_STATUSES else None

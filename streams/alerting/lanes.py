@@ -20,13 +20,12 @@ from aiokafka.structs import ConsumerRecord
 from streaminfer.monitoring.alerting.delivery_metrics import (
     DELIVERED,
     INVALID_RECORD,
-    REJECTED,
     RETRIED,
     DeliveryMetrics,
 )
 from streaminfer.monitoring.alerting.receivers import DeliverySettings, ReceiverConfig
 from streaminfer.schemas.notifications import DeliveryFailure, Notification, encode_alerting
-from streaminfer.streams.alerting.attempts import Attempt, backoff_s, post, request_headers, verdict
+from streaminfer.streams.alerting.attempts import Attempt, backoff_s, post, request_headers
 from streaminfer.streams.alerting.transport import Transport
 from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
 from streaminfer.streams.errors import DeliveryFailed
@@ -222,14 +221,15 @@ class ReceiverLane:
         while not (item.abandoned or self._closing.is_set()):
             attempts += 1
             attempt = await post(
-                self._transport, self.receiver, body, headers, self._settings.response_excerpt_chars
+                self._transport, self.receiver, body, headers, self._settings.response_excerpt_chars,
+                self._settings.ca_file,
             )
-            outcome = verdict(attempt.status)
+            outcome = attempt.outcome
             if outcome == DELIVERED:
                 self._endings.delivered(item)
                 return
-            if outcome == REJECTED:
-                await self._endings.dead_letter(item, REJECTED, attempts, attempt)
+            if outcome != RETRIED:  # rejected, untrusted_certificate
+                await self._endings.dead_letter(item, outcome, attempts, attempt)
                 return
             self._endings.retried(item, attempt, attempts)
             await self._pause_before_retry(attempts, attempt)

@@ -4,6 +4,7 @@ It records every request it gets (headers, exact body bytes, parsed JSON, arriva
 the signature was valid, the status it answered) and can be switched between behaviours while
 the test runs: ``down()`` stops listening (callers get connection refused) and ``up()`` listens
 again on the same port; ``respond_with(status)`` and ``delay(seconds)`` change the answers.
+Given ``tls`` (a certificate and key, e.g. from ``tests.support.certificates``), it serves HTTPS.
 
 The signature is checked with its own HMAC code, not the project's ``signing`` module, so a bug
 there cannot vouch for itself.
@@ -16,9 +17,11 @@ import hashlib
 import hmac
 import json
 import socket
+import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -53,9 +56,11 @@ def _expected_signature(body: bytes, secret: str) -> str:
 
 
 class WebhookReceiver:
-    def __init__(self, secret: str, path: str = "/hook") -> None:
+    def __init__(self, secret: str, path: str = "/hook", tls: tuple[Path, Path] | None = None) -> None:
+        """``tls``: the server's certificate (chain) and key PEM files; the receiver then serves HTTPS."""
         self.secret = secret
         self.path = path
+        self.tls = tls
         self.port = _free_port()
         self.received: list[Received] = []
         self._status = 200
@@ -67,7 +72,7 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.path}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}{self.path}"
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -87,7 +92,11 @@ class WebhookReceiver:
         app.router.add_route("*", self.path, self._handle)
         runner = web.AppRunner(app, shutdown_timeout=0.2, handler_cancellation=True, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True).start()
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+        await web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=context).start()
         self._runner = runner
 
     async def down(self) -> None:
