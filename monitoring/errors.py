@@ -10,3 +10,8 @@ from streaminfer.schemas.errors import StreamInferError
 
 class AlertConfigError(StreamInferError):
     """The alert rules file is wrong; the message names the place and the fix."""
+
+
+class MetricsEndpointInvalid(StreamInferError):
+    """A ``/metrics`` endpoint cannot serve as its settings ask (TLS files that do not load); the
+    message names the setting, never a password."""

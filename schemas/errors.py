@@ -41,6 +41,7 @@ Each line gives the class, ``[its reason, retriable]`` where set, and when it is
     ├── RegistryError                                        a registry change that cannot be made
     ├── PolicyInvalid                                        a traffic policy file that cannot be served
     ├── AlertConfigError                                     the alert rules file is wrong
+    ├── MetricsEndpointInvalid                               ``metrics.*`` TLS files that cannot be loaded
     ├── BrokerUnreachable            [retriable]             no Kafka answered at the bootstrap address
     ├── TopicsMissing                                        topics still unknown after creating them
     ├── UndeclaredTopic                                      a topic ``streams.topics`` does not declare
@@ -55,7 +56,8 @@ Each line gives the class, ``[its reason, retriable]`` where set, and when it is
     ├── BatcherClosed                                        submitted to a batcher that is stopping
     ├── FeatureRepoMissing                                   no feature repository where the settings point
     ├── NoAnswer                     [retriable]             a webhook call got no HTTP answer at all
-    │   └── TimedOut                 [retriable]             no answer within the receiver's timeout
+    │   ├── TimedOut                 [retriable]             no answer within the receiver's timeout
+    │   └── UntrustedCertificate                             an HTTPS receiver's certificate did not verify
     ├── DuplicateReceiver                                    two webhook receivers with one name
     ├── SettingsFileMissing                                  ``--settings`` names no file
     ├── PortInUse                                            a port to listen on is taken

@@ -36,6 +36,7 @@ from streaminfer.actors.service import (
     ServiceBuilder,
 )
 from streaminfer.monitoring.alerting.config import load_config
+from streaminfer.monitoring.observability.endpoint import MetricsAccess
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.process import tune_gc_for_streaming
 from streaminfer.running import ConsumerGroupApp, DriverApp, RunningApp
@@ -135,8 +136,10 @@ def consumer_actor_name(settings: AppSettings, index: int) -> str:
     return f"{'+'.join(settings.served_model_names())}-{index}"
 
 
-def _metrics_host(settings: AppSettings) -> str | None:
-    return settings.metrics.host if settings.metrics.port is not None else None
+def _metrics_host(settings: AppSettings) -> MetricsAccess | None:
+    """Host, basic auth and TLS of the actors' endpoints; the password travels inside the pickled
+    argument as ``SecretStr``, never as a runtime_env variable (which the Ray dashboard shows)."""
+    return settings.metrics if settings.metrics.port is not None else None
 
 
 def _start_service(settings: AppSettings, build: ServiceBuilder) -> ray.actor.ActorHandle:

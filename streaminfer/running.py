@@ -260,4 +260,4 @@ def serve_configured_metrics(settings: AppSettings, registry: CollectorRegistry)
         return None, None
     if port and port_in_use(settings.metrics.host, port):
         raise PortInUse(settings.metrics.host, port, "--metrics-port")
-    return serve_metrics(settings.metrics.host, port, registry)
+    return serve_metrics(settings.metrics, port, registry)

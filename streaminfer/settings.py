@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from streaminfer.errors import SettingsFileMissing
+from streaminfer.monitoring.observability.endpoint import MetricsAccess
 from streaminfer.monitoring.settings import AlertingSettings, ExperimentSettings, MonitorSettings
 from streaminfer.streams.features.settings import FeatureSettings
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
@@ -28,11 +29,12 @@ SETTINGS_FILE_VARIABLE = "STREAMINFER_SETTINGS_FILE"
 """Names a TOML file of settings, laid out like the model (``[kafka]`` with ``sasl_password``...)."""
 
 
-class MetricsSettings(BaseModel):
+class MetricsSettings(MetricsAccess):
+    """Every process's ``/metrics``: host (loopback by default), basic auth and TLS come from
+    ``MetricsAccess`` (``STREAMINFER_METRICS__PASSWORD``, ``...__TLS_CERT_FILE``)."""
+
     port: int | None = Field(9400, ge=0, le=65535)
     """Port of the Prometheus endpoint; None turns it off, 0 picks a free one."""
-
-    host: str = "127.0.0.1"
 
     targets_file: Path | None = Path(".streaminfer/prometheus/targets.json")
     """Where the driver lists every process's metrics endpoint for Prometheus's file-based
@@ -40,7 +42,10 @@ class MetricsSettings(BaseModel):
 
 
 class AppSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STREAMINFER_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMINFER_", env_nested_delimiter="__", extra="forbid",
+        hide_input_in_errors=True,  # a refused value may be a password
+    )
 
     model_repository: Path = Path("models")
     """Root of the versioned model repository (``<root>/<name>/<version>/model.onnx``)."""

@@ -17,7 +17,7 @@ from typing import cast
 
 from prometheus_client import CollectorRegistry
 
-from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
+from streaminfer.monitoring.observability.endpoint import MetricsAccess, serve_metrics, stop_serving
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.process import tune_gc_for_streaming
 from streaminfer.streams.errors import KafkaNotAuthorized
@@ -43,7 +43,7 @@ class ConsumerActor:
         topics: TopicSettings,
         pipeline: PipelineSettings,
         runtime: RuntimeSettings,
-        metrics_host: str | None,
+        metrics_host: str | MetricsAccess | None,
         features: FeatureSettings | None = None,
     ) -> None:
         self.index = index

@@ -23,7 +23,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
+from streaminfer.monitoring.observability.endpoint import MetricsAccess, serve_metrics, stop_serving
 from streaminfer.monitoring.settings import ExperimentSettings, MonitorSettings, MonitorTopics
 from streaminfer.settings import AppSettings
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
@@ -72,7 +72,7 @@ class ServiceState:
 class ServiceActor:
     """The Ray actor: one service, its metrics endpoint, and restarts of a failed loop."""
 
-    def __init__(self, build: ServiceBuilder, metrics_host: str | None) -> None:
+    def __init__(self, build: ServiceBuilder, metrics_host: str | MetricsAccess | None) -> None:
         self._build = build
         self._metrics_host = metrics_host
         self._registry = CollectorRegistry()

@@ -53,7 +53,7 @@ def worker(bootstrap: str | None = BootstrapOpt, repo: Path | None = RepoPathOpt
     asyncio.run(check_reachable(settings.kafka))
     init_repository(settings.features)
     port = settings.metrics.port if metrics_port is None else metrics_port
-    host = settings.metrics.host if port is not None else None
+    host = settings.metrics if port is not None else None
 
     def ready(url: str | None) -> None:
         console.print(f"feature worker    reading {settings.topics.requests}, {settings.topics.predictions}; "

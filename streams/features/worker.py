@@ -14,7 +14,7 @@ from collections.abc import Callable
 import faust
 from prometheus_client import CollectorRegistry
 
-from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
+from streaminfer.monitoring.observability.endpoint import MetricsAccess, serve_metrics, stop_serving
 from streaminfer.monitoring.observability.metrics import FeatureAppMetrics, FeatureSinkMetrics
 from streaminfer.streams.clients import ensure_topics
 from streaminfer.streams.features import records
@@ -37,7 +37,7 @@ def run_worker(
     kafka: KafkaSettings,
     topics: TopicSettings,
     settings: FeatureSettings,
-    metrics_host: str | None = None,
+    metrics_host: str | MetricsAccess | None = None,
     metrics_port: int = 0,
     on_ready: Callable[[str | None], None] = lambda url: None,
     log_level: str = "WARNING",

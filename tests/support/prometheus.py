@@ -24,7 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -60,7 +60,9 @@ class PrometheusServer:
 
     One job, ``streaminfer``, whose targets come from ``targets_file`` through file-based service
     discovery (the file the app writes; it may appear after ``start()``, and its name must end in
-    .json, .yml or .yaml). Scrapes and rule evaluations run every second. ``start()`` and
+    .json, .yml or .yaml). Scrapes and rule evaluations run every second. ``scrape_options`` go
+    into that job as they are, e.g. ``{"scheme": "https", "tls_config": {"ca_file": ...},
+    "basic_auth": {"username": ..., "password_file": ...}}`` for a secured endpoint. ``start()`` and
     ``stop()`` are safe to call twice; the object is also a context manager.
     """
 
@@ -70,12 +72,14 @@ class PrometheusServer:
         targets_file: Path,
         *,
         rule_files: Sequence[Path] = (),
+        scrape_options: Mapping[str, Any] | None = None,
         binary: str | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> None:
         self.workdir = Path(workdir)
         self.targets_file = Path(targets_file)
         self.rule_files = [Path(path) for path in rule_files]
+        self.scrape_options = dict(scrape_options or {})
         self.binary = binary or prometheus_binary()
         self.ready_timeout_s = ready_timeout_s
         self.port: int | None = None
@@ -209,6 +213,7 @@ class PrometheusServer:
                     "file_sd_configs": [
                         {"files": [str(self.targets_file.resolve())], "refresh_interval": "1s"}
                     ],
+                    **self.scrape_options,
                 }
             ],
         }
