@@ -1,17 +1,21 @@
 """Connections besides Kafka, secured, against real parts: webhooks to an HTTPS receiver whose
-certificate comes from a throwaway CA, and the Redis online store behind a password and TLS.
+certificate comes from a throwaway CA, a real Prometheus scraping a metrics endpoint that wants
+basic auth over TLS, and the Redis online store behind a password and TLS.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import SecretStr
 
 from streaminfer.monitoring.alerting.delivery_metrics import DeliveryMetrics
 from streaminfer.monitoring.alerting.receivers import ReceiverConfig
+from streaminfer.monitoring.observability.discovery import ScrapeTarget, write_targets
+from streaminfer.monitoring.observability.endpoint import MetricsAccess, serve_metrics, stop_serving
 from tests.integration.test_webhook_delivery import (
     FAST,
     counts,
@@ -23,6 +27,7 @@ from tests.integration.test_webhook_delivery import (
     write,
 )
 from tests.support.certificates import CertificateAuthority
+from tests.support.prometheus import PrometheusServer
 from tests.support.receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
@@ -63,10 +68,10 @@ async def test_https_receiver_trusted_through_the_delivery_wide_ca_file(kafka_se
     sent = [notification("ops", 0)]
     await write(kafka_settings, topics.outbox, sent)
     settings = FAST.model_copy(update={"ca_file": authority.cert})
-    async with https_receiver(authority) as receiver:
-        async with delivery(kafka_settings, topics, [config(receiver, None)], settings) as worker:
-            await receiver.until(lambda r: len(r.by_idempotency_key()) == 1)
-            await eventually(lambda: counts(worker, "ops")["delivered"] == 1, "delivered counted")
+    receiver = https_receiver(authority)
+    async with receiver, delivery(kafka_settings, topics, [config(receiver, None)], settings) as worker:
+        await receiver.until(lambda r: len(r.by_idempotency_key()) == 1)
+        await eventually(lambda: counts(worker, "ops")["delivered"] == 1, "delivered counted")
     assert receiver.received[0].signature_valid
 
 
@@ -93,3 +98,33 @@ async def test_https_receiver_with_an_untrusted_certificate_is_refused_and_dead_
     assert registry.get_sample_value(
         "streaminfer_alert_notifications_total", {"receiver": "ops", "outcome": "untrusted_certificate"}
     ) == len(sent)
+
+
+# metrics ----------------------------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_an_endpoint_that_wants_basic_auth_over_tls_and_is_refused_without(tmp_path, authority):
+    identity = authority.issue("metrics", server=True)
+    registry = CollectorRegistry()
+    Counter("demo_things", "Things done.", registry=registry).inc(7)
+    access = MetricsAccess(username="prometheus", password=SecretStr("scrape-pa55"), tls_cert_file=identity.cert,
+                           tls_key_file=identity.key)
+    server, url = serve_metrics(access, 0, registry)
+    password_file = tmp_path / "password"
+    password_file.write_text("scrape-pa55")
+    password_file.chmod(0o600)
+    tls = {"scheme": "https", "tls_config": {"ca_file": str(authority.cert)}}
+    try:
+        targets = tmp_path / "targets.json"
+        write_targets(targets, [ScrapeTarget(url, "driver")])
+        with PrometheusServer(tmp_path / "with", targets, scrape_options={
+            **tls, "basic_auth": {"username": "prometheus", "password_file": str(password_file)},
+        }) as prometheus:
+            assert prometheus.wait_for_value("sum(demo_things_total)", 7, timeout_s=30) == 7
+            assert "scrape-pa55" not in prometheus.config_file.read_text()
+        with PrometheusServer(tmp_path / "without", targets, scrape_options=tls) as prometheus:
+            prometheus.wait_for_value('sum(up{job="streaminfer"})', 0, timeout_s=30)
+            (target,) = prometheus.targets()["activeTargets"]
+            assert target["health"] == "down" and "401" in target["lastError"], json.dumps(target)
+    finally:
+        stop_serving(server)
