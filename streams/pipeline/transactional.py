@@ -116,6 +116,7 @@ class TransactionalDelivery:
         self._owned: set[TopicPartition] = set()
         self._lock = asyncio.Lock()
         self._away = False
+        self._next_probe = 0.0
         self._base: dict[TopicPartition, int | None] = {}  # the group's offset as this member last left it
         self.fenced = 0
         """Partitions this member gave up because another member had taken over their ids."""
@@ -217,15 +218,34 @@ class TransactionalDelivery:
     async def commit(self) -> None:
         async with self._lock:
             offsets = {tp: offset for tp, offset in self._tracker.committable().items() if tp in self._partitions}
-            if not offsets:
+            if offsets:
+                await self._commit(offsets)
                 return
-            results = await asyncio.gather(
-                *(self._commit_partition(tp, offset) for tp, offset in offsets.items()), return_exceptions=True
-            )
-            self._tracker.mark_committed({tp: off for (tp, off), res in zip(offsets.items(), results) if res is True})
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+        await self._probe()
+
+    async def _probe(self) -> None:
+        """Nothing to commit says nothing about the broker (a rebalance waiting for a coordinator
+        that is away holds no records): once per ``patience_s``, ask it for metadata instead."""
+        now = asyncio.get_running_loop().time()
+        revoking = self._partitions.keys() - self._owned
+        if now < self._next_probe or revoking or (self._stopping is not None and self._stopping.is_set()):
+            return
+        self._next_probe = now + self._patience_s
+        try:
+            await asyncio.wait_for(self._consumer.topics(), self._patience_s)
+        except (KafkaError, asyncio.TimeoutError):
+            self._broker(up=False)
+            return
+        self._broker(up=True)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        results = await asyncio.gather(
+            *(self._commit_partition(tp, offset) for tp, offset in offsets.items()), return_exceptions=True
+        )
+        self._tracker.mark_committed({tp: off for (tp, off), res in zip(offsets.items(), results) if res is True})
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _commit_partition(self, tp: TopicPartition, offset: int) -> bool:
         """True once committed; False if the partition was fenced (and given up)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaTimeoutError, ProducerFenced, UnsupportedVersionError
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, ProducerFenced, UnsupportedVersionError
 
 from streaminfer.streams.clients import KafkaClients
 from streaminfer.streams.errors import DeliveryFailed
@@ -113,6 +113,7 @@ class Consumer:
     def __init__(self, committed: dict[TopicPartition, int] | None = None) -> None:
         self.offsets = committed or {}
         self.sought: dict[TopicPartition, int] = {}
+        self.unreachable = False
 
     async def committed(self, tp: TopicPartition) -> int | None:
         return self.offsets.get(tp)
@@ -122,6 +123,11 @@ class Consumer:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.sought[tp] = offset
+
+    async def topics(self) -> set[str]:
+        if self.unreachable:
+            raise KafkaConnectionError("no broker answers")
+        return {"requests"}
 
 
 def answer(tp: TopicPartition, offset: int) -> Outgoing:
@@ -289,3 +295,15 @@ async def test_records_of_a_partition_being_revoked_are_not_taken():
     delivery = await delivery_with(OffsetTracker(), Clients(), TP, OTHER)
     delivery.revoking([TP])
     assert (delivery.owns(TP), delivery.owns(OTHER)) == (False, True)
+
+
+async def test_with_nothing_to_commit_the_broker_is_asked_for_metadata_and_its_absence_reported():
+    consumer, heard = Consumer(), []
+    delivery = await delivery_with(OffsetTracker(), Clients(), TP, heard=heard, consumer=consumer)
+    consumer.unreachable = True
+    await delivery.commit()
+    await delivery.commit()  # within the patience: not asked again
+    await asyncio.sleep(0.06)
+    consumer.unreachable = False
+    await delivery.commit()
+    assert heard == [False, True]
