@@ -24,6 +24,7 @@ import yaml
 
 from streaminfer.streams.errors import FeatureRepoMissing
 from streaminfer.streams.features.aggregates import WindowSpec
+from streaminfer.streams.features.connection import redis_connection_string
 from streaminfer.streams.features.settings import FeatureSettings
 
 STATS_VIEW = "entity_stats"
@@ -52,12 +53,14 @@ def stats_features(settings: FeatureSettings) -> list[str]:
     return [f"{STATS_VIEW}:{name}" for name in window_spec(settings).feature_names()]
 
 
-def repo_config(settings: FeatureSettings) -> dict[str, Any]:
-    """``feature_store.yaml`` as a dict; paths are relative to the repository, as Feast expects."""
+def repo_config(settings: FeatureSettings, *, with_secrets: bool = False) -> dict[str, Any]:
+    """``feature_store.yaml`` as a dict; paths are relative to the repository, as Feast expects.
+    Redis passwords appear only ``with_secrets`` (in memory); the file refers to the environment
+    instead (``streams.features.connection``)."""
     online: dict[str, Any] = (
         {"type": "sqlite", "path": "data/online_store.db"}
         if settings.online_store == "sqlite"
-        else {"type": "redis", "connection_string": settings.redis_url}
+        else {"type": "redis", "connection_string": redis_connection_string(settings, with_secrets=with_secrets)}
     )
     return {
         "project": settings.project,
@@ -133,7 +136,7 @@ def open_store(settings: FeatureSettings) -> Any:
     root = settings.repo_path
     if not (root / CONFIG_FILE).is_file():
         raise FeatureRepoMissing(root)
-    config = RepoConfig(repo_path=root.resolve(), **_absolute(repo_config(settings), root.resolve()))
+    config = RepoConfig(repo_path=root.resolve(), **_absolute(repo_config(settings, with_secrets=True), root.resolve()))
     return FeatureStore(config=config)
 
 

@@ -6,8 +6,15 @@ basic auth over TLS, and the Redis online store behind a password and TLS.
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import SecretStr
@@ -16,6 +23,19 @@ from streaminfer.monitoring.alerting.delivery_metrics import DeliveryMetrics
 from streaminfer.monitoring.alerting.receivers import ReceiverConfig
 from streaminfer.monitoring.observability.discovery import ScrapeTarget, write_targets
 from streaminfer.monitoring.observability.endpoint import MetricsAccess, serve_metrics, stop_serving
+from streaminfer.streams.features.connection import PASSWORD_VARIABLE
+from streaminfer.streams.features.online import OnlineFeatures
+from streaminfer.streams.features.settings import FeatureSettings
+from streaminfer.streams.features.store import (
+    CREATED,
+    ENTITY_KEY,
+    STATS_PUSH,
+    TIMESTAMP,
+    init_repository,
+    open_store,
+    stats_features,
+    window_spec,
+)
 from tests.integration.test_webhook_delivery import (
     FAST,
     counts,
@@ -128,3 +148,125 @@ def test_prometheus_scrapes_an_endpoint_that_wants_basic_auth_over_tls_and_is_re
             assert target["health"] == "down" and "401" in target["lastError"], json.dumps(target)
     finally:
         stop_serving(server)
+
+
+# redis ------------------------------------------------------------------------------------------
+
+REDIS_PASSWORD = "redis-pa55word"
+
+
+class SecuredRedis:
+    """Debian's ``redis-server`` on loopback, in memory, wanting ``--requirepass`` and, given a
+    server certificate, speaking TLS only (``--port 0 --tls-port``)."""
+
+    def __init__(self, authority: CertificateAuthority | None = None) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed: apt-get install redis-server"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"127.0.0.1:{self.port}"
+        args = [binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--requirepass", REDIS_PASSWORD]
+        self.tls = authority is not None
+        if authority is None:
+            args += ["--port", str(self.port)]
+        else:
+            identity = authority.issue("redis", server=True)
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(identity.cert),
+                     "--tls-key-file", str(identity.key), "--tls-ca-cert-file", str(authority.cert),
+                     "--tls-auth-clients", "optional"]
+        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while not self._listening():
+            assert self._process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=10)
+
+
+@pytest.fixture(params=["password", "password+tls"])
+def redis(request, authority) -> Iterator[SecuredRedis]:
+    server = SecuredRedis(authority if request.param == "password+tls" else None)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def redis_settings(tmp_path: Path, redis: SecuredRedis, authority: CertificateAuthority, **changes: object) -> FeatureSettings:
+    tls = redis.tls
+    fields: dict[str, object] = {
+        "repo_path": tmp_path / "repo", "online_store": "redis", "redis_url": redis.url,
+        "redis_password": SecretStr(REDIS_PASSWORD), "redis_tls": bool(tls),
+        "redis_ca_file": authority.cert if tls else None,
+    }
+    return FeatureSettings(**(fields | changes))
+
+
+def push_one(settings: FeatureSettings, entity: str) -> None:
+    from feast.data_source import PushMode
+
+    now = datetime.now(timezone.utc)
+    row = {ENTITY_KEY: entity, TIMESTAMP: now, CREATED: now}
+    row |= {name: 3 if name.startswith("requests_") else 0.5 for name in window_spec(settings).feature_names()}
+    open_store(settings).push(STATS_PUSH, pd.DataFrame([row]), to=PushMode.ONLINE)
+
+
+def written_files(root: Path) -> bytes:
+    return b"".join(path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file())
+
+
+def test_the_online_store_writes_and_reads_features_on_a_redis_with_a_password(tmp_path, redis, authority):
+    settings = redis_settings(tmp_path, redis, authority)
+    init_repository(settings)
+    push_one(settings, "customer-7")
+    got = OnlineFeatures(settings).read(["customer-7"], stats_features(settings))
+    requests = next(name for name in got["customer-7"] if name.startswith("requests_"))
+    assert got["customer-7"][requests] == 3
+    assert REDIS_PASSWORD.encode() not in written_files(settings.repo_path)
+    assert f"${{{PASSWORD_VARIABLE}}}" in (settings.repo_path / "feature_store.yaml").read_text()
+
+
+def test_feasts_own_loader_takes_the_password_from_the_environment_not_the_file(tmp_path, redis, authority, monkeypatch):
+    from feast import FeatureStore
+
+    settings = redis_settings(tmp_path, redis, authority)
+    init_repository(settings)
+    push_one(settings, "customer-8")
+    monkeypatch.setenv(PASSWORD_VARIABLE, REDIS_PASSWORD)
+    store = FeatureStore(repo_path=str(settings.repo_path))
+    got = store.get_online_features(features=stats_features(settings), entity_rows=[{ENTITY_KEY: "customer-8"}])
+    requests = next(ref.split(":", 1)[1] for ref in stats_features(settings) if ":requests_" in ref)
+    assert got.to_dict()[requests] == [3]
+
+
+def test_a_redis_that_wants_a_password_refuses_a_store_without_one(tmp_path, redis, authority):
+    import redis as redis_py
+
+    settings = redis_settings(tmp_path, redis, authority, redis_password=None)
+    init_repository(settings)
+    with pytest.raises(redis_py.AuthenticationError, match="Authentication required"):
+        push_one(settings, "customer-9")
+
+
+def test_a_redis_whose_certificate_is_not_from_the_configured_ca_is_refused(tmp_path, authority):
+    import redis as redis_py
+
+    server = SecuredRedis(authority)
+    try:
+        stranger = CertificateAuthority(tmp_path / "other-ca")
+        settings = redis_settings(tmp_path, server, authority, redis_ca_file=stranger.cert)
+        init_repository(settings)
+        with pytest.raises(redis_py.ConnectionError, match="certificate verify failed"):
+            push_one(settings, "customer-10")
+    finally:
+        server.stop()

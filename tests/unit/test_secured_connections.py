@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import SecretStr, ValidationError
 
+from streaminfer.cli.common import settings_problems
 from streaminfer.monitoring.alerting.config import load_config
 from streaminfer.monitoring.alerting.receivers import ReceiverConfig
 from streaminfer.monitoring.errors import AlertConfigError, MetricsEndpointInvalid
@@ -22,6 +23,9 @@ from streaminfer.monitoring.observability.endpoint import MetricsAccess, serve_m
 from streaminfer.streams.alerting.attempts import post
 from streaminfer.streams.alerting.errors import UntrustedCertificate
 from streaminfer.streams.alerting.transport import MockTransport, Request, Response
+from streaminfer.streams.features.connection import redis_connection_string
+from streaminfer.streams.features.settings import FeatureSettings
+from streaminfer.streams.features.store import repo_config
 from tests.support.certificates import CertificateAuthority
 
 PASSWORD = "metrics-pa55word"
@@ -204,6 +208,58 @@ def test_refused_settings_from_the_environment_do_not_echo_the_password(monkeypa
     from streaminfer.settings import AppSettings
 
     monkeypatch.setenv("STREAMINFER_METRICS__PASSWORD", PASSWORD)
-    with pytest.raises(ValidationError, match="needs both metrics.username and metrics.password") as raised:
+    with pytest.raises(ValidationError, match=r"needs both metrics\.username and metrics\.password") as raised:
         AppSettings()
     assert PASSWORD not in str(raised.value)
+
+
+# redis ------------------------------------------------------------------------------------------
+
+REDIS_PASSWORD = "redis-pa55word"
+
+
+def redis_features(tmp_path: Path, **fields: object) -> FeatureSettings:
+    return FeatureSettings(repo_path=tmp_path, online_store="redis", redis_url="cache:6380", **fields)  # type: ignore[arg-type]
+
+
+def test_the_connection_string_in_memory_carries_the_password_and_tls_as_feast_reads_them(tmp_path):
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    settings = redis_features(tmp_path, redis_username="features", redis_password=SecretStr("123"), redis_tls=True,
+                              redis_ca_file=tmp_path / "ca.pem", redis_cert_file=tmp_path / "c.pem",
+                              redis_key_file=tmp_path / "k.pem", redis_key_password=SecretStr("true"))
+    nodes, params = RedisOnlineStore._parse_connection_string(redis_connection_string(settings, with_secrets=True))
+    assert nodes == [{"host": "cache", "port": "6380"}]
+    assert params == {"username": "features", "password": "123", "ssl": True, "ssl_ca_certs": str(tmp_path / "ca.pem"),
+                      "ssl_certfile": str(tmp_path / "c.pem"), "ssl_keyfile": str(tmp_path / "k.pem"),
+                      "ssl_password": "true"}
+
+
+def test_feature_store_yaml_refers_to_the_environment_for_the_passwords(tmp_path):
+    settings = redis_features(tmp_path, redis_password=SecretStr(REDIS_PASSWORD), redis_tls=True,
+                              redis_key_file=tmp_path / "k.pem", redis_cert_file=tmp_path / "c.pem",
+                              redis_key_password=SecretStr(REDIS_PASSWORD))
+    written = repo_config(settings)["online_store"]["connection_string"]
+    assert REDIS_PASSWORD not in written
+    assert 'password="${STREAMINFER_FEATURES__REDIS_PASSWORD}"' in written
+    assert 'ssl_password="${STREAMINFER_FEATURES__REDIS_KEY_PASSWORD}"' in written
+    assert REDIS_PASSWORD not in repr(settings) and REDIS_PASSWORD not in settings.model_dump_json()
+
+
+def test_a_plain_redis_keeps_the_bare_host_and_port(tmp_path):
+    assert redis_connection_string(redis_features(tmp_path), with_secrets=True) == "cache:6380"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"redis_ca_file": "ca.pem"}, "features.redis_ca_file set, but features.redis_tls is false"),
+        ({"redis_tls": True, "redis_cert_file": "c.pem"}, "need both features.redis_cert_file and features.redis_key_file"),
+        ({"redis_password": "a,b"}, "features.redis_password contains a comma"),
+        ({"redis_key_password": "x"}, "features.redis_key_password is set without features.redis_key_file"),
+    ],
+)
+def test_redis_settings_that_cannot_work_are_refused_naming_the_setting(tmp_path, fields, message):
+    with pytest.raises(ValidationError, match=message) as raised:
+        redis_features(tmp_path, **fields)
+    assert "a,b" not in settings_problems(raised.value)
