@@ -1,5 +1,6 @@
 """A broker outage longer than ``request_timeout_ms`` is ridden out: the pipeline waits, says so,
-and answers every request once the broker is back (at-least-once: repeats counted, none missing).
+and answers every request once the broker is back (at-least-once: repeats counted, none missing;
+exactly-once: none missing and none repeated as a ``read_committed`` reader sees them).
 
 The broker is an Apache Kafka of this test's own (the session's is shared by other tests), stopped
 with SIGTERM (or killed with SIGKILL) and started again on the same port and data directory.
@@ -19,7 +20,7 @@ from aiokafka.structs import RecordMetadata
 
 from streaminfer.demo.model import demo_data
 from streaminfer.streams.clients import ensure_topic_names
-from streaminfer.streams.settings import KafkaSettings
+from streaminfer.streams.settings import KafkaSettings, PipelineSettings
 from tests.integration.test_pipeline import demo_records
 from tests.support.harness import Collector, app_settings, ends, started
 from tests.support.kafka_jvm import ApacheKafkaBroker
@@ -82,13 +83,19 @@ async def _until(condition, timeout_s: float, what: str) -> None:
 
 
 @pytest.mark.kafka_semantics
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 @pytest.mark.parametrize("end", ["stop", "kill"])
 async def test_a_broker_down_longer_than_the_request_timeout_is_waited_out_and_every_request_is_answered(
-    end, tmp_path, topics, model_repo, ray_dashboard, caplog
+    end, guarantee, tmp_path, topics, model_repo, ray_dashboard, caplog
 ):
     """``stop``: SIGTERM, a controlled shutdown; ``kill``: SIGKILL, after which the group has lost
-    this member by the time the broker is back, so its next commit is refused."""
+    this member by the time the broker is back, so its next commit is refused (at-least-once) or
+    its transactions' offsets land for a member the group no longer has (exactly-once, whose
+    offsets carry no generation). Exactly-once transactions that fail while the broker is away are
+    aborted and done again; what a ``read_committed`` reader sees holds each answer once."""
     caplog.set_level(logging.WARNING, logger="streaminfer.streams.pipeline.loop")
+    isolation = "read_committed" if guarantee == "exactly_once" else "read_uncommitted"
+    pipeline = PipelineSettings(guarantee=guarantee, transaction_interval_ms=100)
     broker = await asyncio.to_thread(ApacheKafkaBroker(tmp_path / "kafka").start)
     try:
         kafka = KafkaSettings(
@@ -96,12 +103,12 @@ async def test_a_broker_down_longer_than_the_request_timeout_is_waited_out_and_e
             heartbeat_interval_ms=500, rebalance_timeout_ms=6000, request_timeout_ms=REQUEST_TIMEOUT_MS,
         )
         await ensure_topic_names(kafka, [topics.requests, topics.predictions, topics.deadletter], 4, 1)
-        app = await started(app_settings(kafka, topics, model_repo, consumers=0))
+        app = await started(app_settings(kafka, topics, model_repo, consumers=0, pipeline=pipeline))
         connected = lambda: app.registry.get_sample_value("streaminfer_broker_connected")  # noqa: E731
         feed = Feed(kafka.bootstrap, topics.requests)
         try:
             await feed.start()
-            async with Collector(kafka.bootstrap, topics) as collector:
+            async with Collector(kafka.bootstrap, topics, isolation_level=isolation) as collector:
                 await collector.until(lambda c: c.total >= RATE_PER_S)  # flowing
             await asyncio.to_thread(getattr(broker, end))  # mid-stream: the feed keeps sending into the outage
             await _until(lambda: connected() == 0, OUTAGE_S, "the pipeline to report the broker disconnected")
@@ -109,7 +116,7 @@ async def test_a_broker_down_longer_than_the_request_timeout_is_waited_out_and_e
             assert app.failure is None
             await asyncio.to_thread(broker.start)
             sent = await feed.stop()
-            async with Collector(kafka.bootstrap, topics) as collector:
+            async with Collector(kafka.bootstrap, topics, isolation_level=isolation) as collector:
                 collected = await collector.caught_up(kafka, sent, timeout_s=180)
             await _until(lambda: connected() == 1, 30, "the pipeline to report the broker back")
             assert app.failure is None, "the pipeline kept running through the outage"
@@ -123,7 +130,9 @@ async def test_a_broker_down_longer_than_the_request_timeout_is_waited_out_and_e
     assert collected.dead_letters == []
     assert set(feed.acknowledged) - set(ids) == set(), "no acknowledged request is missing"
     repeats = sum(n - 1 for n in ids.values())
-    print(f"{len(feed.acknowledged)} requests, {repeats} answered more than once")  # at-least-once: counted
+    print(f"{guarantee}: {len(feed.acknowledged)} requests, {repeats} answered more than once")
+    if guarantee == "exactly_once":
+        assert repeats == 0, "a read_committed reader sees each answer once, outage or not"
     messages = [r.getMessage() for r in caplog.records]
     assert sum("disconnected" in m for m in messages) >= 1
     assert sum("is back after" in m for m in messages) >= 1
