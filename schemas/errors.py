@@ -119,6 +119,9 @@ class RequestFacts:
     model: str | None = None
     version: str | None = None
     request_id: str | None = None
+    masking: object | None = None
+    """The model's privacy masking (``workers.models.privacy.Masking``) once the model is known:
+    what of the request its dead letter may keep."""
 
 
 class RequestError(StreamInferError):

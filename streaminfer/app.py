@@ -104,9 +104,9 @@ async def start_app(settings: AppSettings, registry: CollectorRegistry | None = 
         await check_transactions(KafkaClients(settings.kafka))  # refused in one line on the embedded broker
     system = topology(settings)
     await ensure_topics(settings.kafka, system.select(system.pipeline_topics()))
-    repository = ModelRepository(settings.model_repository)
+    repository = ModelRepository(settings.model_repository, settings.privacy.hash_key)
     for name in settings.served_model_names():
-        repository.resolve(name)  # fail here, in one line, before any actor starts
+        _ = repository.resolve(name).masking  # fail here, in one line, before any actor starts
     if settings.pipeline.consumers > 0:
         app: RunningApp = ConsumerGroupApp(settings, registry=registry or CollectorRegistry())
     else:
@@ -199,7 +199,7 @@ async def _start_consumer_group(app: ConsumerGroupApp) -> None:
         ).remote(
             index, name, str(settings.model_repository.resolve()), settings.served_model_names(),
             settings.kafka, topology(settings).pipeline, settings.pipeline, settings.runtime, _metrics_host(settings),
-            _absolute_features(settings),
+            _absolute_features(settings), settings.privacy.hash_key,
         )
         app.handles.append(cast("ray.actor.ActorHandle", handle))  # Ray's stubs type .remote() as handle or class
     try:

@@ -23,6 +23,7 @@ from streaminfer.monitoring.observability.endpoint import MetricsAccess
 from streaminfer.monitoring.settings import AlertingSettings, ExperimentSettings, MonitorSettings
 from streaminfer.streams.features.settings import FeatureSettings
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
+from streaminfer.workers.models.privacy import PrivacySettings
 from streaminfer.workers.settings import PoolSettings, RaySettings, RuntimeSettings
 
 SETTINGS_FILE_VARIABLE = "STREAMINFER_SETTINGS_FILE"
@@ -64,6 +65,7 @@ class AppSettings(BaseSettings):
     experiments: ExperimentSettings = ExperimentSettings()
     alerting: AlertingSettings = AlertingSettings()
     features: FeatureSettings = FeatureSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     @classmethod
     def settings_customise_sources(

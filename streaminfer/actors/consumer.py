@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import cast
 
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from streaminfer.monitoring.observability.endpoint import MetricsAccess, serve_metrics, stop_serving
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
@@ -45,10 +46,11 @@ class ConsumerActor:
         runtime: RuntimeSettings,
         metrics_host: str | MetricsAccess | None,
         features: FeatureSettings | None = None,
+        hash_key: SecretStr | None = None,
     ) -> None:
         self.index = index
         self.label = label
-        self._repository = ModelRepository(Path(repository_root))
+        self._repository = ModelRepository(Path(repository_root), hash_key)  # privacy.hash_key
         self._model_names = model_names
         self._kafka, self._topics, self._pipeline_settings = kafka, topics, pipeline
         self._runtime = runtime

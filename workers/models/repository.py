@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+from pydantic import SecretStr
 
 from streaminfer.schemas.signature import Signature
 from streaminfer.workers.errors import ModelFileMissing, UnknownModel
+from streaminfer.workers.models.privacy import HashKeyMissing, Masking, PrivacyPolicy, check_policy
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
@@ -56,6 +58,9 @@ class ModelMetadata(msgspec.Struct, omit_defaults=True):
     description: str = ""
     metrics: dict[str, float] = {}
     enrichment: Enrichment | None = None
+    privacy: PrivacyPolicy | None = None
+    """Personal input features and request parameters, and whether to drop or hash them before
+    anything is stored (``workers.models.privacy``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,8 @@ class ModelVersion:
 
     metadata: ModelMetadata
     directory: Path
+    hash_key: SecretStr | None = None
+    """The key of the privacy policy's hashes (``privacy.hash_key``); travels pickled with the entry."""
 
     @property
     def name(self) -> str:
@@ -86,6 +93,17 @@ class ModelVersion:
             for spec in signature.inputs
         )
         return msgspec.structs.replace(signature, inputs=inputs)
+
+    @property
+    def masking(self) -> Masking:
+        """The privacy policy, ready to apply; raises ``HashKeyMissing`` for a policy that hashes
+        while no key is set."""
+        policy = self.metadata.privacy or PrivacyPolicy()
+        if policy.hashes_anything and self.hash_key is None:
+            raise HashKeyMissing(self.name, self.version)
+        inputs = self.metadata.signature.inputs
+        matrix = inputs[0].name if len(inputs) == 1 and len(inputs[0].shape) == 2 else None
+        return Masking(policy, tuple(self.metadata.feature_names), matrix, self.hash_key)
 
     @property
     def model_path(self) -> Path:
@@ -113,8 +131,10 @@ def version_key(version: str) -> tuple[int, int, int, int, str]:
 
 
 class ModelRepository:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, hash_key: SecretStr | None = None) -> None:
+        """``hash_key``: the key of privacy policies that hash (``privacy.hash_key``)."""
         self.root = Path(root)
+        self.hash_key = hash_key
 
     def model_names(self) -> list[str]:
         if not self.root.is_dir():
@@ -145,7 +165,9 @@ class ModelRepository:
         if not metadata_path.is_file():
             raise ModelFileMissing(metadata_path, "write the model with `streaminfer models build-demo` or add its metadata.json")
         metadata = msgspec.json.decode(metadata_path.read_bytes(), type=ModelMetadata)
-        entry = ModelVersion(metadata=metadata, directory=directory)
+        if metadata.privacy is not None:
+            check_policy(metadata.privacy, metadata.feature_names, name, version)
+        entry = ModelVersion(metadata=metadata, directory=directory, hash_key=self.hash_key)
         if not entry.model_path.is_file():
             raise ModelFileMissing(entry.model_path, "rebuild it with `streaminfer models build-demo --force`")
         return entry
