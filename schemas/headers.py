@@ -29,6 +29,9 @@ SHADOW_ERROR = "shadow-error"
 #: again from, as ``topic/partition/offset``, and how many times this request has been replayed.
 REPLAY_OF = "replay-of"
 REPLAY_COUNT = "replay-count"
+#: On a dead letter whose value is the request masked by the model's privacy policy (or dropped),
+#: not the original bytes: ``true``. ``streaminfer deadletters replay`` does not send those.
+PRIVACY_MASKED = "__streaminfer.privacy.masked"
 
 TRACE_HEADERS = (TRACEPARENT, TRACESTATE)
 

@@ -94,6 +94,11 @@ class DeadLetter:
         return 0
 
     @property
+    def masked(self) -> bool:
+        """Whether the value is the request masked by its model's privacy policy (or dropped)."""
+        return (h.PRIVACY_MASKED, b"true") in self.headers
+
+    @property
     def where(self) -> str:
         return f"{self.topic}/{self.partition}/{self.offset}"
 
@@ -144,6 +149,9 @@ class ReplayPlan:
 
     send: list[DeadLetter] = field(default_factory=list)
     capped: list[DeadLetter] = field(default_factory=list)
+    masked: list[DeadLetter] = field(default_factory=list)
+    """Letters holding a masked request (``privacy.masked``), not the original: never sent again,
+    since the model would answer a request that was never made."""
 
 
 def plan_replay(
@@ -155,6 +163,9 @@ def plan_replay(
     plan = ReplayPlan()
     for letter in letters:
         if not selection.matches(letter):
+            continue
+        if letter.masked:
+            plan.masked.append(letter)
             continue
         replays = letter.replays + (sent_before or {}).get(letter.where, 0)
         (plan.capped if replays >= max_replays else plan.send).append(letter)

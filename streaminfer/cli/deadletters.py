@@ -79,6 +79,9 @@ def deadletters_replay(
     if plan.capped:
         console.print(f"{len(plan.capped)} selected dead letters were already replayed {max_replays} "
                       "times and are not sent again (--max-replays)")
+    if plan.masked:
+        console.print(f"{len(plan.masked)} selected dead letters hold a request masked by its model's "
+                      "privacy policy, not the original, and are not replayed")
     if dry_run:
         console.print(f"dry run: would replay {len(plan.send)} dead letters to {target}")
         return

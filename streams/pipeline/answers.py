@@ -2,7 +2,8 @@
 
 A ``StreamInferError`` with a ``reason`` is that request's failure (bad input, a model that
 rejects it, a missed deadline, workers or a store that stayed down) and becomes its dead letter,
-headed with the reason and whether a replay can succeed (``retriable``). Any other failure (an
+headed with the reason and whether a replay can succeed (``retriable``); it keeps the original
+bytes unless the model's privacy policy masks anything (then it holds the masked request). Any other failure (an
 error without a reason, or one that is not ours: a bug) is raised, so the pipeline stops without
 committing.
 """
@@ -22,6 +23,7 @@ from streaminfer.streams.pipeline.outgoing import (
     shadow_record,
 )
 from streaminfer.streams.settings import TopicSettings
+from streaminfer.workers.models.privacy import Masking
 
 
 def answer(topics: TopicSettings, item: Decoded, outcome: Prediction | BaseException) -> Outgoing:
@@ -54,9 +56,11 @@ def dead_letter(topics: TopicSettings, record: ConsumerRecord, exc: StreamInferE
     if exc.reason is None:
         raise exc  # not a request's failure (lifecycle, settings): stop without committing
     if item is not None:
-        facts = RequestFacts(item.served.entry.name, item.served.entry.version, item.request_id)
+        entry = item.served.entry
+        facts = RequestFacts(entry.name, entry.version, item.request_id, entry.masking)
     else:
         facts = (exc.facts if isinstance(exc, RequestError) else None) or RequestFacts()
+    masking = facts.masking if isinstance(facts.masking, Masking) else None
     return dead_letter_record(
         topics.deadletter,
         record,
@@ -68,4 +72,5 @@ def dead_letter(topics: TopicSettings, record: ConsumerRecord, exc: StreamInferE
         request_id=facts.request_id,
         experiment=item.route.experiment if item else "",
         arm=item.route.arm if item else "",
+        masking=masking,
     )

@@ -6,7 +6,7 @@ a bad record gets, how rows map back to requests) are tested without services.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from aiokafka.structs import ConsumerRecord
@@ -44,6 +44,30 @@ def decode_record(record: ConsumerRecord, models: ServedModels, max_bytes: int |
     carries the request id and model (``RequestError.facts``) once they are known. A value over
     ``max_bytes`` is refused before any decoding. The route is chosen by the record's key (else
     its request id), so assignment is sticky."""
+    try:
+        return _decode(record, models, max_bytes)
+    except RequestError as exc:
+        facts = exc.facts or RequestFacts()
+        exc.about(replace(facts, masking=_masking(models, record, facts)))
+        raise
+
+
+def _masking(models: ServedModels, record: ConsumerRecord, facts: RequestFacts) -> object:
+    """The privacy masking of the model the request names, for its dead letter (headers that
+    cannot be read name the default model); None for a model not served: no policy applies."""
+    try:
+        headers = parse_request_headers(record.headers)
+        name, version = facts.model or headers.model_name, facts.version or headers.model_version
+    except RequestError:
+        name, version = facts.model, facts.version
+    try:
+        route = models.route(name, version, record.key or b"")
+    except UnknownModel:
+        return None
+    return route.served.entry.masking
+
+
+def _decode(record: ConsumerRecord, models: ServedModels, max_bytes: int | None) -> Decoded:
     value = record.value
     if max_bytes is not None and value is not None and len(value) > max_bytes:
         raise PayloadTooLarge(len(value), max_bytes)

@@ -11,6 +11,7 @@ from aiokafka.structs import ConsumerRecord
 from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import Prediction, encode
 from streaminfer.schemas.deadletter import Reason, error_headers
+from streaminfer.workers.models.privacy import Masking
 
 Headers = list[tuple[str, bytes]]
 
@@ -92,10 +93,18 @@ def dead_letter_record(
     request_id: str | None = None,
     experiment: str = "",
     arm: str = "",
+    masking: Masking | None = None,
 ) -> Outgoing:
     """The original value, key and headers, plus our error headers; never re-encoded.
-    ``retriable``: whether replaying the record can succeed once the cause has passed."""
-    headers = list(record.headers) + error_headers(
+    ``retriable``: whether replaying the record can succeed once the cause has passed.
+    Under a ``masking`` that masks anything, the value is the request masked by it instead (none
+    when the request cannot be read), headed ``__streaminfer.privacy.masked: true``."""
+    value = record.value
+    privacy: Headers = []
+    if masking is not None and masking.masks_anything:
+        too_large = reason is Reason.PAYLOAD_TOO_LARGE  # refused unread: it is not read here either
+        value, privacy = None if too_large else masking.mask_request(value), [(h.PRIVACY_MASKED, b"true")]
+    headers = list(record.headers) + privacy + error_headers(
         reason=reason,
         message=message,
         topic=record.topic,
@@ -111,7 +120,7 @@ def dead_letter_record(
     return Outgoing(
         topic=topic,
         key=record.key,
-        value=record.value,
+        value=value,
         headers=headers,
         source=source_of(record),
         source_offset=record.offset,

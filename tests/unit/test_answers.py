@@ -22,7 +22,7 @@ TOPICS = TopicSettings()
 
 
 def served(version: str) -> SimpleNamespace:
-    return SimpleNamespace(entry=SimpleNamespace(name="m", version=version))
+    return SimpleNamespace(entry=SimpleNamespace(name="m", version=version, masking=None))
 
 
 def item(shadow: bool = False) -> Decoded:
