@@ -16,6 +16,9 @@ state stopped instead of starting blind. The partitions are assigned, not balanc
 (one reader per system), but the offsets are also committed under the monitor's group id so
 its lag shows up in the usual tools.
 
+Input features a model's privacy policy drops or hashes are not watched at all (no detector, no
+window, nothing of them in a report or the checkpoint); drift is computed on the others.
+
 Records the monitor cannot read (they are dead letters of the pipeline anyway, or labels for
 unknown models) are counted under ``stream="skipped"``, never raised.
 """
@@ -182,7 +185,7 @@ class Monitor(SingleReader):
             self._skip(record, "not a watched model")
             return
         tensors, _rows = request_tensors(decode_request(record.value), watch.signature)
-        rows = tensors[watch.input_name]
+        rows = watch.watched(tensors[watch.input_name])  # personal features are never watched
         drift.extend(watch.sample.update_features(rows, record.timestamp))
         if watch.window is not None:
             closed.extend((watch, window) for window in watch.window.add(rows, record.timestamp))

@@ -25,6 +25,13 @@ class ModelWatch:
     input_name: str | None
     sample: SampleDrift
     window: WindowDrift | None
+    columns: tuple[int, ...] | None = None
+    """The input's columns watched (None: all): personal features, those the model's privacy
+    policy drops or hashes, are left out of the detectors, the windows, their reports and the
+    checkpoint."""
+
+    def watched(self, rows: np.ndarray) -> np.ndarray:
+        return rows if self.columns is None else rows[:, list(self.columns)]
 
     def restore(self, repository: ModelRepository) -> None:
         if self.window is not None:
@@ -51,7 +58,20 @@ def reference_frame(entry: ModelVersion) -> pd.DataFrame | None:
         return None
     frame = pd.read_parquet(entry.reference_path)
     names = entry.metadata.feature_names or [c for c in frame.columns if c != "target"]
-    return frame[names].astype("float64")
+    return frame[[n for n in names if n not in _personal(entry)]].astype("float64")
+
+
+def _personal(entry: ModelVersion) -> frozenset[str]:
+    privacy = entry.metadata.privacy
+    return privacy.personal_features() if privacy is not None else frozenset()
+
+
+def watched_columns(entry: ModelVersion) -> tuple[int, ...] | None:
+    """Indices of the matrix input's columns that are not personal; None when all are watched."""
+    personal = _personal(entry)
+    if not personal:
+        return None
+    return tuple(i for i, name in enumerate(entry.metadata.feature_names) if name not in personal)
 
 
 def new_watch(entry: ModelVersion, settings: MonitorSettings) -> ModelWatch:
@@ -59,10 +79,11 @@ def new_watch(entry: ModelVersion, settings: MonitorSettings) -> ModelWatch:
     inputs = entry.metadata.signature.inputs
     matrix_input = inputs[0] if len(inputs) == 1 and len(inputs[0].shape) == 2 else None
     reference = reference_frame(entry)
+    columns = watched_columns(entry)
     if reference is not None:
         sample_reference = Reference.from_rows(list(reference.columns), reference.to_numpy())
     elif matrix_input is not None and matrix_input.shape[1] > 0:
-        sample_reference = Reference.identity(matrix_input.shape[1])
+        sample_reference = Reference.identity(matrix_input.shape[1] if columns is None else len(columns))
     else:
         sample_reference = Reference([], np.zeros(0), np.ones(0))
     window = None
@@ -77,4 +98,4 @@ def new_watch(entry: ModelVersion, settings: MonitorSettings) -> ModelWatch:
         settings.detector_params, settings.seed,
     )
     input_name = matrix_input.name if matrix_input else None
-    return ModelWatch(entry.name, entry.version, entry.metadata.signature, input_name, sample, window)
+    return ModelWatch(entry.name, entry.version, entry.metadata.signature, input_name, sample, window, columns)

@@ -48,7 +48,7 @@ async def report_from_topic(settings: AppSettings, model: str, rows: int) -> tup
                         tensors, _ = request_tensors(decode_request(record.value), watch.signature)
                     except StreamInferError:
                         continue
-                    for row in tensors[watch.input_name]:
+                    for row in watch.watched(tensors[watch.input_name]):  # no personal features
                         newest.append((row, record.timestamp))
     finally:
         await consumer.stop()
