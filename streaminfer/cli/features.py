@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from streaminfer.cli.common import BootstrapOpt, console, friendly_errors, load_settings
 from streaminfer.settings import AppSettings
+
+if TYPE_CHECKING:
+    from streaminfer.workers.models.maskings import ModelMaskings
 
 features_app = typer.Typer(no_args_is_help=True, help="Streaming features in a Feast feature repository.")
 
@@ -60,7 +64,7 @@ def worker(bootstrap: str | None = BootstrapOpt, repo: Path | None = RepoPathOpt
                       f"writing {settings.features.repo_path.resolve()}; metrics {url or 'off'}", highlight=False)
 
     run_worker(settings.kafka, settings.topics, settings.features, host, port or 0, on_ready=ready,
-               log_level=log_level.upper())
+               log_level=log_level.upper(), maskings=_maskings(settings))
 
 
 @features_app.command("get")
@@ -93,3 +97,16 @@ def materialize(repo: Path | None = RepoPathOpt, online_store: str | None = Onli
     end = datetime.now(timezone.utc)
     open_store(settings).materialize(start_date=end - timedelta(days=since_days), end_date=end)
     console.print(f"materialized      offline → {settings.online_store} online store, up to {end.isoformat()}")
+
+
+def _maskings(settings: AppSettings) -> ModelMaskings:
+    """The served models' privacy policies; one that hashes without ``privacy.hash_key`` stops the
+    worker here, in one line, before anything is stored unmasked."""
+    from streaminfer.workers.models.maskings import ModelMaskings as Maskings
+    from streaminfer.workers.models.repository import ModelRepository
+
+    maskings = Maskings(ModelRepository(settings.model_repository, settings.privacy.hash_key),
+                             settings.pipeline.default_model)
+    for name in settings.served_model_names():
+        maskings.of(name)
+    return maskings

@@ -64,6 +64,7 @@ from streaminfer.streams.features.stall import (
 from streaminfer.streams.features.store import window_spec
 from streaminfer.streams.security.options import faust_credentials
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
+from streaminfer.workers.models.maskings import ModelMaskings
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +159,9 @@ def changelog_topics(settings: FeatureSettings) -> list[str]:
     return [f"{settings.app_id}-{table}-changelog" for table in ("pending", "entity-windows")]
 
 
-def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSettings) -> faust.App:
+def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSettings,
+             maskings: ModelMaskings | None = None) -> faust.App:
+    """``maskings``: the models' privacy policies, applied to requests before they are stored."""
     seconds = 1000.0
     app = FeatureApp(
         settings.app_id,
@@ -194,7 +197,7 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
     @app.agent(sources)
     async def extract(stream: Any) -> None:
         async for event in stream.events():
-            part = _part_of(event.message, topics, settings)
+            part = _part_of(event.message, topics, settings, maskings)
             if part is not None:
                 await joinable.send(key=part.request_id.encode(), value=encode(part))
 
@@ -244,11 +247,11 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
     return app
 
 
-def _part_of(message: Any, topics: TopicSettings, settings: FeatureSettings) -> Any:
+def _part_of(message: Any, topics: TopicSettings, settings: FeatureSettings, maskings: ModelMaskings | None) -> Any:
     headers = _header_list(message.headers)
     ts_ms = _ms(message.timestamp)
     if message.topic == topics.requests:
-        return request_part(message.value, dict(headers), ts_ms, settings.entity_parameter)
+        return request_part(message.value, dict(headers), ts_ms, settings.entity_parameter, maskings)
     if message.topic == topics.predictions:
         return prediction_part(message.value, ts_ms)
     return dead_letter_part(headers, ts_ms)

@@ -13,6 +13,7 @@ from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import Prediction, decode_prediction, decode_request
 from streaminfer.schemas.deadletter import read_error_headers
 from streaminfer.schemas.errors import StreamInferError
+from streaminfer.workers.models.maskings import ModelMaskings
 
 
 class Part(msgspec.Struct, omit_defaults=True, gc=False):
@@ -81,8 +82,10 @@ _UNREADABLE = (StreamInferError, msgspec.MsgspecError, ValueError, TypeError, Lo
                RecursionError)
 
 
-def request_part(value: bytes | None, headers: dict[str, bytes], ts_ms: int, entity_parameter: str) -> Part | None:
-    """None for a request the pipeline will dead-letter anyway (it cannot be decoded); never raises."""
+def request_part(value: bytes | None, headers: dict[str, bytes], ts_ms: int, entity_parameter: str,
+                 maskings: ModelMaskings | None = None) -> Part | None:
+    """None for a request the pipeline will dead-letter anyway (it cannot be decoded); never raises.
+    With ``maskings``, the inputs and entity are masked by the model's privacy policy."""
     try:
         request = decode_request(value)
         request_id = request.id or _text(headers.get(h.REQUEST_ID))
@@ -90,7 +93,12 @@ def request_part(value: bytes | None, headers: dict[str, bytes], ts_ms: int, ent
             SKIPPED["request"] += 1
             return None
         entity = (request.parameters or {}).get(entity_parameter)
-        inputs = _encoder.encode([{"name": t.name, "shape": t.shape, "data": t.data} for t in request.inputs]).decode()
+        tensors = [{"name": t.name, "shape": t.shape, "data": t.data} for t in request.inputs]
+        masking = maskings.of(_text(headers.get(h.MODEL_NAME)), _text(headers.get(h.MODEL_VERSION))) if maskings else None
+        if masking is not None and masking.masks_anything:
+            tensors = masking.mask_inputs(tensors)
+            entity = None if entity is None else masking.mask_parameter(entity_parameter, str(entity))
+        inputs = _encoder.encode(tensors).decode()
         return Part("request", request_id, ts_ms, entity=None if entity is None else str(entity),
                     model=_text(headers.get(h.MODEL_NAME)), inputs=inputs)
     except _UNREADABLE:

@@ -24,6 +24,7 @@ from streaminfer.streams.features.sink import FeastWriter, FeatureSink
 from streaminfer.streams.features.store import open_store
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
 from streaminfer.streams.topics import Topology
+from streaminfer.workers.models.maskings import ModelMaskings
 
 
 async def prepare_topics(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSettings) -> None:
@@ -41,15 +42,16 @@ def run_worker(
     metrics_port: int = 0,
     on_ready: Callable[[str | None], None] = lambda url: None,
     log_level: str = "WARNING",
+    maskings: ModelMaskings | None = None,
 ) -> None:
-    """Blocks until the process is told to stop."""
+    """Blocks until the process is told to stop. ``maskings``: the models' privacy policies."""
     asyncio.run(prepare_topics(kafka, topics, settings))
     store = open_store(settings)
     registry = CollectorRegistry()
     server, url = serve_metrics(metrics_host, metrics_port, registry) if metrics_host else (None, None)
     sink = FeatureSink(kafka, settings, FeastWriter(store, settings), FeatureSinkMetrics(registry))
     FeatureAppMetrics(registry, skipped=lambda: {kind: records.SKIPPED[kind] for kind in records.SKIP_KINDS})
-    app = make_app(kafka, topics, settings)
+    app = make_app(kafka, topics, settings, maskings)
 
     @app.task
     async def feast_sink() -> None:
