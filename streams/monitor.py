@@ -173,7 +173,9 @@ class Monitor(SingleReader):
     def _skip(self, record: ConsumerRecord, why: object) -> None:
         self._metrics.samples.labels(model="", stream=SKIPPED).inc()
         self._count(SKIPPED)
-        log.debug("monitor skipped %s-%d@%d: %s", record.topic, record.partition, record.offset, why)
+        # our errors never quote a request's values; Python's and numpy's may, so only their type
+        shown = why if isinstance(why, str | StreamInferError) else type(why).__name__
+        log.debug("monitor skipped %s-%d@%d: %s", record.topic, record.partition, record.offset, shown)
 
     def _count(self, stream: str) -> None:
         self._state.records[stream] = self._state.records.get(stream, 0) + 1
