@@ -30,7 +30,7 @@ from streaminfer.workers.models.privacy import (
     PrivacyPolicyInvalid,
     keyed_hash,
 )
-from streaminfer.workers.models.repository import ModelMetadata, ModelRepository
+from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.routing.served import ServedModels
 from tests.support.models import LOOKUP_MODEL, write_lookup_model
 
@@ -92,7 +92,7 @@ def test_a_model_without_a_policy_keeps_everything(tmp_path):
 
 
 def test_an_unknown_action_is_refused():
-    with pytest.raises(msgspec.ValidationError, match="Expected `'keep' | 'drop' | 'hash'`|Invalid enum value"):
+    with pytest.raises(msgspec.ValidationError, match=r"Invalid enum value 'blur'"):
         msgspec.json.decode(b'{"features": {"age": "blur"}}', type=PrivacyPolicy)
 
 
@@ -108,7 +108,7 @@ def test_a_policy_naming_an_unknown_feature_is_refused_at_load_in_one_line(tmp_p
 def test_a_policy_that_hashes_without_a_key_is_refused_naming_the_setting(tmp_path):
     repository = ModelRepository(tmp_path)
     write_private_model(repository)
-    with pytest.raises(HashKeyMissing, match="set privacy.hash_key"):
+    with pytest.raises(HashKeyMissing, match=r"set privacy\.hash_key"):
         _ = repository.resolve(LOOKUP_MODEL).masking
 
 
