@@ -165,11 +165,11 @@ def test_a_host_alone_serves_open_http_on_loopback_as_before(served):
 
 
 def test_metrics_settings_bind_to_loopback_unless_told_otherwise():
-    from streaminfer.settings import AppSettings
+    from streaminfer.settings import MetricsSettings
 
-    settings = AppSettings()
-    assert settings.metrics.host == "127.0.0.1"
-    assert not settings.metrics.uses_auth and not settings.metrics.uses_tls
+    metrics = MetricsSettings()
+    assert metrics.host == "127.0.0.1"
+    assert not metrics.uses_auth and not metrics.uses_tls
 
 
 @pytest.mark.parametrize(
@@ -207,6 +207,7 @@ def test_a_key_that_does_not_load_fails_in_one_line_naming_the_settings_not_the_
 def test_refused_settings_from_the_environment_do_not_echo_the_password(monkeypatch):
     from streaminfer.settings import AppSettings
 
+    monkeypatch.delenv("STREAMINFER_SETTINGS_FILE", raising=False)
     monkeypatch.setenv("STREAMINFER_METRICS__PASSWORD", PASSWORD)
     with pytest.raises(ValidationError, match=r"needs both metrics\.username and metrics\.password") as raised:
         AppSettings()
