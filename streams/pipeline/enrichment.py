@@ -74,8 +74,16 @@ class Enricher:
         return self._reader.read(entities, refs)
 
     def _entity_of(self, item: Decoded) -> str | None:
+        """The entity to look up: hashed when the model's privacy policy hashes it, as the feature
+        worker stored it."""
         value = (item.parameters or {}).get(self._entity_parameter)
-        return None if value is None or value == "" else str(value)
+        if value is None or value == "":
+            return None
+        entry = item.served.entry
+        privacy = entry.metadata.privacy
+        if privacy is not None and privacy.parameter_action(self._entity_parameter) == "hash":
+            return entry.masking.hash(str(value))
+        return str(value)
 
 
 def _append(item: Decoded, entity: str | None, values: dict[str, dict[str, Any]], refs: list[str],

@@ -31,7 +31,7 @@ class StoreDict:
 
 def item(entity: str | None, rows: int = 1, required: bool = True) -> Decoded:
     enrichment = Enrichment(input="input", features=FEATURES, required=required, default=-1.0)
-    served = SimpleNamespace(entry=SimpleNamespace(name="m", version="1.0.0", metadata=SimpleNamespace(enrichment=enrichment)))
+    served = SimpleNamespace(entry=SimpleNamespace(name="m", version="1.0.0", metadata=SimpleNamespace(enrichment=enrichment, privacy=None)))
     arrays = {"input": np.full((rows, 1), 7.0, dtype=np.float32)}
     return Decoded(record=None, request_id="r", headers=RequestHeaders(), route=Route(served), arrays=arrays, rows=rows,  # type: ignore[arg-type]
                    parameters=None if entity is None else {"entity_id": entity})

@@ -233,3 +233,28 @@ def test_the_monitor_never_watches_a_personal_feature(tmp_path):
     watch = new_watch(entry, MonitorSettings(reports_dir=tmp_path / "reports"))
     assert watch.columns == (0,) and watch.window is not None and watch.window.feature_names == ["age"]
     assert watch.watched(np.array([[30.0, 5100.0]])).tolist() == [[30.0]]
+
+
+async def test_enrichment_looks_an_entity_up_by_its_hash_when_the_model_hashes_it():
+    from types import SimpleNamespace
+
+    from streaminfer.schemas.headers import RequestHeaders
+    from streaminfer.streams.pipeline.decoding import Decoded
+    from streaminfer.streams.pipeline.enrichment import Enricher
+    from streaminfer.workers.models.repository import Enrichment
+    from streaminfer.workers.routing.served import Route
+
+    looked_up: list[str] = []
+
+    class Store:
+        def read(self, entities: list[str], refs: list[str]) -> dict[str, dict[str, float | None]]:
+            looked_up.extend(entities)
+            return {e: {"requests_60s": 2.0} for e in entities}
+
+    metadata = SimpleNamespace(enrichment=Enrichment(input="input", features=["stats:requests_60s"]), privacy=POLICY)
+    served = SimpleNamespace(entry=SimpleNamespace(name="m", version="1", metadata=metadata, masking=MASKING))
+    decoded = Decoded(record=None, request_id="r", headers=RequestHeaders(), route=Route(served),  # type: ignore[arg-type]
+                      arrays={"input": np.zeros((1, 1), np.float32)}, rows=1, parameters={"entity_id": "customer-7"})
+    [(enriched, error)] = await Enricher(Store).enrich([decoded])
+    assert error is None and looked_up == [keyed_hash(KEY, "customer-7")]
+    assert enriched.arrays["input"].tolist() == [[0.0, 2.0]]
