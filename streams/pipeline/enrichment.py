@@ -100,7 +100,9 @@ def _append(item: Decoded, entity: str | None, values: dict[str, dict[str, Any]]
         found = values.get(entity, {})
         missing = [ref for ref, name in zip(refs, names) if found.get(name) is None]
         if missing and spec.required:
-            return FeatureMissing(f"entity {entity!r} has no {', '.join(missing)} in the online feature store")
+            privacy = item.served.entry.metadata.privacy  # a dropped entity is not named in a dead letter
+            named = "the request's entity" if privacy and privacy.parameter_action(entity_parameter) == "drop" else f"entity {entity!r}"
+            return FeatureMissing(f"{named} has no {', '.join(missing)} in the online feature store")
         row = [spec.default if found.get(name) is None else found[name] for name in names]
     array = item.arrays[spec.input]
     extra = np.broadcast_to(np.asarray(row, dtype=array.dtype), (array.shape[0], len(row)))
