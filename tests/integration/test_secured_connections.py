@@ -5,6 +5,7 @@ basic auth over TLS, and the Redis online store behind a password and TLS.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -19,8 +20,12 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import SecretStr
 
+from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME
+from streaminfer.loadgen import demo_payloads
 from streaminfer.monitoring.alerting.delivery_metrics import DeliveryMetrics
 from streaminfer.monitoring.alerting.receivers import ReceiverConfig
+from streaminfer.monitoring.drift.model_watch import reference_frame
+from streaminfer.monitoring.drift.simulate import drifting_stream
 from streaminfer.monitoring.observability.discovery import ScrapeTarget, write_targets
 from streaminfer.monitoring.observability.endpoint import MetricsAccess, serve_metrics, stop_serving
 from streaminfer.streams.features.connection import PASSWORD_VARIABLE
@@ -36,6 +41,8 @@ from streaminfer.streams.features.store import (
     stats_features,
     window_spec,
 )
+from tests.integration.test_monitoring import eventually as eventually_equal
+from tests.integration.test_monitoring import monitor_settings, produce
 from tests.integration.test_webhook_delivery import (
     FAST,
     counts,
@@ -47,6 +54,7 @@ from tests.integration.test_webhook_delivery import (
     write,
 )
 from tests.support.certificates import CertificateAuthority
+from tests.support.harness import Collector, app_settings, started
 from tests.support.prometheus import PrometheusServer
 from tests.support.receiver import WebhookReceiver
 
@@ -148,6 +156,36 @@ def test_prometheus_scrapes_an_endpoint_that_wants_basic_auth_over_tls_and_is_re
             assert target["health"] == "down" and "401" in target["lastError"], json.dumps(target)
     finally:
         stop_serving(server)
+
+
+async def test_every_process_of_a_running_app_serves_metrics_behind_basic_auth_over_tls(
+    kafka_settings, topics, model_repo, ray_dashboard, tmp_path, authority
+):
+    identity = authority.issue("metrics", server=True)
+    targets = tmp_path / "targets" / "streaminfer.json"
+    password_file = tmp_path / "password"
+    password_file.write_text("app-scrape-pa55")
+    settings = app_settings(kafka_settings, topics, model_repo, monitor=monitor_settings(tmp_path), metrics={
+        "port": 0, "targets_file": targets, "username": "prometheus", "password": SecretStr("app-scrape-pa55"),
+        "tls_cert_file": identity.cert, "tls_key_file": identity.key,
+    })
+    rows, _ = drifting_stream(reference_frame(model_repo.resolve(DEMO_MODEL)), 50, None, seed=3)
+    scrape = {"scheme": "https", "tls_config": {"ca_file": str(authority.cert)},
+              "basic_auth": {"username": "prometheus", "password_file": str(password_file)}}
+    with PrometheusServer(tmp_path / "prometheus", targets, scrape_options=scrape) as prometheus:
+        app = await started(settings)
+        try:
+            async with Collector(kafka_settings.bootstrap, topics) as collector:
+                await produce(kafka_settings.bootstrap, topics.requests, demo_payloads(rows, 50, DEMO_MODEL, INPUT_NAME, "s"))
+                await collector.until(lambda c: c.total >= 50)
+            await eventually_equal(lambda: prometheus.value("sum(streaminfer_requests_total)"), 50)
+            await eventually_equal(lambda: prometheus.value('count(up{job="streaminfer",component="consumer"} == 1)'), 2)
+            await eventually_equal(lambda: prometheus.value('count(up{component="monitor"} == 1)'), 1)
+            listed = json.loads(targets.read_text())
+            assert await asyncio.to_thread(prometheus.value, 'count(up{job="streaminfer"} == 1)') == len(listed)
+            assert "app-scrape-pa55" not in targets.read_text()
+        finally:
+            await app.stop()
 
 
 # redis ------------------------------------------------------------------------------------------
