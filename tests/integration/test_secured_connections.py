@@ -11,12 +11,14 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import ray
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import SecretStr
 
@@ -158,7 +160,7 @@ def test_prometheus_scrapes_an_endpoint_that_wants_basic_auth_over_tls_and_is_re
         stop_serving(server)
 
 
-async def test_every_process_of_a_running_app_serves_metrics_behind_basic_auth_over_tls(
+async def test_every_process_of_a_running_app_serves_metrics_behind_basic_auth_over_tls_and_never_shows_the_password(
     kafka_settings, topics, model_repo, ray_dashboard, tmp_path, authority
 ):
     identity = authority.issue("metrics", server=True)
@@ -183,9 +185,21 @@ async def test_every_process_of_a_running_app_serves_metrics_behind_basic_auth_o
             await eventually_equal(lambda: prometheus.value('count(up{component="monitor"} == 1)'), 1)
             listed = json.loads(targets.read_text())
             assert await asyncio.to_thread(prometheus.value, 'count(up{job="streaminfer"} == 1)') == len(listed)
-            assert "app-scrape-pa55" not in targets.read_text()
+            shown = {url: await asyncio.to_thread(_read, url) for url in
+                     (f"{ray_dashboard}/api/v0/actors?detail=1", f"{ray_dashboard}/api/v0/tasks?detail=1")}
         finally:
             await app.stop()
+    # the password reached every actor, yet the dashboard, the session's logs and written files never show it
+    assert [url for url, body in shown.items() if "app-scrape-pa55" in body] == []
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    written = [path for path in [*session.joinpath("logs").rglob("*"), *tmp_path.rglob("*")]
+               if path.is_file() and path != password_file and b"app-scrape-pa55" in path.read_bytes()]
+    assert written == []
+
+
+def _read(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        return answer.read().decode(errors="replace")
 
 
 # redis ------------------------------------------------------------------------------------------
