@@ -16,6 +16,7 @@ from streaminfer.schemas.errors import PayloadTooLarge, RequestError, RequestFac
 from streaminfer.schemas.headers import RequestHeaders, parse_request_headers
 from streaminfer.streams.pipeline.outgoing import fallback_request_id
 from streaminfer.workers.errors import UnknownModel
+from streaminfer.workers.models.privacy import HashKeyMissing, Masking, PrivacyPolicy
 from streaminfer.workers.models.repository import ModelVersion
 from streaminfer.workers.routing.served import Route, ServedModel, ServedModels
 
@@ -64,7 +65,10 @@ def _masking(models: ServedModels, record: ConsumerRecord, facts: RequestFacts) 
         route = models.route(name, version, record.key or b"")
     except UnknownModel:
         return None
-    return route.served.entry.masking
+    try:
+        return route.served.entry.masking
+    except HashKeyMissing:  # a version served since start-up hashes, and no key is set: keep nothing
+        return Masking(PrivacyPolicy(), (), None, withhold=True)
 
 
 def _decode(record: ConsumerRecord, models: ServedModels, max_bytes: int | None) -> Decoded:

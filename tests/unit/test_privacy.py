@@ -258,3 +258,13 @@ async def test_enrichment_looks_an_entity_up_by_its_hash_when_the_model_hashes_i
     [(enriched, error)] = await Enricher(Store).enrich([decoded])
     assert error is None and looked_up == [keyed_hash(KEY, "customer-7")]
     assert enriched.arrays["input"].tolist() == [[0.0, 2.0]]
+
+
+async def test_a_bad_request_of_a_served_model_that_hashes_without_a_key_keeps_nothing_in_its_dead_letter(tmp_path):
+    repository = ModelRepository(tmp_path)  # no key: start-up refuses this, a version served later may not
+    write_private_model(repository)
+    record = consumed(request(data=[30.0]))
+    with pytest.raises(RequestError) as caught:
+        decode_record(record, await served(repository))
+    letter = dead_letter(TOPICS, record, caught.value)
+    assert letter.value is None and (h.PRIVACY_MASKED, b"true") in letter.headers

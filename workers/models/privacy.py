@@ -106,10 +106,12 @@ class Masking:
     input_name: str | None
     """The matrix input whose columns are ``feature_names`` (None: the model has none)."""
     key: SecretStr | None = None
+    withhold: bool = False
+    """Keep nothing of a request (its policy could not be applied, e.g. a key is missing)."""
 
     @property
     def masks_anything(self) -> bool:
-        return self.policy.masks_anything
+        return self.withhold or self.policy.masks_anything
 
     def hash(self, value: object) -> str:
         assert self.key is not None  # ModelVersion.masking refuses a hashing policy without one
@@ -140,6 +142,8 @@ class Masking:
     def mask_request(self, value: bytes | None) -> bytes | None:
         """An OIP request body with the policy applied; None when it cannot be read (so nothing
         of it is kept)."""
+        if self.withhold:
+            return None
         try:
             request = msgspec.json.decode(value or b"")
             if not isinstance(request, dict) or not isinstance(request.get("inputs", []), list):
