@@ -9,6 +9,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -232,3 +233,40 @@ async def test_the_whole_system_over_sasl_ssl_or_mtls_with_the_listed_acls_alert
 async def _get(url: str) -> str:
     async with aiohttp.ClientSession() as session, session.get(url, timeout=aiohttp.ClientTimeout(total=30)) as response:
         return await response.text()
+
+
+@pytest.mark.parametrize("login", ["scram", "mtls"])
+async def test_the_feature_worker_over_sasl_ssl_or_mtls_with_the_listed_acls_fills_the_online_store(
+    secured, login, model_repo, ray_dashboard, tmp_path
+):
+    """Pipeline and feature worker (Faust app and Feast sink) as a principal holding the
+    pipeline's and the features' ACLs; the test itself sends and reads over the PLAINTEXT
+    listener as ``User:ANONYMOUS`` with the clients' ACLs."""
+    from streaminfer.streams.features.store import init_repository
+    from tests.integration.test_features import (
+        entity_requests,
+        expected_online,
+        prediction_scores,
+        produce_at,
+        wait_until_online_matches,
+    )
+    from tests.support.features import FeatureWorker, feature_settings
+
+    kafka = scram(secured, APP) if login == "scram" else mtls(secured, APP.name)
+    features = feature_settings(tmp_path, "sqlite", None)
+    init_repository(features)
+    topics = fresh_topics()
+    settings = app_settings(kafka, topics, model_repo, consumers=1).model_copy(update={"features": features})
+    await create_topics_as_admin(secured, settings)
+    grant(secured, f"User:{APP.name}", settings, ["pipeline", "features", "clients"])
+    grant(secured, "User:ANONYMOUS", settings, ["clients"])
+    plain = secured.address("PLAIN")
+    sent, records = entity_requests(uuid.uuid4().hex[:6], 60, int(time.time() * 1000) - 10 * 60_000)
+    app = await started(settings)
+    try:
+        with FeatureWorker(kafka, topics, features, tmp_path / "worker.log") as worker:
+            await produce_at(plain, topics.requests, records)
+            scores = await prediction_scores(plain, topics, len(records))
+            await wait_until_online_matches(features, expected_online(sent, scores, features), worker)
+    finally:
+        await app.stop()

@@ -4,6 +4,7 @@ the features recomputed from the stream by their definition."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -74,13 +75,25 @@ def feature_settings(tmp_path: Path, online_store: str, redis: RedisServer | Non
     )
 
 
+def settings_json_with_secrets(kafka: KafkaSettings) -> str:
+    """The settings as JSON for a child process's environment, secrets revealed: pydantic writes
+    ``**********`` for a ``SecretStr``, which would be the password the child logs in with."""
+    data = json.loads(kafka.model_dump_json())
+    for name in ("sasl_password", "ssl_key_password"):
+        if (secret := getattr(kafka, name)) is not None:
+            data[name] = secret.get_secret_value()
+    if kafka.oauth.client_secret is not None:
+        data["oauth"]["client_secret"] = kafka.oauth.client_secret.get_secret_value()
+    return json.dumps(data)
+
+
 class FeatureWorker:
     """``streaminfer features worker`` as its own process, so a test can kill it outright."""
 
     def __init__(self, kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSettings, log: Path) -> None:
         self._env = {
             **os.environ,
-            "STREAMINFER_KAFKA": kafka.model_dump_json(),
+            "STREAMINFER_KAFKA": settings_json_with_secrets(kafka),
             "STREAMINFER_TOPICS": topics.model_dump_json(),
             "STREAMINFER_FEATURES": settings.model_dump_json(),
             "PYTHONPATH": str(ROOT),

@@ -187,6 +187,8 @@ def test_settings_load_from_a_toml_file_named_in_the_environment_and_the_environ
 
 
 def test_a_settings_file_that_is_not_there_is_one_line(tmp_path, monkeypatch):
+    # --settings exports STREAMINFER_SETTINGS_FILE for the command's process: undone after the test
+    monkeypatch.setenv("STREAMINFER_SETTINGS_FILE", "")
     result = CliRunner().invoke(cli, ["--settings", str(tmp_path / "missing.toml"), "topics", "list"])
     assert result.exit_code == 2
     assert "missing.toml does not exist" in result.output
