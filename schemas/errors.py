@@ -40,6 +40,8 @@ Each line gives the class, ``[its reason, retriable]`` where set, and when it is
     ├── ModelFileMissing                                     a repository entry without its model.onnx or metadata
     ├── RegistryError                                        a registry change that cannot be made
     ├── PolicyInvalid                                        a traffic policy file that cannot be served
+    ├── PrivacyPolicyInvalid                                 a privacy policy naming features the model lacks
+    ├── HashKeyMissing                                       a privacy policy hashes, but privacy.hash_key is unset
     ├── AlertConfigError                                     the alert rules file is wrong
     ├── MetricsEndpointInvalid                               ``metrics.*`` TLS files that cannot be loaded
     ├── BrokerUnreachable            [retriable]             no Kafka answered at the bootstrap address

@@ -55,3 +55,25 @@ class PolicyInvalid(StreamInferError):
     def __init__(self, path: Path, problem: str) -> None:
         self.path, self.problem = path, problem
         super().__init__(f"{path}: {problem}")
+
+
+class PrivacyPolicyInvalid(StreamInferError):
+    """A policy naming features the model does not have (a typo would leave data unmasked)."""
+
+    def __init__(self, model: str, version: str, unknown: list[str], known: list[str]) -> None:
+        self.model, self.version, self.unknown, self.known = model, version, unknown, known
+        super().__init__(
+            f"privacy policy of {model} {version} names unknown features {', '.join(unknown)} "
+            f"(feature_names: {', '.join(known) or 'none'})"
+        )
+
+
+class HashKeyMissing(StreamInferError):
+    """A policy hashes values but no key is set: an unkeyed hash of an id is guessable."""
+
+    def __init__(self, model: str, version: str) -> None:
+        self.model, self.version = model, version
+        super().__init__(
+            f"privacy policy of {model} {version} hashes values: set privacy.hash_key "
+            "(STREAMINFER_PRIVACY__HASH_KEY)"
+        )

@@ -15,8 +15,8 @@ from streaminfer.schemas.codec import BatchOutputs, Prediction, decode_request, 
 from streaminfer.schemas.errors import PayloadTooLarge, RequestError, RequestFacts
 from streaminfer.schemas.headers import RequestHeaders, parse_request_headers
 from streaminfer.streams.pipeline.outgoing import fallback_request_id
-from streaminfer.workers.errors import UnknownModel
-from streaminfer.workers.models.privacy import HashKeyMissing, Masking, PrivacyPolicy
+from streaminfer.workers.errors import HashKeyMissing, UnknownModel
+from streaminfer.workers.models.privacy import Masking, PrivacyPolicy
 from streaminfer.workers.models.repository import ModelVersion
 from streaminfer.workers.routing.served import Route, ServedModel, ServedModels
 

@@ -166,7 +166,7 @@ def test_messages_are_built_from_the_facts():
 
 
 def _item(offset: int) -> Decoded:
-    served = SimpleNamespace(entry=SimpleNamespace(name="m", version="1.0.0"))
+    served = SimpleNamespace(entry=SimpleNamespace(name="m", version="1.0.0", masking=None))
     record = ConsumerRecord(TOPICS.requests, 0, offset, 1_700_000_000_000, 0, b"key", b"{}", None, 3, 2, [])
     route = Route(served, "", "", None)  # type: ignore[arg-type]
     return Decoded(record=record, request_id=f"r{offset}", headers=RequestHeaders(), route=route,

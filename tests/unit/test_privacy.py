@@ -22,14 +22,9 @@ from streaminfer.streams.features.records import request_part
 from streaminfer.streams.pipeline.answers import dead_letter
 from streaminfer.streams.pipeline.decoding import decode_record
 from streaminfer.streams.settings import TopicSettings
+from streaminfer.workers.errors import HashKeyMissing, PrivacyPolicyInvalid
 from streaminfer.workers.models.maskings import ModelMaskings
-from streaminfer.workers.models.privacy import (
-    HashKeyMissing,
-    Masking,
-    PrivacyPolicy,
-    PrivacyPolicyInvalid,
-    keyed_hash,
-)
+from streaminfer.workers.models.privacy import Masking, PrivacyPolicy, keyed_hash
 from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.routing.served import ServedModels
 from tests.support.models import LOOKUP_MODEL, write_lookup_model

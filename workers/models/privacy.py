@@ -27,7 +27,7 @@ from typing import Any, Literal
 import msgspec
 from pydantic import BaseModel, SecretStr
 
-from streaminfer.schemas.errors import StreamInferError
+from streaminfer.workers.errors import PrivacyPolicyInvalid
 
 Action = Literal["keep", "drop", "hash"]
 HASH_PREFIX = "hmac-sha256:"
@@ -53,28 +53,6 @@ class PrivacyPolicy(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unkn
 
     def parameter_action(self, name: str) -> Action:
         return self.parameters.get(name, "keep")
-
-
-class PrivacyPolicyInvalid(StreamInferError):
-    """A policy naming features the model does not have (a typo would leave data unmasked)."""
-
-    def __init__(self, model: str, version: str, unknown: list[str], known: list[str]) -> None:
-        self.model, self.version, self.unknown, self.known = model, version, unknown, known
-        super().__init__(
-            f"privacy policy of {model} {version} names unknown features {', '.join(unknown)} "
-            f"(feature_names: {', '.join(known) or 'none'})"
-        )
-
-
-class HashKeyMissing(StreamInferError):
-    """A policy hashes values but no key is set: an unkeyed hash of an id is guessable."""
-
-    def __init__(self, model: str, version: str) -> None:
-        self.model, self.version = model, version
-        super().__init__(
-            f"privacy policy of {model} {version} hashes values: set privacy.hash_key "
-            "(STREAMINFER_PRIVACY__HASH_KEY)"
-        )
 
 
 def check_policy(policy: PrivacyPolicy, feature_names: list[str], model: str, version: str) -> None:

@@ -20,8 +20,8 @@ import msgspec
 from pydantic import SecretStr
 
 from streaminfer.schemas.signature import Signature
-from streaminfer.workers.errors import ModelFileMissing, UnknownModel
-from streaminfer.workers.models.privacy import HashKeyMissing, Masking, PrivacyPolicy, check_policy
+from streaminfer.workers.errors import HashKeyMissing, ModelFileMissing, UnknownModel
+from streaminfer.workers.models.privacy import Masking, PrivacyPolicy, check_policy
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
