@@ -349,7 +349,11 @@ class Pipeline:
                 except RequestError as exc:
                     outgoing.append(dead_letter(self._topics, record, exc))
                 except Exception as exc:  # any other decoding failure: see UndecodableRequest
-                    log.exception("request %s-%d@%d could not be decoded", record.topic, record.partition, record.offset)
+                    # the type only: a message may quote the request's values (personal data);
+                    # the traceback is there at DEBUG for whoever debugs with the data at hand
+                    log.error("request %s-%d@%d could not be decoded: %s", record.topic, record.partition,
+                              record.offset, type(exc).__name__)
+                    log.debug("decoding %s-%d@%d failed", record.topic, record.partition, record.offset, exc_info=True)
                     outgoing.append(dead_letter(self._topics, record, UndecodableRequest(exc)))
             if self._enricher is not None:
                 decoded = await self._enrich(decoded, outgoing)
