@@ -4,31 +4,30 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from streaminfer.broker import free_port, port_in_use
 
 
-def _start_broker(port: int) -> subprocess.Popen[bytes]:
+def _start_broker(port: int, log: Path) -> subprocess.Popen[bytes]:
+    """Ready once the command says it listens: it is then past start-up and waiting on its broker."""
     process = subprocess.Popen(
         [sys.executable, "-m", "streaminfer.cli", "broker", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TERM": "dumb"},
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, "TERM": "dumb"},
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        assert process.poll() is None, "the broker command exited while starting"
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process
-        except OSError:
-            time.sleep(0.1)
+        assert process.poll() is None, f"the broker command exited while starting:\n{log.read_text()}"
+        if "bootstrap:" in log.read_text(errors="replace") and port_in_use("127.0.0.1", port):
+            return process
+        time.sleep(0.1)
     process.kill()
-    raise AssertionError(f"nothing listened on {port} within 60 s")
+    raise AssertionError(f"nothing listened on {port} within 60 s:\n{log.read_text()}")
 
 
 def _port_freed_within(port: int, timeout_s: float) -> bool:
@@ -42,14 +41,19 @@ def _port_freed_within(port: int, timeout_s: float) -> bool:
 
 @pytest.mark.parametrize(("sig", "graceful"), [(signal.SIGTERM, True), (signal.SIGINT, True), (signal.SIGKILL, False)],
                          ids=["SIGTERM", "SIGINT", "SIGKILL"])
-def test_the_broker_command_stopped_by_a_signal_leaves_no_broker_on_its_port(sig, graceful):
+def test_the_broker_command_stopped_by_a_signal_leaves_no_broker_on_its_port(sig, graceful, tmp_path):
     port = free_port()
-    process = _start_broker(port)
+    log = tmp_path / "broker.log"
+    process = _start_broker(port, log)
     process.send_signal(sig)
-    code = process.wait(timeout=30)
+    try:
+        code = process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise AssertionError(f"still running 30 s after {sig.name}; its output:\n{log.read_text()}") from None
     if graceful:
         assert code in (0, 130), code
     assert _port_freed_within(port, 10), "the Tansu child still holds the port"
-    again = _start_broker(port)  # a new broker on the same port starts
+    again = _start_broker(port, tmp_path / "again.log")  # a new broker on the same port starts
     again.terminate()
     again.wait(timeout=30)
