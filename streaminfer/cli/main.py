@@ -66,6 +66,9 @@ def broker(
     # SIGTERM (systemd, docker stop, kill) must stop the broker too, not only Ctrl-C: without a
     # handler Python dies at once and leaves the broker holding the port.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # and SIGINT even when started from a process that ignores it (a parent's SIG_IGN is inherited,
+    # and Python then leaves Ctrl-C ignored): seen under the test suite after the fault tests
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     embedded = EmbeddedBroker(port=port, host=host, die_with_parent=True).start()
     console.print(f"embedded broker listening; bootstrap: [bold]{embedded.bootstrap}[/bold]  (Ctrl-C to stop)")
     try:
