@@ -170,6 +170,9 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
         broker=f"kafka://{kafka.bootstrap}",
         broker_credentials=faust_credentials(kafka),  # the same TLS and SASL as every other client
         store="memory://",
+        # Faust's default data directory is ``<app id>-data`` in the current directory: keep it
+        # beside the feature repository instead of wherever the worker was started
+        datadir=str(settings.repo_path / "faust" / settings.app_id),
         autodiscover=False,
         web_enabled=False,
         topic_partitions=topics.partitions,
