@@ -184,24 +184,32 @@ def _start_alerting(settings: AppSettings) -> ray.actor.ActorHandle:
     return _start_service(settings, AlertingBuilder(absolute, secrets))
 
 
+def spawn_consumer(settings: AppSettings, index: int) -> tuple[str, ray.actor.ActorHandle]:
+    """One consuming actor, named ``<models>-<index>``; it joins the group on ``ensure_started``.
+
+    The one place a consumer actor is created: at start-up for each of ``pipeline.consumers``,
+    and by anything that adds consumers later."""
+    name = consumer_actor_name(settings, index)
+    handle = ray.remote(ConsumerActor).options(
+        name=name,
+        namespace=settings.pool.namespace,
+        max_restarts=-1,
+        num_cpus=settings.pool.actor_num_cpus,
+        num_gpus=settings.pool.actor_num_gpus,
+    ).remote(
+        index, name, str(settings.model_repository.resolve()), settings.served_model_names(),
+        settings.kafka, topology(settings).pipeline, settings.pipeline, settings.runtime, _metrics_host(settings),
+        _absolute_features(settings), settings.privacy.hash_key,
+    )
+    return name, cast("ray.actor.ActorHandle", handle)  # Ray's stubs type .remote() as handle or class
+
+
 async def _start_consumer_group(app: ConsumerGroupApp) -> None:
     settings = app.settings
-    remote = ray.remote(ConsumerActor)
     for index in range(settings.pipeline.consumers):
-        name = consumer_actor_name(settings, index)
+        name, handle = spawn_consumer(settings, index)
         app.names.append(name)
-        handle = remote.options(
-            name=name,
-            namespace=settings.pool.namespace,
-            max_restarts=-1,
-            num_cpus=settings.pool.actor_num_cpus,
-            num_gpus=settings.pool.actor_num_gpus,
-        ).remote(
-            index, name, str(settings.model_repository.resolve()), settings.served_model_names(),
-            settings.kafka, topology(settings).pipeline, settings.pipeline, settings.runtime, _metrics_host(settings),
-            _absolute_features(settings), settings.privacy.hash_key,
-        )
-        app.handles.append(cast("ray.actor.ActorHandle", handle))  # Ray's stubs type .remote() as handle or class
+        app.handles.append(handle)
     try:
         app.actors = list(await asyncio.gather(*(h.ensure_started.remote() for h in app.handles)))
     except RayTaskError as exc:
