@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -70,16 +71,7 @@ def fresh_topics() -> TopicSettings:
 def grant(broker: SecuredKafkaBroker, principal: str, settings: AppSettings, components: list[str],
           extra: list[ComponentAccess] = ()) -> None:  # type: ignore[assignment]
     """Apply the generated kafka-acls script, as an operator would, with Kafka's own tool."""
-    script = broker.work_dir / f"acls-{uuid.uuid4().hex[:6]}.sh"
-    script.write_text(kafka_acls_script(principal, [*select(component_access(settings), components), *extra]))
-    kafka_acls = broker.work_dir / "kafka-acls.sh"  # what a Kafka installation's bin/ has
-    kafka_acls.write_text("#!/usr/bin/env bash\nexec " + " ".join(
-        shlex.quote(arg) for arg in [*_java(ensure_kafka_jars()), "org.apache.kafka.tools.AclCommand"]) + ' "$@"\n')
-    kafka_acls.chmod(0o755)
-    result = subprocess.run(["bash", str(script)], check=False, capture_output=True, text=True, timeout=300, env={
-        **os.environ, "KAFKA_ACLS": str(kafka_acls), "BOOTSTRAP": broker.address("SCRAM"),
-        "ADMIN_CONFIG": str(broker.admin_command_config())})
-    assert result.returncode == 0, f"{script} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    _apply_acls_script(broker, kafka_acls_script(principal, [*select(component_access(settings), components), *extra]))
 
 
 async def create_topics_as_admin(broker: SecuredKafkaBroker, settings: AppSettings) -> None:
@@ -270,3 +262,68 @@ async def test_the_feature_worker_over_sasl_ssl_or_mtls_with_the_listed_acls_fil
             await wait_until_online_matches(features, expected_online(sent, scores, features), worker)
     finally:
         await app.stop()
+
+
+def test_a_new_user_with_a_settings_file_runs_produces_and_tails_over_sasl_ssl(secured, model_repo, tmp_path: Path):
+    """What the README tells a user: the SCRAM login and the CA in a TOML file named with
+    ``--settings``, the ACLs from ``streaminfer acls`` applied with ``kafka-acls``, then ``run``,
+    ``produce`` and ``tail`` as processes; the password is never printed."""
+    topics = fresh_topics()
+    settings_file = tmp_path / "streaminfer.toml"
+    settings_file.write_text(
+        f'model_repository = "{model_repo.root}"\n'
+        f'[kafka]\nbootstrap = "{secured.address("SCRAM")}"\nsecurity_protocol = "SASL_SSL"\n'
+        f'sasl_mechanism = "SCRAM-SHA-512"\nsasl_username = "{APP.name}"\nsasl_password = "{APP.password}"\n'
+        f'ssl_ca_file = "{secured.ca.cert}"\ngroup_id = "g-{uuid.uuid4().hex[:6]}"\n'
+        f'[topics]\nrequests = "{topics.requests}"\npredictions = "{topics.predictions}"\n'
+        f'deadletter = "{topics.deadletter}"\nshadow = "{topics.shadow}"\npartitions = 2\n'
+        '[metrics]\nport = 0\n'
+    )
+    settings_file.chmod(0o600)
+    command = [sys.executable, "-m", "streaminfer.cli", "--settings", str(settings_file)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMINFER_")}
+    script = subprocess.run([*command, "acls", "--principal", f"User:{APP.name}", "--format", "kafka-acls",
+                             "-c", "pipeline", "-c", "clients"], check=False, env=env, capture_output=True, text=True, timeout=120)
+    assert script.returncode == 0, script.stderr
+    settings = AppSettings(model_repository=model_repo.root, topics=topics, kafka=scram(secured, APP))
+    asyncio.run(create_topics_as_admin(secured, settings))
+    _apply_acls_script(secured, script.stdout)
+
+    run_log = tmp_path / "run.log"
+    with run_log.open("wb") as out:
+        run = subprocess.Popen([*command, "run", "--consumers", "1", "--no-monitor", "--no-experiments"],
+                               env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        produced = subprocess.run([*command, "produce", "--count", "20"], check=False, env=env, capture_output=True, text=True,
+                                  timeout=120)
+        assert produced.returncode == 0, produced.stderr
+        tailed = subprocess.run([*command, "tail", "--from-beginning", "--limit", "20"], check=False, env=env, capture_output=True,
+                                text=True, timeout=240)
+        assert tailed.returncode == 0, tailed.stderr + run_log.read_text()[-3000:]
+    finally:
+        run.send_signal(signal.SIGINT)
+        try:
+            run.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            run.wait()
+    answers = [line for line in tailed.stdout.splitlines() if '"model_name"' in line]
+    assert len(answers) == 20, tailed.stdout
+    assert run.returncode == 130, run_log.read_text()[-3000:]  # Ctrl-C: stopped cleanly, no traceback
+    assert "Traceback" not in run_log.read_text()
+    printed = produced.stdout + produced.stderr + tailed.stdout + tailed.stderr + run_log.read_text()
+    assert APP.password not in printed
+
+
+def _apply_acls_script(broker: SecuredKafkaBroker, script_text: str) -> None:
+    """Run a ``streaminfer acls --format kafka-acls`` script with Kafka's own tool, as an operator would."""
+    script = broker.work_dir / f"acls-{uuid.uuid4().hex[:6]}.sh"
+    script.write_text(script_text)
+    kafka_acls = broker.work_dir / "kafka-acls.sh"  # what a Kafka installation's bin/ has
+    kafka_acls.write_text("#!/usr/bin/env bash\nexec " + " ".join(
+        shlex.quote(arg) for arg in [*_java(ensure_kafka_jars()), "org.apache.kafka.tools.AclCommand"]) + ' "$@"\n')
+    kafka_acls.chmod(0o755)
+    result = subprocess.run(["bash", str(script)], check=False, capture_output=True, text=True, timeout=300, env={
+        **os.environ, "KAFKA_ACLS": str(kafka_acls), "BOOTSTRAP": broker.address("SCRAM"),
+        "ADMIN_CONFIG": str(broker.admin_command_config())})
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
