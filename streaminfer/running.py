@@ -52,6 +52,9 @@ class RunningApp(ABC):
     monitor: ray.actor.ActorHandle | None = None
     alerting: ray.actor.ActorHandle | None = None
     experiments: ray.actor.ActorHandle | None = None
+    registry_actor: ray.actor.ActorHandle | None = None
+    """Publishes the registry's documents on the control topic and serves model files to actors
+    on other nodes (``streaminfer.actors.registry``)."""
     side_states: dict[str, ServiceState] = field(default_factory=dict)
     """What the monitor, alerting and experiment actors last said about themselves, by name."""
     supervisor: asyncio.Task[None] | None = None
@@ -106,7 +109,8 @@ class RunningApp(ABC):
 
     async def supervise_once(self) -> None:
         sightings = await self._pipeline_sightings()
-        for name, handle in (("monitor", self.monitor), ("alerting", self.alerting), ("experiments", self.experiments)):
+        for name, handle in (("monitor", self.monitor), ("alerting", self.alerting), ("experiments", self.experiments),
+                             ("registry", self.registry_actor)):
             if handle is not None:
                 sightings.append(await self._side_actor_sighting(name, handle))
         assert self._watcher is not None
@@ -142,12 +146,12 @@ class RunningApp(ABC):
             self.supervisor.cancel()
             await asyncio.gather(self.supervisor, return_exceptions=True)
             self.supervisor = None
-        for handle in (self.monitor, self.alerting, self.experiments):
+        for handle in (self.monitor, self.alerting, self.experiments, self.registry_actor):
             if handle is not None:
                 with contextlib.suppress(Exception):
                     await handle.stop.remote()
                 ray.kill(handle, no_restart=True)
-        self.monitor = self.alerting = self.experiments = None
+        self.monitor = self.alerting = self.experiments = self.registry_actor = None
         server, self.metrics_server = self.metrics_server, None
         stop_serving(server)
         if self.targets_file is not None:
