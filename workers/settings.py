@@ -5,7 +5,9 @@ Plain pydantic models: the composition root reads them from the environment and 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
 
 
 class RuntimeSettings(BaseModel):
@@ -18,6 +20,28 @@ class RuntimeSettings(BaseModel):
 
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
     """``auto`` uses CUDA only when a CUDA session can really be created, else the CPU."""
+
+    tensorrt: bool = False
+    """On CUDA, put ONNX Runtime's TensorRT provider in front (where the onnxruntime build and the
+    machine have TensorRT): it compiles the model into an engine, worth it for wide models at
+    large batches. The first session builds the engine (seconds to minutes), so it is cached."""
+
+    tensorrt_fp16: bool = True
+    """Let TensorRT run layers in FP16 where it judges the precision sufficient."""
+
+    tensorrt_cache_dir: Path = Path(".streaminfer/tensorrt")
+    """Where built engines are kept, so only the first start of a model version pays for them."""
+
+    io_binding: bool = False
+    """Run batches through an I/O binding: inputs copied to the device once, outputs allocated by
+    ONNX Runtime where the session runs and copied back in one step. Pays on CUDA with large
+    batches; on the CPU it only adds bookkeeping."""
+
+    @field_validator("tensorrt_cache_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        """Absolute when the settings load: Ray actors run from another working directory."""
+        return path.resolve()
 
 
 class PoolSettings(BaseModel):

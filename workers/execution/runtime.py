@@ -20,6 +20,7 @@ from streaminfer.workers.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
 
+TENSORRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -41,16 +42,36 @@ def _cuda_device_present() -> bool:
     return CUDA in ort.get_available_providers() and Path("/dev/nvidiactl").exists()
 
 
+def gpu_providers(settings: RuntimeSettings) -> list[str | tuple[str, dict[str, str]]]:
+    """CUDA, with TensorRT in front when asked for: engines (FP16 where allowed) cached on disk."""
+    if not settings.tensorrt:
+        return [CUDA, CPU]
+    cache = settings.tensorrt_cache_dir
+    cache.mkdir(parents=True, exist_ok=True)
+    tensorrt_options = {
+        "trt_fp16_enable": str(settings.tensorrt_fp16).lower(),
+        "trt_engine_cache_enable": "true",
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": "true",
+        "trt_timing_cache_path": str(cache),
+    }
+    return [(TENSORRT, tensorrt_options), CUDA, CPU]
+
+
 def open_session(model_path: Path, settings: RuntimeSettings) -> ort.InferenceSession:
     """Create the session on CUDA when one really works (for ``auto`` and ``cuda``), else on CPU."""
     want_cuda = settings.device == "cuda" or (settings.device == "auto" and _cuda_device_present())
     if want_cuda:
-        session = ort.InferenceSession(
-            str(model_path), _session_options(settings), providers=[CUDA, CPU]
-        )
-        if CUDA in session.get_providers():
-            return session
-        log.warning("CUDA was requested for %s but is not usable here; running on CPU", model_path)
+        try:
+            session = ort.InferenceSession(str(model_path), _session_options(settings), providers=gpu_providers(settings))
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises untyped pybind errors; TensorRT missing its libraries fails the whole session
+            log.warning("a GPU session for %s could not be created (%s); running on CPU", model_path, type(exc).__name__)
+        else:
+            if CUDA in session.get_providers() or TENSORRT in session.get_providers():
+                if settings.tensorrt and TENSORRT not in session.get_providers():
+                    log.warning("TensorRT was requested for %s but is not usable here; running on CUDA", model_path)
+                return session
+            log.warning("CUDA was requested for %s but is not usable here; running on CPU", model_path)
     return ort.InferenceSession(str(model_path), _session_options(settings), providers=[CPU])
 
 
@@ -74,6 +95,7 @@ class ModelRuntime:
         self.session = open_session(model_path, settings)
         self.signature = session_signature(self.session)
         self._output_names = [o.name for o in self.signature.outputs]
+        self._io_binding = settings.io_binding
 
     @property
     def providers(self) -> list[str]:
@@ -81,7 +103,18 @@ class ModelRuntime:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            results = self.session.run(self._output_names, inputs)
+            results = self._run_bound(inputs) if self._io_binding else self.session.run(self._output_names, inputs)
         except Exception as exc:  # onnxruntime raises its own untyped pybind errors
             raise InferenceFailed(f"onnxruntime failed on a batch: {exc}") from exc
         return dict(zip(self._output_names, results))
+
+    def _run_bound(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One copy in per input, outputs left where the session ran them, one copy back out."""
+        binding = self.session.io_binding()
+        for name, array in inputs.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        device = "cuda" if CUDA in self.providers or TENSORRT in self.providers else "cpu"
+        for name in self._output_names:
+            binding.bind_output(name, device)
+        self.session.run_with_iobinding(binding)
+        return list(binding.copy_outputs_to_cpu())
