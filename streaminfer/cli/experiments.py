@@ -18,6 +18,7 @@ from streaminfer.cli.models import WhoOpt, WhyOpt, describe_policy
 from streaminfer.workers.errors import RegistryError
 from streaminfer.workers.models.registry import AuditEntry, ModelRegistry, default_actor
 from streaminfer.workers.models.repository import ModelRepository
+from streaminfer.workers.models.tags import is_selector
 from streaminfer.workers.routing.traffic import (
     Arm,
     Canary,
@@ -27,6 +28,7 @@ from streaminfer.workers.routing.traffic import (
     load_policy,
     parse_policy,
     save_policy,
+    with_versions,
 )
 
 experiments_app = typer.Typer(no_args_is_help=True, help="A/B/n splits, canaries and shadows, with their statistics.")
@@ -41,6 +43,8 @@ def _apply(model: str, policy: TrafficPolicy | None, model_repo: Path | None, wh
     if model not in registry.repository.model_names():
         raise RegistryError(f"no model {model!r} in {registry.repository.root} "
                             f"(models: {', '.join(registry.repository.model_names()) or 'none'})")
+    if policy is not None:  # tag selectors become the one version each selects, once, here
+        policy = with_versions(policy, lambda version: _selected(registry, model, version))
     if policy is not None:  # every arm must name something that exists, before consumers see it
         versions = [a.version for a in policy.arms]
         if policy.canary is not None:
@@ -66,7 +70,8 @@ def _apply(model: str, policy: TrafficPolicy | None, model_repo: Path | None, wh
 def split(
     model: str = typer.Argument(..., help="Model name."),
     name: str = NameOpt,
-    arm: list[str] = typer.Option(..., "--arm", help="ARM=VERSION:WEIGHT, first is the control (repeat)."),
+    arm: list[str] = typer.Option(..., "--arm", help="ARM=VERSION:WEIGHT, first is the control (repeat); VERSION "
+                                  "may be an alias or tag:KEY=VALUE; without weights the arms split evenly."),
     shadow: str | None = ShadowOpt,
     shadow_share: float = ShadowShareOpt,
     why: str = WhyOpt,
@@ -74,7 +79,7 @@ def split(
     model_repo: Path | None = RepoOpt,
 ) -> None:
     """A/B/n: split requests over arms by weight, sticky per request key."""
-    arms = tuple(_parse_arm(text) for text in arm)
+    arms = _weighted([_parse_arm(text) for text in arm])
     policy = TrafficPolicy(name, arms=arms, shadow=Shadow(shadow, shadow_share) if shadow else None)
     _apply(model, parse_policy_struct(policy), model_repo, who, why)
 
@@ -161,13 +166,37 @@ def report(
     console.print(f"report: {path.resolve()}")
 
 
-def _parse_arm(text: str) -> Arm:
-    try:
-        arm, rest = text.split("=", 1)
-        version, weight = rest.rsplit(":", 1)
-        return Arm(arm, version, float(weight))
-    except ValueError:
-        raise typer.BadParameter(f"--arm takes ARM=VERSION:WEIGHT, like control=production:50; got {text!r}") from None
+def _parse_arm(text: str) -> tuple[str, str, float | None]:
+    """``ARM=VERSION:WEIGHT`` or ``ARM=VERSION``; VERSION may be ``tag:KEY=VALUE`` (its own
+    colon is not a weight's)."""
+    arm, sep, rest = text.partition("=")
+    version, colon, weight = rest.rpartition(":")
+    if arm and sep and colon and version not in ("", "tag"):
+        try:
+            return arm, version, float(weight)
+        except ValueError:
+            pass
+    if arm and sep and rest and (not colon or rest.startswith("tag:")):
+        return arm, rest, None
+    raise typer.BadParameter(f"--arm takes ARM=VERSION:WEIGHT, like control=production:50 or b=tag:env=candidate:50; "
+                             f"got {text!r}")
+
+
+def _weighted(parsed: list[tuple[str, str, float | None]]) -> tuple[Arm, ...]:
+    """Arms with their weights, or all equal when none gives one; a mix is refused."""
+    given = [weight is not None for _, _, weight in parsed]
+    if any(given) and not all(given):
+        raise typer.BadParameter("--arm: give every arm a weight (ARM=VERSION:WEIGHT) or none (an even split)")
+    return tuple(Arm(name, version, 1.0 if weight is None else weight) for name, version, weight in parsed)
+
+
+def _selected(registry: ModelRegistry, model: str, version: str) -> str:
+    """A tag selector's version (said on the terminal); versions and aliases unchanged."""
+    if not is_selector(version):
+        return version
+    selected = registry.select_tagged(model, version)
+    console.print(f"{version} selects {model} {selected}", highlight=False)
+    return selected
 
 
 def parse_policy_struct(policy: TrafficPolicy) -> TrafficPolicy:

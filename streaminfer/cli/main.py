@@ -346,6 +346,7 @@ def optimize(
 
 models_app.command("list")(model_commands.list_models)
 models_app.command("promote")(model_commands.promote)
+models_app.command("tag")(model_commands.tag)
 models_app.command("rollback")(model_commands.rollback)
 models_app.command("history")(model_commands.history)
 

@@ -1,4 +1,4 @@
-"""Commands of the model registry: aliases, promotion, rollback and the audit history.
+"""Commands of the model registry: aliases, tags, promotion, rollback and the audit history.
 
 Running consumers poll the registry's files, so these take effect within
 ``PIPELINE__ROUTING_POLL_S`` without a restart.
@@ -14,6 +14,8 @@ import typer
 from streaminfer.cli.common import RepoOpt, console, friendly_errors, load_settings
 from streaminfer.workers.models.registry import PRODUCTION, AuditEntry, ModelRegistry
 from streaminfer.workers.models.repository import ModelRepository
+from streaminfer.workers.models.tags import describe as describe_tags
+from streaminfer.workers.models.tags import parse_changes
 from streaminfer.workers.routing.traffic import load_policy
 
 WhyOpt = typer.Option("", "--why", help="Why: kept in the audit log.")
@@ -26,7 +28,7 @@ def _registry(model_repo: Path | None) -> ModelRegistry:
 
 @friendly_errors
 def list_models(model_repo: Path | None = RepoOpt) -> None:
-    """Models, their versions and aliases, and any running experiment."""
+    """Models, their versions with their aliases and tags, and any running experiment."""
     registry = _registry(model_repo)
     repository = registry.repository
     names = repository.model_names()
@@ -35,12 +37,14 @@ def list_models(model_repo: Path | None = RepoOpt) -> None:
     for name in names:
         aliases = registry.aliases(name)
         production = registry.production(name)
+        tags = registry.tags(name)
         tagged = []
         for version in repository.versions(name):
             names_of = sorted(alias for alias, v in aliases.items() if v == version)
             if version == production and PRODUCTION not in names_of:
                 names_of.insert(0, "production (newest)")
-            tagged.append(f"{version} [{', '.join(names_of)}]" if names_of else version)
+            text = f"{version} [{', '.join(names_of)}]" if names_of else version
+            tagged.append(text + (f" {{{describe_tags(tags[version])}}}" if tags.get(version) else ""))
         console.print(f"{name}: {', '.join(tagged)}", highlight=False, markup=False)
         policy = load_policy(repository.root / name)
         if policy is not None:
@@ -59,6 +63,24 @@ def promote(
     """Point an alias (production by default) at a version; running consumers switch live."""
     entry = _registry(model_repo).promote(name, version, alias=alias, who=who, why=why)
     console.print(f"{name}: {alias} {entry.from_version or '-'} -> {entry.to_version}", highlight=False)
+
+
+@friendly_errors
+def tag(
+    name: str = typer.Argument(..., help="Model name."),
+    version: str = typer.Argument(..., help="Version to tag."),
+    tags: list[str] = typer.Argument(None, help="KEY=VALUE to set (env=staging experiment=exp-12), KEY= to remove."),
+    remove: list[str] = typer.Option([], "--remove", help="Tag key to remove (repeat)."),
+    why: str = WhyOpt,
+    who: str | None = WhoOpt,
+    model_repo: Path | None = RepoOpt,
+) -> None:
+    """Set or remove free-form KEY=VALUE tags on a version; an experiment arm can select a version
+    by one (--arm b=tag:env=candidate)."""
+    registry = _registry(model_repo)
+    entry = registry.tag(name, version, parse_changes(tags or [], remove), who=who, why=why)
+    now = registry.tags(name).get(version, {})
+    console.print(f"{name} {version}: {describe_tags(now) or 'no tags'} ({entry.detail})", highlight=False, markup=False)
 
 
 @friendly_errors

@@ -4,6 +4,7 @@ An alias (``production``, ``candidate``, any name) names one version. What a mod
 ``production`` alias, or its newest release while it has none. Files, next to the versions::
 
     <root>/<name>/aliases.json   {"production": "1.1.0", "candidate": "1.2.0"}
+    <root>/<name>/tags.json      {"1.2.0": {"env": "candidate"}}  (``workers.models.tags``)
     <root>/<name>/audit.jsonl    one line per change: who, when, why, which alias, from, to
 
 Both are plain files on the repository's volume, written atomically under a lock, so the CLI, the
@@ -27,6 +28,7 @@ import msgspec
 
 from streaminfer.workers.errors import RegistryError
 from streaminfer.workers.models.repository import ModelRepository
+from streaminfer.workers.models.tags import TAGS_FILE, TagChanges, Tags, apply_changes, parse_selector, select
 
 PRODUCTION = "production"
 ALIASES_FILE = "aliases.json"
@@ -38,8 +40,8 @@ class AuditEntry(msgspec.Struct, omit_defaults=True):
     at_ms: int
     who: str
     action: str
-    """``promote``, ``rollback``, ``alias``, ``traffic``, ``canary-step``, ``canary-rollback``
-    or ``canary-complete``."""
+    """``promote``, ``rollback``, ``alias``, ``tag``, ``traffic``, ``canary-step``,
+    ``canary-rollback`` or ``canary-complete``."""
 
     alias: str = ""
     from_version: str | None = None
@@ -94,6 +96,20 @@ class ModelRegistry:
             )
         return version_or_alias
 
+    def tags(self, name: str) -> dict[str, Tags]:
+        """Each tagged version's tags (versions without any are left out)."""
+        path = self._model_dir(name) / TAGS_FILE
+        if not path.is_file():
+            return {}
+        return msgspec.json.decode(path.read_bytes(), type=dict[str, Tags])
+
+    def select_tagged(self, name: str, selector: str) -> str:
+        """The one version ``tag:KEY=VALUE`` selects; ``RegistryError`` naming the tag if none or several."""
+        parsed = parse_selector(selector)
+        if parsed is None:
+            raise RegistryError(f"{selector!r} is not a tag selector (tag:KEY=VALUE)")
+        return select(name, self.tags(name), *parsed)
+
     def history(self, name: str) -> list[AuditEntry]:
         path = self._model_dir(name) / AUDIT_FILE
         if not path.is_file():
@@ -135,6 +151,25 @@ class ModelRegistry:
                 from_version=current, to_version=target, why=why,
             ))
 
+    def tag(self, name: str, version: str, changes: TagChanges, *, who: str | None = None,
+            why: str = "") -> AuditEntry:
+        """Set and remove tags of ``version`` (which must exist) and record what changed."""
+        if version not in self.repository.versions(name):
+            self.repository.resolve(name, version)  # raises UnknownModel listing what is there
+        with self._locked(name):
+            tags = self.tags(name)
+            before = tags.get(version, {})
+            after = apply_changes(before, changes)
+            if after:
+                tags[version] = after
+            else:
+                tags.pop(version, None)
+            self._write_tags(name, tags)
+            return self._append(name, AuditEntry(
+                at_ms=_now_ms(), who=who or default_actor(), action="tag", to_version=version, why=why,
+                detail=changes.describe(before) or "unchanged",
+            ))
+
     def record(self, name: str, entry: AuditEntry) -> AuditEntry:
         """Append a change made elsewhere (a traffic policy, a canary step) to the audit log."""
         with self._locked(name):
@@ -162,6 +197,9 @@ class ModelRegistry:
 
     def _write_aliases(self, name: str, aliases: dict[str, str]) -> None:
         write_atomically(self._model_dir(name) / ALIASES_FILE, msgspec.json.format(msgspec.json.encode(aliases)))
+
+    def _write_tags(self, name: str, tags: dict[str, Tags]) -> None:
+        write_atomically(self._model_dir(name) / TAGS_FILE, msgspec.json.format(msgspec.json.encode(dict(sorted(tags.items())))))
 
     def _append(self, name: str, entry: AuditEntry) -> AuditEntry:
         path = self._model_dir(name) / AUDIT_FILE

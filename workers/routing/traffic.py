@@ -13,11 +13,14 @@ Assignment is sticky: a request's arm is a pure function of its key (the Kafka r
 its request id) and the experiment's name, through a stable hash. So one key sees one arm in
 every process and after every restart, and as a canary grows, the keys already on the candidate
 stay there. Arms name versions or aliases; consumers resolve them when they load the policy.
+A tag selector (``tag:env=candidate``, ``workers.models.tags``) is resolved once, when the policy
+is applied (``with_versions``), so a tag moved later never moves a running experiment's arm.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -93,6 +96,19 @@ class TrafficPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
         else:
             share = 100.0 if canary.status == "completed" else 0.0
         return (Arm("candidate", canary.candidate, share), Arm("control", canary.control, 100.0 - share))
+
+
+def with_versions(policy: TrafficPolicy, resolve: Callable[[str], str]) -> TrafficPolicy:
+    """The policy with every version it names (arms, canary control and candidate, shadow)
+    passed through ``resolve``: how tag selectors become the versions they select."""
+    arms = tuple(msgspec.structs.replace(arm, version=resolve(arm.version)) for arm in policy.arms)
+    canary = policy.canary
+    if canary is not None:
+        canary = msgspec.structs.replace(canary, control=resolve(canary.control), candidate=resolve(canary.candidate))
+    shadow = policy.shadow
+    if shadow is not None:
+        shadow = msgspec.structs.replace(shadow, version=resolve(shadow.version))
+    return msgspec.structs.replace(policy, arms=arms, canary=canary, shadow=shadow)
 
 
 def validate(policy: TrafficPolicy, path: Path) -> TrafficPolicy:
