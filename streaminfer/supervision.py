@@ -42,3 +42,8 @@ class ActorWatcher:
             self._pids[seen.name] = seen.pid
         for role, count in alive.items():
             self.metrics.actors.labels(role).set(count)
+
+    def forget(self, name: str, role: str) -> None:
+        """An actor released on purpose (scaled down): no longer watched, its restarts series gone."""
+        if self._pids.pop(name, None) is not None:
+            self.metrics.restarts.remove(name, role)

@@ -30,6 +30,7 @@ from streaminfer.monitoring.observability.metrics import (
     MonitorMetrics,
     PipelineMetrics,
 )
+from streaminfer.scaling.metrics import ScalingMetrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO_ROOT / "infra" / "prometheus"
@@ -113,6 +114,7 @@ def _catalogue() -> set[str]:
     MonitorMetrics(registry)
     ExperimentMetrics(registry)
     FeatureSinkMetrics(registry)
+    ScalingMetrics(registry)
     return {
         family.name + suffix
         for family in registry.collect()
