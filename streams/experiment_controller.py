@@ -262,8 +262,12 @@ class ExperimentController(SingleReader):
             self._metrics.split_p_value.labels(snapshot.model, snapshot.experiment).set(snapshot.split_p_value)
 
     def _save(self, snapshot: Snapshot) -> None:
-        directory: Path = self._settings.snapshots_dir
-        directory.mkdir(parents=True, exist_ok=True)
-        with (directory / f"{snapshot.experiment}.jsonl").open("ab") as out:
-            out.write(msgspec.json.encode(snapshot) + b"\n")
+        save_snapshot(self._settings.snapshots_dir, snapshot)
+
+
+def save_snapshot(directory: Path, snapshot: Snapshot) -> None:
+    """Append one look to ``<directory>/<experiment>.jsonl``, where the reports read it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / f"{snapshot.experiment}.jsonl").open("ab") as out:
+        out.write(msgspec.json.encode(snapshot) + b"\n")
 
