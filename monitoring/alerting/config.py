@@ -22,11 +22,19 @@ rule and say what to fix.
         window_s: 600
         op: ">="
         value: 1
+      - name: LatencyAnomaly                  # far from a forecast learned from the series
+        kind: anomaly
+        signal: latency_p99_seconds
+        season_s: 86400                       # the season it learns (0: none)
+        deviations: 6                         # robust standard deviations
+        direction: up                         # up, down or both
+        step_s: 300                           # judge 5-minute means (0: every point)
 
 Signals are what the monitoring topics carry: ``drift`` (one sample per drift event, its value
 the detector's statistic) and the ``metric`` of quality and health events (``accuracy``,
 ``roc_auc``, ``log_loss``, ``labels_missing``, ``labels_late``, ``error_rate``,
-``latency_p99_seconds``, ``lag_records``).
+``latency_p99_seconds``, ``lag_records``), and ``requests_per_second`` derived from each
+consumer's ``error_rate`` window (``signals.throughput_of``).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import os
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -53,6 +61,7 @@ class RuleKind(str, Enum):
     TREND = "trend"
     ABSENCE = "absence"
     COMPOSITE = "composite"
+    ANOMALY = "anomaly"
 
 
 class Reduce(str, Enum):
@@ -104,6 +113,18 @@ class RuleConfig(_Strict):
     period_s: float = Field(600.0, gt=0)
     """absence: fire when nothing matched for this long."""
 
+    season_s: float = Field(86_400.0, ge=0)
+    """anomaly: the season the forecast learns (a day by default; 0 for none)."""
+
+    deviations: float = Field(6.0, gt=0)
+    """anomaly: how many robust standard deviations from the forecast make a point anomalous."""
+
+    direction: Literal["up", "down", "both"] = "both"
+    """anomaly: flag rises, falls or both."""
+
+    step_s: float = Field(0.0, ge=0)
+    """anomaly: learn and judge the mean of each step this long (0: every point)."""
+
     all: list[str] = []
     any: list[str] = []
     match_on: list[str] = []
@@ -135,7 +156,14 @@ class RuleConfig(_Strict):
             if not (self.all or self.any) or (self.all and self.any):
                 raise ValueError("a composite rule needs exactly one of `all:` or `any:` with rule names")
         elif not self.signal:
-            raise ValueError(f"a {self.kind.value} rule needs `signal:` (drift, accuracy, error_rate, ...)")
+            article = "an" if self.kind.value[0] in "aeiou" else "a"
+            raise ValueError(f"{article} {self.kind.value} rule needs `signal:` (drift, accuracy, error_rate, ...)")
+        if self.kind is RuleKind.ANOMALY and self.season_s and self.season_s < 4 * self.step_s:
+            raise ValueError(f"season_s {self.season_s:g} spans fewer than 4 steps of step_s {self.step_s:g}: "
+                             f"shorten step_s or lengthen the season")
+        misplaced = sorted(self.model_fields_set & {"season_s", "deviations", "direction", "step_s"})
+        if misplaced and self.kind is not RuleKind.ANOMALY:
+            raise ValueError(f"{', '.join(misplaced)}: only anomaly rules take these; set `kind: anomaly` or remove them")
         return self
 
     def matchers(self) -> list[Matcher]:

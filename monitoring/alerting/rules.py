@@ -1,6 +1,6 @@
 """Rule evaluation: which series each rule finds true now, and the alerts that follow.
 
-Four kinds of condition, each evaluated per series (the signal's labels, or those named in
+Five kinds of condition, each evaluated per series (the signal's labels, or those named in
 ``by``):
 
 - threshold: the series reduced over ``window_s`` (last, count, mean, max, min) compared with
@@ -9,7 +9,10 @@ Four kinds of condition, each evaluated per series (the signal's labels, or thos
   between them) compared with ``value``;
 - absence: nothing seen for ``period_s``, for a series seen before, or for the rule as a whole
   when nothing matching has come since the engine started;
-- composite: ``all`` or ``any`` of other rules true, sharing the labels named in ``match_on``.
+- composite: ``all`` or ``any`` of other rules true, sharing the labels named in ``match_on``;
+- anomaly: the series' latest point (no older than ``window_s``) strays from a seasonal forecast
+  learned online from the series itself (``monitoring.alerting.anomaly``); its value is the
+  score in robust standard deviations.
 
 A condition that holds becomes a pending alert, and a firing one once it has held for
 ``for_s``; when it stops holding, a firing alert resolves (a pending one just goes away). All of
@@ -23,8 +26,9 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from streaminfer.monitoring.alerting.anomaly import AnomalyState
 from streaminfer.monitoring.alerting.config import OPS, Reduce, RuleConfig, RuleKind
-from streaminfer.monitoring.alerting.signals import Labels, SignalStore, matches
+from streaminfer.monitoring.alerting.signals import Labels, Sample, SignalStore, matches
 
 Active = dict[Labels, float]
 
@@ -114,6 +118,14 @@ def absence(rule: RuleConfig, store: SignalStore, now_ms: int, started_ms: int) 
     return {key: (now_ms - seen) / 1000 for key, seen in last.items() if now_ms - seen >= period_ms}
 
 
+def anomaly(rule: RuleConfig, anomalies: AnomalyState, now_ms: int) -> Active:
+    active: Active = {}
+    for labels, score in anomalies.anomalous(rule, now_ms):
+        key = _project(labels, rule.by)
+        active[key] = max(active.get(key, 0.0), score)
+    return active
+
+
 def composite(rule: RuleConfig, results: dict[str, Active]) -> Active:
     projected = [{_project(key, rule.match_on) for key in results.get(name, {})} for name in rule.all or rule.any]
     if rule.all:
@@ -139,6 +151,7 @@ class RuleEngine:
     started_ms: int
     store: SignalStore = field(init=False)
     _states: dict[tuple[str, Labels], _State] = field(default_factory=dict)
+    anomalies: AnomalyState = field(default_factory=AnomalyState)
 
     def __post_init__(self) -> None:
         horizon = max([r.window_s for r in self.rules] + [r.period_s for r in self.rules] + [60.0])
@@ -151,10 +164,17 @@ class RuleEngine:
         self.store = saved.store
         self.started_ms = saved.started_ms
         self._states = {key: state for key, state in saved._states.items() if key[0] in names}
+        self.anomalies.adopt(getattr(saved, "anomalies", AnomalyState()), self.rules)  # older checkpoints have none
+
+    def add(self, sample: Sample) -> None:
+        """A sample for the rules: kept for those that look back, learned by anomaly rules."""
+        self.store.add(sample)
+        self.anomalies.observe(self.rules, sample)
 
     def evaluate(self, now_ms: int) -> tuple[list[Alert], list[Alert]]:
         """Alerts firing now, and alerts that resolved on this evaluation."""
         self.store.prune(now_ms)
+        self.anomalies.forget(now_ms)
         results = self._conditions(now_ms)
         firing, resolved = [], []
         by_name = {rule.name: rule for rule in self.rules}
@@ -188,6 +208,8 @@ class RuleEngine:
                 results[rule.name] = trend(rule, self.store, now_ms)
             elif rule.kind is RuleKind.ABSENCE:
                 results[rule.name] = absence(rule, self.store, now_ms, self.started_ms)
+            elif rule.kind is RuleKind.ANOMALY:
+                results[rule.name] = anomaly(rule, self.anomalies, now_ms)
             else:
                 pending.append(rule)
         for _ in range(len(pending)):  # composites of composites: settle in as many rounds

@@ -7,10 +7,10 @@ the outbox topic, keyed by receiver. Delivery is a separate consumer of the outb
 (``streams.alerting.webhooks``), so a slow or dead receiver holds up neither this loop nor, since both
 run outside the pipeline's processes, any prediction.
 
-Rule and dispatch state is checkpointed with the offsets it reflects, after the notifications
-it produced are acknowledged by the broker. A restart therefore neither forgets a firing alert
-(and notifies it again) nor loses one; a notification written just before a crash is written
-again with the same id.
+Rule and dispatch state (what anomaly rules have learned included) is checkpointed with the
+offsets it reflects, after the notifications it produced are acknowledged by the broker. A
+restart therefore neither forgets a firing alert (and notifies it again) nor loses one; a
+notification written just before a crash is written again with the same id.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class AlertingService(SingleReader):
                 sample = from_drift(decode_drift_event(record.value), record.timestamp)
             else:
                 sample = from_metric(decode_metric_event(record.value), record.timestamp)
-            self._state.engine.store.add(sample)
+            self._state.engine.add(sample)
         except (msgspec.MsgspecError, StreamInferError, ValueError, TypeError) as exc:
             log.warning("alerting skipped %s-%d@%d: %s", record.topic, record.partition, record.offset, exc)
 

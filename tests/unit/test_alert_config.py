@@ -77,6 +77,34 @@ def test_a_threshold_rule_without_a_signal_says_what_signals_exist(tmp_path):
     assert "rule 'Drift'" in message and "signal" in message and "accuracy" in message
 
 
+def test_an_anomaly_rule_loads_with_its_season_and_direction(tmp_path):
+    text = GOOD + "  - name: Slow\n    kind: anomaly\n    signal: latency_p99_seconds\n    season_s: 3600\n    direction: up\n"
+    config, _ = load(tmp_path, text)
+    rule = config.rules[-1]
+    assert (rule.kind.value, rule.season_s, rule.deviations, rule.direction) == ("anomaly", 3600.0, 6.0, "up")
+
+
+@pytest.mark.parametrize(("field", "says"), [
+    ("direction: sideways", "rule 'Slow', field 'direction': Input should be 'up', 'down' or 'both'"),
+    ("deviations: 0", "rule 'Slow', field 'deviations': Input should be greater than 0"),
+    ("season_s: -60", "rule 'Slow', field 'season_s': Input should be greater than or equal to 0"),
+    ("step_s: 30000", "rule 'Slow': season_s 86400 spans fewer than 4 steps of step_s 30000"),
+])
+def test_a_bad_anomaly_setting_names_the_rule_and_the_field_in_one_line(tmp_path, field, says):
+    message = error(tmp_path, GOOD + f"  - name: Slow\n    kind: anomaly\n    signal: error_rate\n    {field}\n")
+    assert says in message and "\n" not in message
+
+
+def test_anomaly_settings_on_another_kind_of_rule_say_to_set_the_kind(tmp_path):
+    message = error(tmp_path, GOOD + "    deviations: 4\n")
+    assert message.endswith("rule 'Drift': deviations: only anomaly rules take these; set `kind: anomaly` or remove them")
+
+
+def test_an_anomaly_rule_without_a_signal_says_what_signals_exist(tmp_path):
+    message = error(tmp_path, GOOD + "  - name: Slow\n    kind: anomaly\n")
+    assert "rule 'Slow': an anomaly rule needs `signal:`" in message
+
+
 def test_a_missing_file_says_to_pass_an_existing_one(tmp_path):
     with pytest.raises(AlertConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yml", {})
@@ -89,4 +117,4 @@ def test_the_example_rules_file_loads(tmp_path):
     environ = {"STREAMINFER_ML_TEAM_SECRET": "a", "STREAMINFER_ONCALL_SECRET": "b"}
     config, receivers = load_config(example, environ)
     assert {r.name for r in receivers} == {"ml-team", "oncall"}
-    assert {r.kind.value for r in config.rules} == {"threshold", "trend", "absence", "composite"}
+    assert {r.kind.value for r in config.rules} == {"threshold", "trend", "absence", "composite", "anomaly"}
