@@ -37,6 +37,16 @@ def from_metric(event: MetricEvent, at_ms: int) -> Sample:
     return Sample(event.metric, labels_of(labels), float(event.value), at_ms)
 
 
+def throughput_of(event: MetricEvent, at_ms: int) -> Sample | None:
+    """``requests_per_second``: a consumer's answered requests over its health window, derived
+    from the window of its ``error_rate`` event (the only health event counting every request)."""
+    seconds = (event.window_end_ms - event.window_start_ms) / 1000
+    if event.metric != "error_rate" or seconds <= 0:
+        return None
+    labels = {"model": event.model, "version": event.version, **event.labels}
+    return Sample("requests_per_second", labels_of(labels), event.samples / seconds, at_ms)
+
+
 def matches(matchers: list[Matcher], labels: dict[str, str]) -> bool:
     """Alertmanager's semantics: a missing label matches as the empty string."""
     for matcher in matchers:

@@ -27,7 +27,7 @@ from aiokafka.structs import ConsumerRecord
 from streaminfer.monitoring.alerting.config import AlertingConfig
 from streaminfer.monitoring.alerting.dispatch import Dispatcher
 from streaminfer.monitoring.alerting.rules import RuleEngine
-from streaminfer.monitoring.alerting.signals import Sample, from_drift, from_metric
+from streaminfer.monitoring.alerting.signals import Sample, from_drift, from_metric, throughput_of
 from streaminfer.monitoring.checkpoint import load_checkpoint, save_checkpoint
 from streaminfer.monitoring.settings import AlertingSettings, MonitorTopics
 from streaminfer.schemas.errors import StreamInferError
@@ -145,7 +145,11 @@ class AlertingService(SingleReader):
             if record.topic == self._monitor_topics.drift:
                 sample = from_drift(decode_drift_event(record.value), record.timestamp)
             else:
-                sample = from_metric(decode_metric_event(record.value), record.timestamp)
+                event = decode_metric_event(record.value)
+                sample = from_metric(event, record.timestamp)
+                throughput = throughput_of(event, record.timestamp)
+                if throughput is not None:
+                    self._state.engine.add(throughput)
             self._state.engine.add(sample)
         except (msgspec.MsgspecError, StreamInferError, ValueError, TypeError) as exc:
             log.warning("alerting skipped %s-%d@%d: %s", record.topic, record.partition, record.offset, exc)

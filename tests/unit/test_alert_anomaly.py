@@ -11,8 +11,9 @@ import pytest
 from streaminfer.monitoring.alerting.config import RouteConfig, RuleConfig
 from streaminfer.monitoring.alerting.dispatch import Dispatcher
 from streaminfer.monitoring.alerting.rules import RuleEngine
-from streaminfer.monitoring.alerting.signals import Sample, labels_of
+from streaminfer.monitoring.alerting.signals import Sample, labels_of, throughput_of
 from streaminfer.monitoring.checkpoint import load_checkpoint, save_checkpoint
+from streaminfer.schemas.monitoring_events import MetricEvent
 
 STEP_S = 900  # a point every 15 minutes: 96 points a day
 DAY = 96
@@ -184,3 +185,13 @@ def test_with_a_step_the_rule_judges_each_steps_mean_as_if_it_had_come_as_one_po
     # a step is judged when the next one starts: one step later
     assert verdicts_dense[1:] == verdicts_sparse[:-1]
     assert verdicts_sparse[START] and not any(verdicts_sparse[WARMUP:START])
+
+
+def test_each_consumers_throughput_is_a_signal_derived_from_its_error_rate_window():
+    def event(metric: str) -> MetricEvent:
+        return MetricEvent(model="m", version="1", metric=metric, value=0.01, samples=500, window_start_ms=10_000,
+                           window_end_ms=20_000, emitted_at_ms=20_000, labels={"consumer": "c0"})
+
+    derived = throughput_of(event("error_rate"), 20_500)
+    assert derived == Sample("requests_per_second", labels_of({"model": "m", "version": "1", "consumer": "c0"}), 50.0, 20_500)
+    assert throughput_of(event("latency_p99_seconds"), 20_500) is None
