@@ -42,6 +42,7 @@ Each line gives the class, ``[its reason, retriable]`` where set, and when it is
     ├── PolicyInvalid                                        a traffic policy file that cannot be served
     ├── PrivacyPolicyInvalid                                 a privacy policy naming features the model lacks
     ├── HashKeyMissing                                       a privacy policy hashes, but privacy.hash_key is unset
+    ├── CachePolicyInvalid                                   a prediction cache on a model not declared deterministic
     ├── AlertConfigError                                     the alert rules file is wrong
     ├── MetricsEndpointInvalid                               ``metrics.*`` TLS files that cannot be loaded
     ├── BrokerUnreachable            [retriable]             no Kafka answered at the bootstrap address

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from streaminfer.schemas.signature import Signature
 from streaminfer.workers.errors import HashKeyMissing, ModelFileMissing, UnknownModel
+from streaminfer.workers.models.caching import CachePolicy, check_cache
 from streaminfer.workers.models.privacy import Masking, PrivacyPolicy, check_policy
 
 MODEL_FILE = "model.onnx"
@@ -61,6 +62,12 @@ class ModelMetadata(msgspec.Struct, omit_defaults=True):
     privacy: PrivacyPolicy | None = None
     """Personal input features and request parameters, and whether to drop or hash them before
     anything is stored (``workers.models.privacy``)."""
+
+    deterministic: bool = False
+    """The same input tensors always give the same outputs (required for ``cache``)."""
+
+    cache: CachePolicy | None = None
+    """Cache this version's answers in the consumers (``workers.models.caching``); opt-in."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +174,8 @@ class ModelRepository:
         metadata = msgspec.json.decode(metadata_path.read_bytes(), type=ModelMetadata)
         if metadata.privacy is not None:
             check_policy(metadata.privacy, metadata.feature_names, name, version)
+        if metadata.cache is not None:
+            check_cache(metadata.cache, metadata.deterministic, name, version)
         entry = ModelVersion(metadata=metadata, directory=directory, hash_key=self.hash_key)
         if not entry.model_path.is_file():
             raise ModelFileMissing(entry.model_path, "rebuild it with `streaminfer models build-demo --force`")
