@@ -180,7 +180,7 @@ def build_report(registry: ModelRegistry, snapshots_dir: Path, window: Window,
         by_version = totals.setdefault(s.model, {})
         by_version[s.version] = round(by_version.get(s.version, 0.0) + s.seconds, 3)
     in_force = sorted({(s.model, s.version) for s in served}
-                      | {(e.model, v) for e in experiments for v in e.arms.values() if e.model in models})
+                      | {(e.model, v) for e in experiments for v in e.arms.values() if v and e.model in models})
     return AuditReport(
         since=_iso(window.since_ms) if window.since_ms is not None else None, until=_iso(window.until_ms),
         generated_at=_iso(_now_ms()), counts=counts, served=served, served_seconds=totals, changes=changes,
