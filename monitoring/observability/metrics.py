@@ -78,6 +78,61 @@ class PipelineMetrics:
             registry=registry,
         )
         self.broker_connected.set(1)
+        self.cache_hits = Counter(
+            "streaminfer_prediction_cache_hits",
+            "Requests answered from the prediction cache (in-process or shared), by model, version "
+            "and lane (the arm, or shadow).",
+            ["model", "version", "lane"], registry=registry,
+        )
+        self.cache_misses = Counter(
+            "streaminfer_prediction_cache_misses",
+            "Requests of a cached model version that the model had to answer.",
+            ["model", "version", "lane"], registry=registry,
+        )
+        self.cache_evictions = Counter(
+            "streaminfer_prediction_cache_evictions",
+            "Answers dropped from a consumer's prediction cache, by cause: size (entries or bytes "
+            "bound), expired (past ttl_s), cleared (the version stopped being served).",
+            ["model", "version", "cause"], registry=registry,
+        )
+        self.cache_bytes = Gauge(
+            "streaminfer_prediction_cache_bytes",
+            "Bytes of answers (encoded outputs) a consumer's prediction cache holds per version.",
+            ["model", "version"], registry=registry,
+        )
+        self.cost_cpu_seconds = Counter(
+            "streaminfer_cost_cpu_seconds",
+            "CPU-seconds spent per model version, by part: consumer (this process's measured CPU time "
+            "less in-process inference, shared by answers) and inference (inference time on a CPU "
+            "session times its cores).",
+            ["model", "version", "part"], registry=registry,
+        )
+        self.cost_gpu_seconds = Counter(
+            "streaminfer_cost_gpu_seconds",
+            "GPU-seconds of inference per model version (inference time of a CUDA session).",
+            ["model", "version"], registry=registry,
+        )
+        self.cost_answers = Counter(
+            "streaminfer_cost_answers",
+            "Predictions (cached ones included) the cost above was spent on, per model version.",
+            ["model", "version"], registry=registry,
+        )
+        self.cost_spend = Counter(
+            "streaminfer_cost_spend",
+            "Money spent per model version: CPU-seconds at cost.core_hour_price, GPU-seconds at "
+            "cost.gpu_hour_price (in the prices' currency).",
+            ["model", "version"], registry=registry,
+        )
+        self.cost_projected_daily_spend = Gauge(
+            "streaminfer_cost_projected_daily_spend",
+            "This consumer's spend today (UTC) on a model, extrapolated to the whole day at today's rate.",
+            ["model"], registry=registry,
+        )
+        self.cost_daily_budget = Gauge(
+            "streaminfer_cost_daily_budget",
+            "A model's daily budget (cost.daily_budgets), for the alert on projected spend.",
+            ["model"], registry=registry,
+        )
         self.partitions_fenced = Counter(
             "streaminfer_partitions_fenced",
             "Exactly-once: input partitions this consumer gave up because another member had taken over "

@@ -1,0 +1,1 @@
+"""Cost of inference per model version: measured seconds, priced, budgeted and reported."""
