@@ -32,6 +32,9 @@ REPLAY_COUNT = "replay-count"
 #: On a dead letter whose value is the request masked by the model's privacy policy (or dropped),
 #: not the original bytes: ``true``. ``streaminfer deadletters replay`` does not send those.
 PRIVACY_MASKED = "__streaminfer.privacy.masked"
+#: On predictions and shadow outputs answered from the prediction cache (``streams.pipeline.cache``)
+#: instead of by running the model: ``true``.
+CACHED = "cached"
 
 TRACE_HEADERS = (TRACEPARENT, TRACESTATE)
 

@@ -14,6 +14,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streaminfer.schemas.codec import Prediction
 from streaminfer.schemas.errors import RequestError, RequestFacts, StreamInferError
+from streaminfer.streams.pipeline.cache import CACHED_HEADER, CachedPrediction
 from streaminfer.streams.pipeline.decoding import Decoded
 from streaminfer.streams.pipeline.outgoing import (
     Outgoing,
@@ -32,8 +33,10 @@ def answer(topics: TopicSettings, item: Decoded, outcome: Prediction | BaseExcep
             raise outcome  # a bug: stop without committing
         return dead_letter(topics, item.record, outcome, item)
     route = item.route
-    return prediction_record(topics.predictions, item.record, outcome, item.headers.trace,
-                             experiment_headers(route.experiment, route.arm) if route.experiment else None)
+    extra = experiment_headers(route.experiment, route.arm) if route.experiment else None
+    if type(outcome) is CachedPrediction:
+        extra = [*(extra or ()), CACHED_HEADER]
+    return prediction_record(topics.predictions, item.record, outcome, item.headers.trace, extra)
 
 
 def shadow_answer(topics: TopicSettings, item: Decoded, outcome: Prediction | BaseException) -> Outgoing:
@@ -46,8 +49,11 @@ def shadow_answer(topics: TopicSettings, item: Decoded, outcome: Prediction | Ba
         outcome_value = type(outcome).__name__
     else:
         outcome_value = outcome
+    extra = experiment_headers(item.route.experiment, "shadow")
+    if type(outcome) is CachedPrediction:
+        extra.append(CACHED_HEADER)
     return shadow_record(topics.shadow, item.record, item.request_id, shadow.entry.name,
-                         shadow.entry.version, outcome_value, experiment_headers(item.route.experiment, "shadow"))
+                         shadow.entry.version, outcome_value, extra)
 
 
 def dead_letter(topics: TopicSettings, record: ConsumerRecord, exc: StreamInferError, item: Decoded | None = None) -> Outgoing:

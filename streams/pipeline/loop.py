@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from streaminfer.monitoring.cost.meter import CostMeter
 from streaminfer.monitoring.observability.metrics import PREDICTED, PipelineMetrics
 from streaminfer.schemas.errors import RequestError, UndecodableRequest
 from streaminfer.schemas.monitoring_events import encode_event
@@ -36,6 +37,7 @@ from streaminfer.streams.clients import KafkaClients, start_client
 from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
 from streaminfer.streams.offsets import OffsetTracker
 from streaminfer.streams.pipeline.answers import answer, dead_letter, shadow_answer
+from streaminfer.streams.pipeline.cache import SharedStore
 from streaminfer.streams.pipeline.decoding import Decoded, decode_record
 from streaminfer.streams.pipeline.delivery import AtLeastOnceDelivery, Delivery
 from streaminfer.streams.pipeline.enrichment import Enricher
@@ -62,12 +64,14 @@ class Pipeline:
         enricher: Enricher | None = None,
         clients: KafkaClients | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        shared_cache: SharedStore | None = None,
     ) -> None:
         """``concurrent_batches``: inference batches per model at once (the pool's worker count);
         ``label`` names this consumer in its health reports; ``enricher`` adds online features
         to the requests of models that ask for them; ``clients`` builds the consumer and the
         producer (``KafkaClients(kafka)`` unless given); ``clock`` is what intervals, stop
-        timeouts, batching deadlines and latencies are measured on."""
+        timeouts, batching deadlines and latencies are measured on; ``shared_cache``: where model
+        versions whose cache policy says ``shared`` share answers (``streams.pipeline.cache``)."""
         self._kafka = kafka
         self._clients = clients if clients is not None else KafkaClients(kafka)
         self._clock = clock
@@ -77,7 +81,8 @@ class Pipeline:
         self._metrics = metrics
         self._enricher = enricher
         self._tracker = OffsetTracker()
-        self._batchers = ModelBatchers(models, settings, metrics, concurrent_batches, clock)
+        self._cost = CostMeter(settings.cost, metrics, now=clock.time)
+        self._batchers = ModelBatchers(models, settings, metrics, concurrent_batches, clock, shared_cache, self._cost)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._delivery: Delivery | None = None
@@ -138,6 +143,7 @@ class Pipeline:
         await self._end_loops()
         await self._drain()
         await self._batchers.stop()
+        self._cost.settle()
         if self._failure is None and self._delivery is not None:
             await self._within_stop_timeout(self._delivery.commit(), "final commit")
         if self._delivery is not None:
@@ -286,6 +292,7 @@ class Pipeline:
                 self._rejoin_wanted.clear()
                 self._consumer.subscribe([self._topics.requests], listener=self._listener)
             self._metrics.pending_records.set(self._tracker.pending_count())
+            self._cost.settle()
             self._export_lag()
             if self._health.due():
                 await self._report_health()
@@ -365,8 +372,8 @@ class Pipeline:
                 if item.route.shadow is not None:
                     shadows.setdefault(item.route.shadow.key, []).append(item)
             results = await asyncio.gather(
-                *(self._batchers.for_served(items[0].served).submit(items) for items in groups.values()),
-                *(self._batchers.for_served(items[0].route.shadow).submit(items) for items in shadows.values()),  # type: ignore[arg-type]
+                *(self._batchers.submit(items[0].served, items) for items in groups.values()),
+                *(self._batchers.submit(items[0].route.shadow, items, shadow=True) for items in shadows.values()),  # type: ignore[arg-type]
             )
             for items, outcomes in zip(groups.values(), results):
                 outgoing.extend(answer(self._topics, item, outcome) for item, outcome in zip(items, outcomes))
@@ -400,6 +407,8 @@ class Pipeline:
         outcomes = Counter((o.model or "", o.version or "", o.reason.value if o.reason else PREDICTED) for o in outgoing)
         for labels, count in outcomes.items():
             self._metrics.requests.labels(*labels).inc(count)
+            if labels[2] == PREDICTED:
+                self._cost.answered(labels[0], labels[1], count)
         latency = None
         seconds: dict[tuple[str, str], list[float]] = {}
         for out in outgoing:

@@ -4,19 +4,27 @@ A promotion, rollback or traffic policy change reaches a consumer through ``Serv
 which starts the new versions' pools before it switches the routes. A version no longer routed
 to keeps its batcher and pool until every batch fetched before the switch has ended: only those
 can still hold requests routed to it.
+
+A version whose metadata opts into the prediction cache gets a ``VersionCache`` next to its
+batcher (``streams.pipeline.cache``): ``submit`` answers what is cached and sends the rest on.
+A version no longer served has its cache cleared at once. Each batch's time in its session is
+reported to the ``CostMeter`` (``monitoring.cost``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
+from streaminfer.monitoring.cost.meter import CostMeter, Device
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.schemas.codec import Prediction
 from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
 from streaminfer.streams.errors import DeadlineExceeded
 from streaminfer.streams.pipeline.batcher import DynamicBatcher
+from streaminfer.streams.pipeline.cache import SHADOW_LANE, Outcome, SharedStore, VersionCache
 from streaminfer.streams.pipeline.decoding import Decoded, split_predictions, stack_inputs
 from streaminfer.streams.settings import PipelineSettings
 from streaminfer.workers.errors import InferenceFailed
@@ -29,9 +37,12 @@ ModelBatcher = DynamicBatcher[Decoded, Prediction]
 
 class ModelBatchers:
     def __init__(self, models: ServedModels, settings: PipelineSettings, metrics: PipelineMetrics,
-                 concurrent_batches: int, clock: Clock = SYSTEM_CLOCK) -> None:
+                 concurrent_batches: int, clock: Clock = SYSTEM_CLOCK, shared_cache: SharedStore | None = None,
+                 cost: CostMeter | None = None) -> None:
         """``concurrent_batches``: inference batches per model version at once (the pool's
-        worker count); ``clock``: what the batchers' wait budgets and deadlines are measured on."""
+        worker count); ``clock``: what the batchers' wait budgets, deadlines and cache TTLs are
+        measured on; ``shared_cache``: where versions with a shared cache policy share answers;
+        ``cost``: told each batch's inference time."""
         self._models = models
         self._settings = settings
         self._metrics = metrics
@@ -39,6 +50,10 @@ class ModelBatchers:
         self._clock = clock
         self._batchers: dict[VersionKey, ModelBatcher] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        self._shared_cache = shared_cache
+        self._caches: dict[VersionKey, VersionCache] = {}
+        self._cost = cost
+        self._placements: dict[VersionKey, tuple[Device, bool]] = {}
 
     def start(self) -> None:
         for served in self._models.all():
@@ -49,12 +64,28 @@ class ModelBatchers:
         if batcher is None:
             batcher = self._batchers[served.key] = self._make(served)
             batcher.start()
+            policy = served.entry.metadata.cache
+            if policy is not None:
+                self._caches[served.key] = VersionCache(served.entry, policy, self._metrics, self._clock, self._shared_cache)
         return batcher
+
+    async def submit(self, served: ServedModel, items: list[Decoded], shadow: bool = False) -> list[Outcome]:
+        """One outcome per item: from the version's cache where it has one, else from its batcher.
+        ``shadow``: the items are mirrored to ``served`` as a shadow (their own cache lane)."""
+        batcher = self.for_served(served)
+        cache = self._caches.get(served.key)
+        if cache is None:
+            return await batcher.submit(items)
+        return await cache.submit(items, SHADOW_LANE if shadow else None, batcher.submit)
 
     async def refresh(self, fetched_before: list[asyncio.Task[None]]) -> None:
         """Pick up registry and policy changes; versions no longer served retire once the
         batches in ``fetched_before`` have ended."""
         retired = await self._models.refresh()
+        for served in retired:
+            cache = self._caches.pop(served.key, None)
+            if cache is not None:
+                cache.clear()
         if retired:
             task = asyncio.create_task(self._retire(retired, fetched_before))
             self._retiring.add(task)
@@ -88,7 +119,11 @@ class ModelBatchers:
         async def run(items: list[Decoded]) -> list[Prediction]:
             started = time.perf_counter()
             outputs = await served.pool.infer(stack_inputs(items))
-            self._metrics.inference_seconds.labels(model).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self._metrics.inference_seconds.labels(model).observe(elapsed)
+            if self._cost is not None:
+                device, in_process = self._placements.get(served.key) or await self._place(served)
+                self._cost.inference(model, served.entry.version, elapsed, device, in_process)
             self._metrics.batch_size.labels(model).observe(len(items))
             return split_predictions(items, outputs, served.entry)
 
@@ -104,6 +139,14 @@ class ModelBatchers:
             deadline_margin_ms=self._settings.deadline_margin_ms,
             clock=clock,
         )
+
+    async def _place(self, served: ServedModel) -> tuple[Device, bool]:
+        """Where a version computes: on a GPU or not, and in this process or not (asked once)."""
+        described = await served.pool.describe()
+        providers = {p for d in described for p in d.get("providers", ())}  # type: ignore[attr-defined]
+        device: Device = "gpu" if "CUDAExecutionProvider" in providers else "cpu"
+        placement = self._placements[served.key] = (device, any(d.get("pid") == os.getpid() for d in described))
+        return placement
 
 
 def _deadline_s(item: Decoded) -> float | None:
