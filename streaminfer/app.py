@@ -53,6 +53,7 @@ from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.routing.served import ServedModels
 from streaminfer.workers.settings import RaySettings
 
+from streaminfer.streams.pipeline.cache_shared import shared_store
 log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -239,3 +240,4 @@ def _absolute_features(settings: AppSettings) -> FeatureSettings:
     """Actors may run elsewhere than the driver's working directory."""
     features = settings.features
     return features.model_copy(update={"repo_path": features.repo_path.resolve()})
+        shared_cache=shared_store(settings.features),

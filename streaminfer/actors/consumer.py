@@ -34,6 +34,7 @@ from streaminfer.workers.settings import RuntimeSettings
 
 
 class ConsumerActor:
+from streaminfer.streams.pipeline.cache_shared import shared_store
     def __init__(
         self,
         index: int,
@@ -98,6 +99,7 @@ class ConsumerActor:
             "label": self.label,
             "pid": os.getpid(),
             "providers": sorted(set(providers)),
+                shared_cache=shared_store(self._features),
             "metrics_url": self._metrics_url,
             "partitions": sorted(tp.partition for tp in pipeline.assignment()) if pipeline else [],
             "batch_sizes": pipeline.batch_sizes() if pipeline else [],
