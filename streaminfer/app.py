@@ -44,6 +44,7 @@ from streaminfer.schemas.errors import StreamInferError
 from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import KafkaClients, check_reachable, ensure_topics
 from streaminfer.streams.features.settings import FeatureSettings
+from streaminfer.streams.pipeline.cache_shared import shared_store
 from streaminfer.streams.pipeline.enrichment import feast_enricher
 from streaminfer.streams.pipeline.loop import Pipeline
 from streaminfer.streams.pipeline.transactional import check_transactions
@@ -53,7 +54,6 @@ from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.routing.served import ServedModels
 from streaminfer.workers.settings import RaySettings
 
-from streaminfer.streams.pipeline.cache_shared import shared_store
 log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -232,6 +232,7 @@ async def _start_driver(app: DriverApp, repository: ModelRepository) -> None:
     app.pipeline = Pipeline(
         settings.kafka, topology(settings).pipeline, settings.pipeline, app.models, PipelineMetrics(app.registry),
         concurrent_batches=settings.pool.size, enricher=feast_enricher(_absolute_features(settings)),
+        shared_cache=shared_store(settings.features),
     )
     await app.pipeline.start()
 
@@ -240,4 +241,3 @@ def _absolute_features(settings: AppSettings) -> FeatureSettings:
     """Actors may run elsewhere than the driver's working directory."""
     features = settings.features
     return features.model_copy(update={"repo_path": features.repo_path.resolve()})
-        shared_cache=shared_store(settings.features),

@@ -161,6 +161,7 @@ class PipelineSettings(BaseModel):
     leaving the group) may take. A group stuck in a rebalance (a member that left and is still
     awaited) would otherwise hold the shutdown for ever; what could not be committed in time is
     redelivered to the next owner, so nothing is lost."""
+
     cost: CostSettings = CostSettings()
     """Prices and daily budgets that turn each consumer's measured CPU- and GPU-seconds into
     money (``monitoring.cost``); here so every consumer has them."""

@@ -77,6 +77,8 @@ class HashKeyMissing(StreamInferError):
             f"privacy policy of {model} {version} hashes values: set privacy.hash_key "
             "(STREAMINFER_PRIVACY__HASH_KEY)"
         )
+
+
 class CachePolicyInvalid(StreamInferError):
     """A prediction cache a version may not have (a model not declared deterministic), or bounds
     that cannot work; ``problem`` says what to change."""
@@ -84,5 +86,3 @@ class CachePolicyInvalid(StreamInferError):
     def __init__(self, model: str, version: str, problem: str) -> None:
         self.model, self.version, self.problem = model, version, problem
         super().__init__(f"prediction cache of {model} {version}: {problem}")
-
-

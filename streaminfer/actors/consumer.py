@@ -23,6 +23,7 @@ from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.process import tune_gc_for_streaming
 from streaminfer.streams.errors import KafkaNotAuthorized
 from streaminfer.streams.features.settings import FeatureSettings
+from streaminfer.streams.pipeline.cache_shared import shared_store
 from streaminfer.streams.pipeline.enrichment import feast_enricher
 from streaminfer.streams.pipeline.loop import Pipeline
 from streaminfer.streams.security.authorization import pipeline_refusal
@@ -34,7 +35,6 @@ from streaminfer.workers.settings import RuntimeSettings
 
 
 class ConsumerActor:
-from streaminfer.streams.pipeline.cache_shared import shared_store
     def __init__(
         self,
         index: int,
@@ -79,6 +79,7 @@ from streaminfer.streams.pipeline.cache_shared import shared_store
             pipeline = Pipeline(
                 self._kafka, self._topics, self._pipeline_settings, models, PipelineMetrics(registry), label=self.label,
                 enricher=feast_enricher(self._features) if self._features is not None else None,
+                shared_cache=shared_store(self._features),
             )
             try:
                 await pipeline.start()
@@ -99,7 +100,6 @@ from streaminfer.streams.pipeline.cache_shared import shared_store
             "label": self.label,
             "pid": os.getpid(),
             "providers": sorted(set(providers)),
-                shared_cache=shared_store(self._features),
             "metrics_url": self._metrics_url,
             "partitions": sorted(tp.partition for tp in pipeline.assignment()) if pipeline else [],
             "batch_sizes": pipeline.batch_sizes() if pipeline else [],
