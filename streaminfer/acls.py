@@ -3,7 +3,7 @@
 A company cluster grants a service account exactly what it uses. The list here is built from the
 same settings that name the topics and groups, so renaming a topic renames its ACL; ``streaminfer
 acls`` prints it as a table, as ``kafka-acls`` commands, or as Strimzi ``KafkaUser`` resources
-(``infra/kafka/acls.sh`` and ``infra/k8s/kafka-users.yaml`` are its output at the defaults).
+(``infra/kafka/acls.sh`` and ``infra/k8s/base/kafka-users.yaml`` are its output at the defaults).
 
 Reading a topic in a group needs Read on the topic and Read on the group; Read and Write imply
 Describe, which is what listing and metadata need. Exactly-once producers need Write and Describe

@@ -67,8 +67,8 @@ def test_the_files_in_infra_are_the_generated_lists_at_the_defaults(monkeypatch)
     script = runner.invoke(cli, ["acls", "--format", "kafka-acls", "--principal", "User:streaminfer"])
     assert script.exit_code == 0
     assert (ROOT / "infra/kafka/acls.sh").read_text() == script.output, "regenerate: streaminfer acls --format kafka-acls > infra/kafka/acls.sh"
-    users = runner.invoke(cli, ["acls", "--format", "strimzi"])
-    assert list(yaml.safe_load_all((ROOT / "infra/strimzi/kafka-users.yaml").read_text())) == list(yaml.safe_load_all(users.output))
+    users = runner.invoke(cli, ["acls", "--format", "strimzi", "--cluster", "streaminfer"])
+    assert list(yaml.safe_load_all((ROOT / "infra/k8s/base/kafka-users.yaml").read_text())) == list(yaml.safe_load_all(users.output))
 
 
 def test_an_unknown_component_is_a_usage_error():
