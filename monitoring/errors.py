@@ -15,3 +15,8 @@ class AlertConfigError(StreamInferError):
 class MetricsEndpointInvalid(StreamInferError):
     """A ``/metrics`` endpoint cannot serve as its settings ask (TLS files that do not load); the
     message names the setting, never a password."""
+
+
+class ExperimentPlanInvalid(StreamInferError):
+    """Figures an experiment cannot be planned with (a proportion outside 0..1, a zero effect);
+    the message names the figure and its range."""

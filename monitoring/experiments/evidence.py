@@ -29,6 +29,10 @@ from streaminfer.monitoring.experiments.sequential import MixtureSPRT, RunningMo
 from streaminfer.monitoring.experiments.splits import check_split
 from streaminfer.workers.routing.traffic import Gates, TrafficPolicy
 
+ACCURACY_TAU = 0.05
+"""The always-valid tests' mixing scale (``sequential.MixtureSPRT``): about the effect worth
+detecting, in accuracy (a share) and in latency (milliseconds)."""
+LATENCY_TAU_MS = 20.0
 RESERVOIR = 4096
 MIN_SCORES_FOR_SHIFT = 50
 JOIN_CAPACITY = 200_000
@@ -297,8 +301,8 @@ class ExperimentEvidence:
         """Every arm against the control, on accuracy and on latency, Holm-corrected per outcome."""
         control, others = arms[0], arms[1:]
         if self._accuracy is None:
-            self._accuracy = ArmComparison(control, others, alpha=self.alpha)
-            self._latency = ArmComparison(control, others, alpha=self.alpha, tau=20.0)
+            self._accuracy = ArmComparison(control, others, alpha=self.alpha, tau=ACCURACY_TAU)
+            self._latency = ArmComparison(control, others, alpha=self.alpha, tau=LATENCY_TAU_MS)
         assert self._latency is not None
         effects = []
         for outcome, comparison in (("accuracy", self._accuracy), ("latency_ms", self._latency)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import typer
@@ -30,6 +31,9 @@ from streaminfer.workers.routing.traffic import (
     save_policy,
     with_versions,
 )
+
+if TYPE_CHECKING:
+    from streaminfer.monitoring.experiments.planning import Plan
 
 experiments_app = typer.Typer(no_args_is_help=True, help="A/B/n splits, canaries and shadows, with their statistics.")
 
@@ -164,6 +168,63 @@ def report(
     path, verdict = write_report(settings.snapshots_dir, name, out)
     console.print(verdict, highlight=False, soft_wrap=True)
     console.print(f"report: {path.resolve()}")
+
+
+@experiments_app.command("plan")
+@friendly_errors
+def plan_command(
+    metric: str = typer.Option(..., "--metric", help="proportion (accuracy, error rate) or mean (latency, in ms)."),
+    baseline: float = typer.Option(..., "--baseline", help="The control's proportion (0..1) or mean."),
+    mde: float = typer.Option(..., "--mde", help="Minimum detectable effect: an absolute difference (0.02, -10)."),
+    sd: float | None = typer.Option(None, "--sd", help="A mean's standard deviation per observation."),
+    alpha: float | None = typer.Option(None, "--alpha", help="Family-wise error rate (default: experiments.alpha)."),
+    power: float = typer.Option(0.8, "--power", help="Chance of declaring an effect of exactly --mde."),
+    arms: int = typer.Option(2, "--arms", help="Arms including the control (Holm across the comparisons)."),
+    rate: float | None = typer.Option(None, "--rate", help="Observations per second into the experiment, all arms: "
+                                      "requests/s for latency, labelled requests/s for accuracy."),
+    tau: float | None = typer.Option(None, "--tau", help="Mixing scale of the always-valid test (default: the "
+                                     "controller's, 0.05 for proportions, 20 ms for means)."),
+    simulations: int = typer.Option(200, "--simulations", help="Seeded runs of the always-valid test."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Sample size per arm (fixed horizon, and the always-valid test's expected size by seeded
+    simulation of the controller's own test) and how long that takes at --rate."""
+    from streaminfer.monitoring.errors import ExperimentPlanInvalid
+    from streaminfer.monitoring.experiments.planning import MetricKind, PlanInput, plan
+
+    if metric not in {kind.value for kind in MetricKind}:
+        raise ExperimentPlanInvalid(f"--metric {metric!r} is not proportion or mean")
+    settings = load_settings().experiments
+    made = plan(PlanInput(MetricKind(metric), baseline, mde, sd=sd, alpha=settings.alpha if alpha is None else alpha,
+                          power=power, arms=arms, rate=rate, look_interval_s=settings.look_interval_s, tau=tau,
+                          seed=seed, simulations=simulations))
+    console.print(describe_plan(made), highlight=False, soft_wrap=True)
+
+
+def describe_plan(made: Plan) -> str:
+    given, seq = made.given, made.sequential
+    m = given.comparisons
+    lines = [
+        f"{given.kind.value}: baseline {given.baseline:g}, effect {given.mde_text}, alpha {given.alpha:g} "
+        f"over {m} comparison{'s' if m > 1 else ''} (Holm: {given.test_alpha:.4g} each), power {given.power:g}",
+        f"fixed horizon:  {made.fixed_per_arm:,} per arm, {made.fixed_total:,} in all{_lasting(made, made.fixed_per_arm)}",
+        f"always valid:   {seq.mean:,.0f} per arm expected (median {seq.median:,.0f}, 90% within {seq.p90:,.0f})"
+        f"{_lasting(made, seq.mean)}; {seq.declared:.0%} of {given.simulations} seeded runs declared every arm "
+        f"within {made.cap:,}; a look every {seq.look_every:,} per arm",
+    ]
+    if given.rate is None:
+        lines.append("durations: pass --rate (observations per second into the experiment)")
+    return "\n".join(lines)
+
+
+def _lasting(made: Plan, per_arm: float) -> str:
+    seconds = made.duration_s(per_arm)
+    if seconds is None:
+        return ""
+    for unit, size in (("days", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f", {seconds / size:.1f} {unit} at {made.given.rate:g}/s"
+    return f", {seconds:.0f} s at {made.given.rate:g}/s"
 
 
 def _parse_arm(text: str) -> tuple[str, str, float | None]:
