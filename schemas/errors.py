@@ -38,6 +38,7 @@ Each line gives the class, ``[its reason, retriable]`` where set, and when it is
     ├── FeatureStoreUnavailable      [feature_store_unavailable, retriable]
     │                                                        the online feature store could not be read
     ├── ModelFileMissing                                     a repository entry without its model.onnx or metadata
+    ├── ArtifactInvalid                                      a model file a node cannot fetch, or not the one its manifest names
     ├── RegistryError                                        a registry change that cannot be made
     ├── PolicyInvalid                                        a traffic policy file that cannot be served
     ├── PrivacyPolicyInvalid                                 a privacy policy naming features the model lacks
@@ -50,6 +51,7 @@ Each line gives the class, ``[its reason, retriable]`` where set, and when it is
     ├── TopicsMissing                                        topics still unknown after creating them
     ├── UndeclaredTopic                                      a topic ``streams.topics`` does not declare
     ├── TopicConflict                                        two settings name one topic, laid out differently
+    ├── ControlTopicBehind           [retriable]             a mirror could not catch up with the control topic in time
     ├── DeliveryFailed               [retriable]             the broker did not acknowledge a record: stop,
     │                                                        commit nothing, a restart sends it again
     ├── KafkaSecurityInvalid                                 ``kafka.*`` TLS/SASL settings that cannot make a client

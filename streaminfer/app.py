@@ -7,6 +7,13 @@ Two shapes, chosen by ``pipeline.consumers``:
 - driver + worker pool (``consumers=0``): this process consumes, and batches go to a pool of Ray
   actors per model (for GPUs on other nodes, or when one process should own the consumer).
 
+On a cluster (``ray.address``), consumer actors and worker pools spread over the nodes
+(``pool.placement``; actors reserving GPUs only where there are GPUs). The side services (monitor,
+alerting, experiments) run on the driver's node: they read and write files there (the registry,
+which the experiment controller changes; checkpoints, reports, the rules file) that the driver's
+machine holds. So does the registry actor, which publishes the registry on the control topic and
+serves model files to consumers on nodes that cannot read the repository (``ray.repository``).
+
 Both shapes also start the monitor (a Ray actor named ``monitor``) unless it is switched off,
 serve the driver's own ``/metrics`` (actor count and restarts), and keep a Prometheus
 ``file_sd`` file listing every process's metrics endpoint up to date as actors come and go.
@@ -26,8 +33,10 @@ import ray
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from ray.exceptions import RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from streaminfer.actors.consumer import ConsumerActor
+from streaminfer.actors.registry import RegistryActor, RegistryBuilder
 from streaminfer.actors.service import (
     AlertingBuilder,
     ExperimentsBuilder,
@@ -114,6 +123,8 @@ async def start_app(settings: AppSettings, registry: CollectorRegistry | None = 
         app = DriverApp(settings, registry=registry or CollectorRegistry())
     try:
         app._start_observability()
+        if isinstance(app, ConsumerGroupApp) and serves_mirrors(settings):
+            app.registry_actor = await _start_registry(settings)
         if settings.monitor.enabled:
             app.monitor = _start_monitor(settings)
         if settings.alerting.rules_file is not None:
@@ -143,11 +154,36 @@ def _metrics_host(settings: AppSettings) -> MetricsAccess | None:
     return settings.metrics if settings.metrics.port is not None else None
 
 
-def _start_service(settings: AppSettings, build: ServiceBuilder) -> ray.actor.ActorHandle:
-    """A side service in its own actor, named after it; Ray restarts the process if it dies."""
-    options: dict[str, object] = {"name": build.label, "namespace": settings.pool.namespace, "max_restarts": -1, "num_cpus": 0}
-    handle = ray.remote(ServiceActor).options(**options).remote(build, _metrics_host(settings))
+def _start_service(settings: AppSettings, build: ServiceBuilder, actor: type[ServiceActor] = ServiceActor) -> ray.actor.ActorHandle:
+    """A side service in its own actor, named after it, on the driver's node; Ray restarts the
+    process if it dies."""
+    options: dict[str, object] = {
+        "name": build.label, "namespace": settings.pool.namespace, "max_restarts": -1, "num_cpus": 0,
+        "scheduling_strategy": on_the_driver_node(),
+    }
+    handle = ray.remote(actor).options(**options).remote(build, _metrics_host(settings))
     return cast("ray.actor.ActorHandle", handle)  # Ray's stubs type .remote() as handle or class
+
+
+def on_the_driver_node() -> NodeAffinitySchedulingStrategy:
+    """Where the files the side services read and write are: the driver's machine."""
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+
+
+def serves_mirrors(settings: AppSettings) -> bool:
+    """Whether consumers may need the registry actor: on a cluster (``ray.address``), unless
+    ``ray.repository`` says they all read the repository; a local Ray is one node."""
+    mode = settings.ray.repository
+    return mode == "mirror" or (mode == "auto" and settings.ray.address is not None)
+
+
+async def _start_registry(settings: AppSettings) -> ray.actor.ActorHandle:
+    """Started, and the registry published once, before any consumer follows it."""
+    control = topology(settings).select([settings.topics.control])[0]
+    build = RegistryBuilder(settings.model_repository.resolve(), settings.kafka, control, settings.ray.publish_every_s)
+    handle = _start_service(settings, build, RegistryActor)
+    await handle.ensure_started.remote()
+    return handle
 
 
 def _start_monitor(settings: AppSettings) -> ray.actor.ActorHandle:
@@ -197,10 +233,11 @@ def spawn_consumer(settings: AppSettings, index: int) -> tuple[str, ray.actor.Ac
         max_restarts=-1,
         num_cpus=settings.pool.actor_num_cpus,
         num_gpus=settings.pool.actor_num_gpus,
+        scheduling_strategy=settings.pool.placement,
     ).remote(
         index, name, str(settings.model_repository.resolve()), settings.served_model_names(),
         settings.kafka, topology(settings).pipeline, settings.pipeline, settings.runtime, _metrics_host(settings),
-        _absolute_features(settings), settings.privacy.hash_key,
+        _absolute_features(settings), settings.privacy.hash_key, settings.ray, settings.pool.namespace,
     )
     return name, cast("ray.actor.ActorHandle", handle)  # Ray's stubs type .remote() as handle or class
 

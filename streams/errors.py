@@ -115,6 +115,17 @@ class TopicConflict(StreamInferError):
         )
 
 
+class ControlTopicBehind(StreamInferError):
+    """A consumer could not read the control topic up to where it ended when it started, within
+    its time: it would serve an older registry than the driver's, so it does not start."""
+
+    retriable = True
+
+    def __init__(self, topic: str, position: int, end: int, waited_s: float) -> None:
+        self.topic, self.position, self.end, self.waited_s = topic, position, end, waited_s
+        super().__init__(f"control topic {topic} read to offset {position} of {end} in {waited_s:.0f} s")
+
+
 class KafkaSecurityInvalid(StreamInferError):
     """The ``kafka.*`` security settings cannot make a client (a TLS file missing or unreadable,
     a token provider that does not import); the message names the setting, never a secret."""

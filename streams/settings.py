@@ -21,6 +21,11 @@ class TopicSettings(BaseModel):
     shadow: str = "inference.shadow"
     """Outputs of shadow versions (traffic experiments): for comparison, never for clients."""
 
+    control: str = "inference.control"
+    """The registry's documents (aliases, traffic policies, tags, audit log, version manifests),
+    compacted, one record per document: how consumers on other nodes follow the registry
+    (``streams.control``)."""
+
     health_reports: bool = True
     """Whether each consumer reports its error rate, p99 latency and lag. They go to the
     monitoring metrics topic, ``monitor.topics.metrics`` (``STREAMINFER_MONITOR__TOPICS__METRICS``),

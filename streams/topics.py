@@ -13,6 +13,8 @@ same topic cannot disagree about it, whichever starts first. The layout:
   notifications are keyed by receiver, so one stalled receiver's backlog does not pause the
   delivery of another's;
 - silences and refused notifications have one: few records, read in one order;
+- the control topic (``topics.control``) has one and is compacted: the newest record per
+  registry document is the document, read in the order the driver published them;
 - every topic has ``topics.replication_factor`` replicas.
 
 The pipeline reports its health on the monitoring metrics topic, the one alerting reads: it has
@@ -77,7 +79,7 @@ class Topology:
     def all(self) -> list[TopicSpec]:
         """Every topic, once; a name given to two topics laid out differently is an error."""
         specs: dict[str, TopicSpec] = {}
-        for spec in self._inference() + self._monitoring() + self._alerting() + self._features():
+        for spec in self._inference() + self._control() + self._monitoring() + self._alerting() + self._features():
             known = specs.setdefault(spec.name, spec)
             if known != spec:
                 raise TopicConflict(spec.name, str(known), str(spec))
@@ -101,6 +103,9 @@ class Topology:
     def _inference(self) -> list[TopicSpec]:
         topics = self.topics
         return self._spread(topics.requests, topics.predictions, topics.deadletter, topics.shadow)
+
+    def _control(self) -> list[TopicSpec]:
+        return [TopicSpec(self.topics.control, 1, self.topics.replication_factor, compacted=True)]
 
     def _monitoring(self) -> list[TopicSpec]:
         return self._spread(self.monitor.labels, self.monitor.drift, self.monitor.metrics)

@@ -45,6 +45,15 @@ class ModelFileMissing(StreamInferError):
         super().__init__(f"{path} is missing: {hint}")
 
 
+class ArtifactInvalid(StreamInferError):
+    """A model file a node cannot get (its source cannot be read), or whose sha256 differs from
+    the version's manifest (``workers.models.distribution``)."""
+
+    def __init__(self, what: str, problem: str) -> None:
+        self.what, self.problem = what, problem
+        super().__init__(f"{what} {problem}")
+
+
 class RegistryError(StreamInferError):
     """A registry change that cannot be made; the message says what to do instead."""
 

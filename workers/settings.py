@@ -6,6 +6,7 @@ Plain pydantic models: the composition root reads them from the environment and 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -60,6 +61,11 @@ class PoolSettings(BaseModel):
     namespace: str = "streaminfer"
     """Ray namespace the named actors live in (the dashboard filters by it)."""
 
+    placement: Literal["SPREAD", "DEFAULT"] = "SPREAD"
+    """How Ray places consumer actors and worker pools: ``SPREAD`` over the cluster's nodes (on
+    one machine it changes nothing), or ``DEFAULT`` (Ray packs them where resources are). Actors
+    that reserve GPUs (``actor_num_gpus``) land only on nodes with GPUs either way."""
+
 
 class RaySettings(BaseModel):
     address: str | None = None
@@ -79,3 +85,21 @@ class RaySettings(BaseModel):
 
     temp_dir: str | None = None
     """Where a local Ray keeps its sockets and logs (keep the path short: socket paths are limited)."""
+
+    repository: Literal["auto", "local", "mirror"] = "auto"
+    """How consumer actors read the model repository. ``local``: at ``model_repository``, as the
+    driver does (a shared disk). ``mirror``: from a node-local mirror, with aliases, traffic
+    policies, tags and the audit log from the control topic and model files from the object
+    store or ``model_store``. ``auto``: local where the served models are readable at that
+    path, else the mirror."""
+
+    model_store: str | None = None
+    """Where mirrors fetch model files: an fsspec URI laid out like the repository
+    (``file:///srv/models``, ``s3://bucket/models``, ``gs://...`` with s3fs or gcsfs installed).
+    None: from the driver's node, through Ray's object store. Either way checked by sha256."""
+
+    cache_dir: Path | None = None
+    """Node-local directory of the mirrors and the model file cache; None: the system's temp dir."""
+
+    publish_every_s: float = Field(0.2, gt=0)
+    """How often the driver's registry actor looks for changed registry files to publish."""

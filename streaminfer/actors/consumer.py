@@ -7,20 +7,31 @@ actors use the cores in parallel. The group spreads the partitions over them.
 If an actor dies, Ray restarts it (``__init__`` again) and the supervisor's next
 ``ensure_started`` call rejoins the group; records it had not committed are read again by
 whichever member owns their partition then. Nothing is lost; some answers may repeat.
+
+Where the model repository is not readable (another node, no shared disk; ``ray.repository``),
+the actor serves from a node-local mirror that follows the control topic (``streams.control``),
+with model files from the driver's registry actor or the model store: the routing code reads the
+mirror as it reads the repository, so promotions and traffic policies apply the same way.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import cast
 
+import ray
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from streaminfer.actors.registry import REGISTRY_ACTOR
 from streaminfer.monitoring.observability.endpoint import MetricsAccess, serve_metrics, stop_serving
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.process import tune_gc_for_streaming
+from streaminfer.streams.clients import KafkaClients
+from streaminfer.streams.control.mirror import ControlFollower, Mirror
 from streaminfer.streams.errors import KafkaNotAuthorized
 from streaminfer.streams.features.settings import FeatureSettings
 from streaminfer.streams.pipeline.cache_shared import shared_store
@@ -29,9 +40,10 @@ from streaminfer.streams.pipeline.loop import Pipeline
 from streaminfer.streams.security.authorization import pipeline_refusal
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from streaminfer.workers.execution.local import LocalPool
+from streaminfer.workers.models.distribution import ArtifactCache, ArtifactSource, ObjectStoreSource, StoreSource
 from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.routing.served import ServedModels
-from streaminfer.workers.settings import RuntimeSettings
+from streaminfer.workers.settings import RaySettings, RuntimeSettings
 
 
 class ConsumerActor:
@@ -48,10 +60,16 @@ class ConsumerActor:
         metrics_host: str | MetricsAccess | None,
         features: FeatureSettings | None = None,
         hash_key: SecretStr | None = None,
+        cluster: RaySettings | None = None,
+        namespace: str = "streaminfer",
     ) -> None:
         self.index = index
         self.label = label
         self._repository = ModelRepository(Path(repository_root), hash_key)  # privacy.hash_key
+        self._cluster = cluster or RaySettings()
+        self._namespace = namespace
+        """Of the registry actor (``pool.namespace``): an actor's own is not the one it was named in."""
+        self._follower: ControlFollower | None = None
         self._model_names = model_names
         self._kafka, self._topics, self._pipeline_settings = kafka, topics, pipeline
         self._runtime = runtime
@@ -65,6 +83,8 @@ class ConsumerActor:
     async def ensure_started(self) -> dict[str, object]:
         """Idempotent: starts the pipeline the first time and after Ray restarted this actor."""
         if self._pipeline is None:
+            if self._follower is None and not self._reads_locally():
+                await self._follow_the_registry()
             tune_gc_for_streaming(self._pipeline_settings.gc_gen0_threshold)
             models = ServedModels(
                 self._repository,
@@ -96,17 +116,44 @@ class ConsumerActor:
             for served in self._models.all():
                 providers.extend(p for d in await served.pool.describe() for p in cast("list[str]", d["providers"]))
         pipeline = self._pipeline
+        follower = self._follower
+        failure = pipeline.failure if pipeline else None
         return {
             "label": self.label,
             "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "repository": "mirror" if follower is not None else "local",
             "providers": sorted(set(providers)),
             "metrics_url": self._metrics_url,
             "partitions": sorted(tp.partition for tp in pipeline.assignment()) if pipeline else [],
             "batch_sizes": pipeline.batch_sizes() if pipeline else [],
             "pauses": pipeline.pauses if pipeline else 0,
-            "failed": repr(pipeline.failure) if pipeline and pipeline.failure else None,
-            "not_authorized": self._refusal(pipeline.failure) if pipeline and pipeline.failure else None,
+            "failed": repr(stopped) if (stopped := failure or (follower.failure if follower else None)) else None,
+            "not_authorized": self._refusal(failure) if failure else None,
         }
+
+    def _reads_locally(self) -> bool:
+        """``ray.repository``; ``auto``: the served models are readable where the driver has them."""
+        mode = self._cluster.repository
+        if mode != "auto":
+            return mode == "local"
+        return all(self._repository.versions(name) for name in self._model_names)
+
+    async def _follow_the_registry(self) -> None:
+        """Serve from a mirror of this actor's own under the node's cache, filled from the
+        control topic before the pipeline starts."""
+        cache = self._cluster.cache_dir or Path(tempfile.gettempdir()) / "streaminfer"
+        root = cache / "mirrors" / f"{self.label}-{os.getpid()}"
+        shutil.rmtree(root, ignore_errors=True)
+        source: ArtifactSource = (
+            StoreSource(self._cluster.model_store) if self._cluster.model_store
+            else ObjectStoreSource(ray.get_actor(REGISTRY_ACTOR, namespace=self._namespace))
+        )
+        follower = ControlFollower(KafkaClients(self._kafka), self._topics.control,
+                                   Mirror(root, ArtifactCache(cache / "artifacts", source)))
+        await follower.start()
+        self._follower = follower
+        self._repository = ModelRepository(root, self._repository.hash_key)
 
     def _refusal(self, failure: BaseException) -> KafkaNotAuthorized | None:
         """A failure that is a missing ACL, as the error that names it (it pickles to the driver)."""
@@ -121,3 +168,7 @@ class ConsumerActor:
             await models.stop()
         server, self._metrics_server = self._metrics_server, None
         stop_serving(server)
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            await follower.stop()
+            shutil.rmtree(follower.mirror.root, ignore_errors=True)

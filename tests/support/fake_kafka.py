@@ -145,6 +145,9 @@ class FakeConsumer(_Client):
         for tp in partitions:
             self.positions[tp] = 0
 
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.broker.logs.get(tp, [])) for tp in partitions}
+
     async def committed(self, tp: TopicPartition) -> int | None:
         return self.broker.committed.get((self.group_id, tp))
 

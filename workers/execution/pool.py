@@ -62,6 +62,7 @@ class WorkerPool:
                 max_task_retries=3,
                 num_cpus=self._pool.actor_num_cpus,
                 num_gpus=self._pool.actor_num_gpus,
+                scheduling_strategy=self._pool.placement,
             ).remote(str(self.model.model_path), self._runtime.model_dump(), name)
             self._actors.append(cast("ray.actor.ActorHandle", handle))  # Ray's stubs type .remote() as handle or class
             self._inflight.append(0)

@@ -1,0 +1,111 @@
+"""The driver's side of the control topic: publish each registry document when it changes.
+
+``RegistryBridge`` scans the repository every ``every_s`` (``documents.RepositoryScan``) and
+sends what changed since its last publication, versions first, then tombstones for documents
+that are gone; it remembers a document as published only once the broker has acknowledged it,
+so a failed send is sent again on the next round. On start it publishes every document once:
+the topic is compacted, so that costs a duplicate per document and no more.
+
+Its lifecycle is the one the side services share (``streaminfer.actors.service``): ``start()``
+and ``stop()`` safe to call twice, one background task whose error lands in ``failure``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from streaminfer.streams.clients import KafkaClients, ensure_topics, start_client
+from streaminfer.streams.control.documents import Documents, RepositoryScan, publish_order
+from streaminfer.streams.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+
+
+class RegistryBridge:
+    def __init__(self, root: Path, clients: KafkaClients, control: TopicSpec, every_s: float = 0.2) -> None:
+        self._scan = RepositoryScan(root)
+        self._clients = clients
+        self._control = control
+        self._every_s = every_s
+        self._published: Documents = {}
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+        """Records sent so far (documents and tombstones)."""
+        self.failure: BaseException | None = None
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        await ensure_topics(self._clients, [self._control])
+        producer = self._clients.producer()
+        await start_client(producer, self._clients.kafka.bootstrap)
+        self._producer, self.failure = producer, None
+        try:
+            await self.publish_changes()
+        except BaseException:
+            await self.stop()
+            raise
+        self._task = asyncio.create_task(self._run(), name="registry-bridge")
+        self._task.add_done_callback(self._done)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def __aenter__(self) -> RegistryBridge:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def publish_changes(self) -> int:
+        """Send what changed since the last call; returns how many records that was."""
+        assert self._producer is not None, "start() first"
+        documents = await asyncio.to_thread(self._scan.documents)
+        changed = [key for key, value in documents.items() if self._published.get(key) != value]
+        gone = sorted(key for key in self._published if key not in documents)
+        if not changed and not gone:
+            return 0
+        topic = self._control.name
+        sending = []
+        for key in publish_order(changed):
+            sending.append(await self._producer.send(topic, documents[key], key=key.encode()))
+        for key in gone:
+            sending.append(await self._producer.send(topic, None, key=key.encode()))
+        await asyncio.gather(*sending)
+        for key in changed:
+            self._published[key] = documents[key]
+        for key in gone:
+            del self._published[key]
+        self.sent += len(sending)
+        log.debug("control topic %s: published %d documents, %d tombstones", topic, len(changed), len(gone))
+        return len(sending)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "documents": len(self._published), "sent": self.sent,
+            "failed": repr(self.failure) if self.failure is not None else None,
+        }
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._every_s)
+            await self.publish_changes()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            if (error := task.exception()) is not None:
+                self.failure = error
+                log.error("registry bridge stopped: %r", error)
