@@ -1,0 +1,129 @@
+"""A two-node Ray cluster on this machine, for tests of placement and of running without a
+shared disk.
+
+The head and the second node are two ``ray start --block`` processes, each in a session of its
+own with its own temp dir and ports, so tearing the cluster down kills exactly these process
+groups and never another test's Ray (``ray stop`` would stop every Ray on the machine). The
+second node can run in a mount namespace of its own (``unshare -m``) with an empty tmpfs over
+given paths: its actors see the machine's files except those, as a node without the driver's
+disk would. The nodes listen on different loopback addresses (127.0.0.1 and 127.0.0.2), so a
+driver on this machine attaches to the head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from streaminfer.broker import free_port
+
+RAY = str(Path(sys.executable).with_name("ray"))
+HEAD_IP, SECOND_IP = "127.0.0.1", "127.0.0.2"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    address: str
+    """The head's GCS, for ``ray.init(address=...)`` and ``--ray-address``."""
+
+    dashboard: str
+    """The head's dashboard, for the state API (``ray.util.state.list_actors(address=...)``)."""
+
+    logs: tuple[Path, ...]
+
+
+def _node_ports(ip: str) -> list[str]:
+    low = free_port(ip)
+    return [
+        f"--node-ip-address={ip}", f"--node-manager-port={free_port(ip)}", f"--object-manager-port={free_port(ip)}",
+        f"--dashboard-agent-listen-port={free_port(ip)}", f"--dashboard-agent-grpc-port={free_port(ip)}",
+        f"--runtime-env-agent-port={free_port(ip)}", f"--metrics-export-port={free_port(ip)}",
+        f"--min-worker-port={low}", f"--max-worker-port={low + 40}",
+    ]
+
+
+def _start(command: Sequence[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """The node's whole process group: ``ray start``, its raylet, GCS, dashboard and workers."""
+    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig is signal.SIGTERM:
+            time.sleep(1)  # children of the group that outlive ``ray start`` for a moment
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return
+
+
+def _alive_nodes(dashboard: str) -> int:
+    from ray.util.state import list_nodes
+
+    try:
+        return sum(1 for node in list_nodes(address=dashboard, raise_on_missing_output=False) if node.state == "ALIVE")
+    except Exception:  # noqa: BLE001 - the dashboard is still starting
+        return 0
+
+
+@contextmanager
+def two_node_cluster(
+    work: Path, *, head_cpus: int = 1, second_cpus: int = 1, hidden_on_second: Sequence[Path] = (),
+    timeout_s: float = 120.0,
+) -> Iterator[Cluster]:
+    """A head and a second node; ``hidden_on_second``: paths the second node sees as empty."""
+    tag = uuid.uuid4().hex[:6]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    gcs_port, dashboard_port = free_port(HEAD_IP), free_port(HEAD_IP)
+    head_log, second_log = work / "ray-head.log", work / "ray-second.log"
+    head = _start([
+        RAY, "start", "--head", "--block", f"--port={gcs_port}", f"--num-cpus={head_cpus}",
+        "--include-dashboard=true", f"--dashboard-host={HEAD_IP}", f"--dashboard-port={dashboard_port}",
+        f"--ray-client-server-port={free_port(HEAD_IP)}", f"--temp-dir=/tmp/ray-h{tag}", "--disable-usage-stats",
+        *_node_ports(HEAD_IP),
+    ], head_log, env)
+    processes = [head]
+    address, dashboard = f"{HEAD_IP}:{gcs_port}", f"http://{HEAD_IP}:{dashboard_port}"
+    try:
+        _wait_for(lambda: _alive_nodes(dashboard) >= 1, timeout_s, "the head", head_log)
+        second = [
+            RAY, "start", "--block", f"--address={address}", f"--num-cpus={second_cpus}",
+            f"--resources={json.dumps({'second_node': 1})}", f"--temp-dir=/tmp/ray-s{tag}", *_node_ports(SECOND_IP),
+        ]
+        if hidden_on_second:
+            mounts = " && ".join(f"mount -t tmpfs none {shlex.quote(str(path))}" for path in hidden_on_second)
+            second = ["unshare", "-m", "--propagation", "private", "sh", "-c", f"{mounts} && exec {shlex.join(second)}"]
+        processes.append(_start(second, second_log, env))
+        _wait_for(lambda: _alive_nodes(dashboard) >= 2, timeout_s, "the second node", second_log)
+        yield Cluster(address, dashboard, (head_log, second_log))
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+
+
+def _wait_for(ready, timeout_s: float, what: str, log: Path) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not join within {timeout_s:.0f} s; its log ends:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
