@@ -255,6 +255,8 @@ async def _start_consumer_group(app: ConsumerGroupApp) -> None:
             raise exc.cause from None
         raise
     await app.wait_until_assigned()
+    if settings.scaling.enabled:
+        await app.start_autoscaler(spawn_consumer)
 
 
 async def _start_driver(app: DriverApp, repository: ModelRepository) -> None:

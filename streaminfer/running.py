@@ -9,6 +9,7 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +23,12 @@ from streaminfer.errors import PortInUse
 from streaminfer.monitoring.observability.discovery import ScrapeTarget, write_targets
 from streaminfer.monitoring.observability.endpoint import serve_metrics, stop_serving
 from streaminfer.monitoring.observability.metrics import ActorMetrics
+from streaminfer.scaling.autoscaler import Autoscaler, ray_capacity
+from streaminfer.scaling.lag import LagReader
+from streaminfer.scaling.metrics import ScalingMetrics
 from streaminfer.schemas.errors import StreamInferError
 from streaminfer.settings import AppSettings
+from streaminfer.streams.clients import KafkaClients
 from streaminfer.streams.pipeline.loop import Pipeline
 from streaminfer.streams.security.authorization import pipeline_refusal
 from streaminfer.supervision import ActorWatcher, Sighting
@@ -196,10 +201,107 @@ class DriverApp(RunningApp):
         return sightings
 
 
+Spawn = Callable[[AppSettings, int], tuple[str, ray.actor.ActorHandle]]
+"""Creates the consumer actor of an index: ``streaminfer.app.spawn_consumer``."""
+
+
 @dataclass
 class ConsumerGroupApp(RunningApp):
+    """Consumer actors in one group. With ``scaling.enabled`` an autoscaler adds and drains them;
+    ``names`` and ``handles`` list the members (a draining one is no longer listed), and they
+    change only between supervision rounds."""
+
     handles: list[ray.actor.ActorHandle] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    autoscaler: Autoscaler | None = None
+    _spawn: Spawn | None = None
+    _next_index: int = 0
+    _membership: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _leaving: dict[str, ray.actor.ActorHandle] = field(default_factory=dict)
+
+    async def supervise_once(self) -> None:
+        async with self._membership:  # members come and go between rounds, never during one
+            await super().supervise_once()
+
+    async def start_autoscaler(self, spawn: Spawn) -> None:
+        """Scale the group on its lag from now on; new members are made by ``spawn``, numbered
+        after the ones there now (names are never reused: a restart shows as a new process behind
+        a name, and a released actor's name may linger in Ray for a moment)."""
+        self._spawn, self._next_index = spawn, len(self.names)
+        settings = self.settings
+        self.autoscaler = Autoscaler(
+            settings.scaling, self, LagReader(KafkaClients(settings.kafka), topology(settings).pipeline.requests),
+            ray_capacity(settings.pool.actor_num_cpus, settings.pool.actor_num_gpus), ScalingMetrics(self.registry),
+        )
+        await self.autoscaler.start()
+
+    @property
+    def running(self) -> int:
+        return len(self.handles)
+
+    @property
+    def draining(self) -> list[str]:
+        """Consumers being drained: no longer members, not released yet."""
+        return list(self._leaving)
+
+    async def add_consumers(self, count: int) -> list[str]:
+        """Start ``count`` consumer actors and return once each owns partitions (or
+        ``scaling.action_timeout_s`` passed). They are supervised from the round after they answered."""
+        assert self._spawn is not None, "start_autoscaler() first"
+        spawned = []
+        for _ in range(count):
+            index, self._next_index = self._next_index, self._next_index + 1
+            spawned.append(self._spawn(self.settings, index))
+        try:
+            await asyncio.gather(*(handle.ensure_started.remote() for _, handle in spawned))
+        except BaseException:
+            for _, handle in spawned:
+                ray.kill(handle, no_restart=True)
+            raise
+        async with self._membership:
+            for name, handle in spawned:
+                self.names.append(name)
+                self.handles.append(handle)
+        await self._until_owning([handle for _, handle in spawned])
+        return [name for name, _ in spawned]
+
+    async def _until_owning(self, handles: list[ray.actor.ActorHandle]) -> None:
+        deadline = time.monotonic() + self.settings.scaling.action_timeout_s
+        while time.monotonic() < deadline:
+            states: list[dict[str, object]] = await asyncio.gather(*(handle.describe.remote() for handle in handles))
+            if all(state["partitions"] for state in states):
+                return
+            await asyncio.sleep(0.1)
+        log.warning("new consumers own no partitions after %.0f s; going on", self.settings.scaling.action_timeout_s)
+
+    async def remove_consumers(self, count: int) -> list[str]:
+        """Drain, then release, the ``count`` newest consumers (never the last one). Each stops its
+        pipeline first: it finishes what it holds, commits it and leaves the group
+        (``ConsumerActor.stop``); the partitions' next owners start after its last commit."""
+        async with self._membership:
+            count = min(count, len(self.handles) - 1)
+            if count <= 0:
+                return []
+            leaving = list(zip(self.names[-count:], self.handles[-count:]))
+            del self.names[-count:], self.handles[-count:]
+            for name, handle in leaving:
+                self._leaving[name] = handle
+                self._endpoints.pop(name, None)
+                if self._watcher is not None:
+                    self._watcher.forget(name, "consumer")
+        await asyncio.gather(*(self._drain(name, handle) for name, handle in leaving))
+        self.publish_targets()
+        return [name for name, _ in leaving]
+
+    async def _drain(self, name: str, handle: ray.actor.ActorHandle) -> None:
+        try:
+            await asyncio.wait_for(handle.stop.remote(), self.settings.scaling.action_timeout_s)
+        except (RayError, asyncio.TimeoutError) as exc:
+            log.warning("consumer %s did not drain (%r); released anyway: what it had not committed is "
+                        "answered again by its partitions' next owners", name, exc)
+        finally:
+            ray.kill(handle, no_restart=True)
+            self._leaving.pop(name, None)
 
     async def _pipeline_sightings(self) -> list[Sighting]:
         """Restart pipelines in actors Ray has restarted; stop on a pipeline that failed."""
@@ -247,11 +349,13 @@ class ConsumerGroupApp(RunningApp):
             raise RuntimeError(self.failure)
 
     async def describe(self) -> list[dict[str, object]]:
-        return list(await asyncio.gather(*(h.describe.remote() for h in self.handles)))
+        return list(await asyncio.gather(*(h.describe.remote() for h in list(self.handles))))
 
     async def stop(self) -> None:
+        if self.autoscaler is not None:  # first: a drain in progress finishes and commits
+            await self.autoscaler.stop()
         await self._stop_observability()
-        handles, self.handles = self.handles, []
+        handles, self.handles = [*self.handles, *self._leaving.values()], []
         await asyncio.gather(*(h.stop.remote() for h in handles), return_exceptions=True)
         for handle in handles:
             ray.kill(handle, no_restart=True)

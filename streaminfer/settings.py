@@ -21,6 +21,7 @@ from pydantic_settings import (
 from streaminfer.errors import SettingsFileMissing
 from streaminfer.monitoring.observability.endpoint import MetricsAccess
 from streaminfer.monitoring.settings import AlertingSettings, ExperimentSettings, MonitorSettings
+from streaminfer.scaling.settings import ScalingSettings
 from streaminfer.streams.features.settings import FeatureSettings
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from streaminfer.workers.models.privacy import PrivacySettings
@@ -66,6 +67,8 @@ class AppSettings(BaseSettings):
     alerting: AlertingSettings = AlertingSettings()
     features: FeatureSettings = FeatureSettings()
     privacy: PrivacySettings = PrivacySettings()
+    scaling: ScalingSettings = ScalingSettings()
+    """Autoscaling of the consumer actors on the group's lag (off by default)."""
 
     @classmethod
     def settings_customise_sources(
@@ -92,6 +95,12 @@ class AppSettings(BaseSettings):
         pipeline, monitor, alerting, experiments, feature worker, ``tail``) reads ``read_committed``,
         so none sees outputs of an aborted or open transaction."""
         _read_committed_if_exactly_once(self)
+        return self
+
+    @model_validator(mode="after")
+    def _autoscaling_needs_consumer_actors(self) -> AppSettings:
+        if self.scaling.enabled and self.pipeline.consumers == 0:
+            raise ValueError("scaling.enabled scales consumer actors: pipeline.consumers must be at least 1")
         return self
 
     def reading_committed(self) -> AppSettings:

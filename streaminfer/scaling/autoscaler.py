@@ -145,8 +145,10 @@ class Autoscaler:
             await self._group.add_consumers(decision.desired - running)
         else:
             await self._group.remove_consumers(running - decision.desired)
-        self._metrics.action_seconds.labels(decision.direction).observe(self._clock.monotonic() - started)
+        took = self._clock.monotonic() - started
+        self._metrics.action_seconds.labels(decision.direction).observe(took)
         self.changes.append(decision)
+        log.warning("scaled %s to %d consumers in %.1f s", decision.direction, self._group.running, took)
 
     def _record(self, decision: Decision, limits: Mapping[str, int]) -> None:
         metrics = self._metrics
