@@ -15,11 +15,12 @@
 #   kubernetes-json-schema/          the built-in kinds' strict JSON schemas shipped in the
 #                                    PyPI package kubernetes-validate, their $refs inlined
 #                                    (schemas.py standalone)
-#   strimzi/                         Strimzi's CRD schemas compiled to validators, npm package
-#                                    @kubernetes-models/strimzi-kafka-operator (see
-#                                    strimzi-validate.mjs: Strimzi publishes its CRD files to no
-#                                    package registry reachable here)
-# kubeconform -strict checks everything but the Strimzi kinds, which strimzi-validate.mjs checks.
+#   strimzi/                         Strimzi's CRD schemas as validators and TypeScript types,
+#                                    npm package @kubernetes-models/strimzi-kafka-operator, and
+#                                    TypeScript (see strimzi-validate.mjs: Strimzi publishes its
+#                                    CRD files to no package registry reachable here)
+# kubeconform -strict checks everything but the Strimzi kinds, which strimzi-validate.mjs checks
+# (as strictly: an unknown field is an error there too).
 # tests/unit/test_k8s_manifests.py runs this script; .ci/run runs `fetch` before the tests.
 set -euo pipefail
 
@@ -30,6 +31,7 @@ PROMETHEUS_OPERATOR_VERSION=v0.85.0
 KUBERNETES_VALIDATE_VERSION=1.37.0   # the PyPI package; it ships schemas for several releases
 KUBERNETES_VERSION=1.34.0            # the release validated against
 STRIMZI_MODELS_VERSION=1.0.1         # @kubernetes-models/strimzi-kafka-operator: Strimzi 0.49.0's CRDs
+TYPESCRIPT_VERSION=5.9.3             # checks the Strimzi documents against the package's types
 STRIMZI_KINDS=(Kafka KafkaNodePool KafkaTopic KafkaUser)
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -88,7 +90,7 @@ EOF
     "$cache/kubernetes-json-schema/v$KUBERNETES_VERSION-standalone-strict"
 
   npm install --silent --no-audit --no-fund --prefix "$cache/strimzi" \
-    "@kubernetes-models/strimzi-kafka-operator@$STRIMZI_MODELS_VERSION" >/dev/null
+    "@kubernetes-models/strimzi-kafka-operator@$STRIMZI_MODELS_VERSION" "typescript@$TYPESCRIPT_VERSION" >/dev/null
   echo "$want" >"$marker"
   echo "$cache"
 }

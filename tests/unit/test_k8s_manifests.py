@@ -57,7 +57,8 @@ def test_every_overlay_renders_and_validates_against_the_real_schemas():
     assert result.returncode == 0, result.stdout + result.stderr
     overlays = [line for line in result.stdout.splitlines() if line.startswith("== ")]
     assert len(overlays) == 2, result.stdout
-    assert result.stdout.count("Invalid: 0, Errors: 0") == 2, result.stdout
+    assert result.stdout.count("Invalid: 0, Errors: 0") == 2, result.stdout  # kubeconform
+    assert result.stdout.count(" documents, 0 invalid") == 2, result.stdout  # the Strimzi kinds
 
 
 def test_a_field_the_raycluster_crd_does_not_know_is_refused(tmp_path):
@@ -76,6 +77,15 @@ def test_a_kafka_topic_without_replicas_is_refused_by_strimzis_schema(tmp_path):
     }))
     assert result.returncode != 0
     assert "KafkaTopic inference.requests: /spec/replicas minimum" in result.stdout
+
+
+def test_a_field_strimzis_crd_does_not_know_is_refused(tmp_path):
+    result = validate(overlay_with(tmp_path, {
+        "target": {"kind": "Kafka", "name": "streaminfer"},
+        "patch": '[{"op": "add", "path": "/spec/kafka/listener", "value": []}]',
+    }))
+    assert result.returncode != 0
+    assert "Kafka streaminfer: TS2353" in result.stdout and "'\"listener\"' does not exist" in result.stdout
 
 
 @pytest.fixture(scope="module")
