@@ -18,5 +18,5 @@ class MetricsEndpointInvalid(StreamInferError):
 
 
 class ExperimentPlanInvalid(StreamInferError):
-    """Figures an experiment cannot be planned with (a proportion outside 0..1, a zero effect);
-    the message names the figure and its range."""
+    """Figures an experiment cannot be planned with (a proportion outside 0..1, a zero effect),
+    or a traffic rate Prometheus cannot give; the message names the figure or says what to do."""

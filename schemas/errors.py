@@ -46,7 +46,7 @@ Each line gives the class, ``[its reason, retriable]`` where set, and when it is
     ├── CachePolicyInvalid                                   a prediction cache on a model not declared deterministic
     ├── AlertConfigError                                     the alert rules file is wrong
     ├── MetricsEndpointInvalid                               ``metrics.*`` TLS files that cannot be loaded
-    ├── ExperimentPlanInvalid                                figures an experiment cannot be planned with
+    ├── ExperimentPlanInvalid                                figures an experiment cannot be planned with, or no rate
     ├── BrokerUnreachable            [retriable]             no Kafka answered at the bootstrap address
     ├── TopicsMissing                                        topics still unknown after creating them
     ├── UndeclaredTopic                                      a topic ``streams.topics`` does not declare

@@ -20,12 +20,18 @@ power whatever the others show (conservative for the later steps of Holm's proce
 
 Durations assume the arms split the given rate evenly: ``rate`` is observations per second
 into the experiment (requests per second for latency; labelled requests per second for
-accuracy, since an accuracy outcome exists only once its label has arrived).
+accuracy, since an accuracy outcome exists only once its label has arrived). It is given, or
+read from the Prometheus that scrapes the system (``observed_rate``): the model's rate over the
+last ``RATE_WINDOW`` of the counter that counts that metric's observations.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from enum import Enum
 
@@ -45,9 +51,24 @@ LOOKS_PER_FIXED_HORIZON = 100
 """Without a rate, the simulation looks this many times over the fixed-horizon sample size."""
 
 
+RATE_WINDOW = "15m"
+RATE_QUERIES = {
+    "accuracy": 'sum(rate(streaminfer_labels_total{{model="{model}",outcome="joined"}}[{window}]))',
+    "error-rate": 'sum(rate(streaminfer_requests_total{{model="{model}"}}[{window}]))',
+    "latency": 'sum(rate(streaminfer_requests_total{{model="{model}",outcome="predicted"}}[{window}]))',
+}
+"""Observations per second of each metric: labels joined to a prediction (accuracy), requests
+ended either way (error rate), answered requests (latency)."""
+
+
 class MetricKind(str, Enum):
     PROPORTION = "proportion"
     MEAN = "mean"
+
+
+METRICS = {"proportion": MetricKind.PROPORTION, "accuracy": MetricKind.PROPORTION,
+           "error-rate": MetricKind.PROPORTION, "mean": MetricKind.MEAN, "latency": MetricKind.MEAN}
+"""What ``--metric`` accepts: a kind, or one of the system's metrics (which says the kind)."""
 
 
 @dataclass(frozen=True)
@@ -238,6 +259,32 @@ def _window(given: PlanInput, rng: np.random.Generator, size: int, treated: bool
 
 def _quantile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def observed_rate(prometheus_url: str, model: str, metric: str, timeout_s: float = 10.0) -> tuple[float, str]:
+    """The model's current rate of ``metric`` observations per second, and the query that gave
+    it; ``ExperimentPlanInvalid`` saying what to do when Prometheus cannot give one."""
+    if metric not in RATE_QUERIES:
+        raise ExperimentPlanInvalid(f"Prometheus has no rate for metric {metric!r}: use --metric "
+                                    f"{', '.join(RATE_QUERIES)}, or pass --rate")
+    escaped = model.replace("\\", "\\\\").replace('"', '\\"')
+    query = RATE_QUERIES[metric].format(model=escaped, window=RATE_WINDOW)
+    address = f"{prometheus_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+    try:
+        with urllib.request.urlopen(address, timeout=timeout_s) as response:
+            body = json.load(response)
+    except urllib.error.HTTPError as exc:
+        raise ExperimentPlanInvalid(f"Prometheus at {prometheus_url} refused {query} (HTTP {exc.code}): "
+                                    f"fix --prometheus or pass --rate") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise ExperimentPlanInvalid(f"Prometheus at {prometheus_url} did not answer "
+                                    f"({getattr(exc, 'reason', exc)}): fix --prometheus or pass --rate") from None
+    results = body.get("data", {}).get("result", []) if body.get("status") == "success" else []
+    rate = float(results[0]["value"][1]) if results else 0.0
+    if not rate > 0:
+        raise ExperimentPlanInvalid(f"Prometheus at {prometheus_url} sees no traffic for {query}: is {model!r} "
+                                    f"served and scraped? Or pass --rate")
+    return rate, query
 
 
 def plan(given: PlanInput) -> Plan:

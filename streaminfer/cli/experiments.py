@@ -173,7 +173,7 @@ def report(
 @experiments_app.command("plan")
 @friendly_errors
 def plan_command(
-    metric: str = typer.Option(..., "--metric", help="proportion (accuracy, error rate) or mean (latency, in ms)."),
+    metric: str = typer.Option(..., "--metric", help="accuracy, error-rate or proportion; latency (in ms) or mean."),
     baseline: float = typer.Option(..., "--baseline", help="The control's proportion (0..1) or mean."),
     mde: float = typer.Option(..., "--mde", help="Minimum detectable effect: an absolute difference (0.02, -10)."),
     sd: float | None = typer.Option(None, "--sd", help="A mean's standard deviation per observation."),
@@ -182,6 +182,9 @@ def plan_command(
     arms: int = typer.Option(2, "--arms", help="Arms including the control (Holm across the comparisons)."),
     rate: float | None = typer.Option(None, "--rate", help="Observations per second into the experiment, all arms: "
                                       "requests/s for latency, labelled requests/s for accuracy."),
+    prometheus: str | None = typer.Option(None, "--prometheus", help="Or read the rate from this Prometheus "
+                                          "(the model's last 15 min; needs --model and a named --metric)."),
+    model: str | None = typer.Option(None, "--model", help="The model whose rate --prometheus reads."),
     tau: float | None = typer.Option(None, "--tau", help="Mixing scale of the always-valid test (default: the "
                                      "controller's, 0.05 for proportions, 20 ms for means)."),
     simulations: int = typer.Option(200, "--simulations", help="Seeded runs of the always-valid test."),
@@ -190,12 +193,17 @@ def plan_command(
     """Sample size per arm (fixed horizon, and the always-valid test's expected size by seeded
     simulation of the controller's own test) and how long that takes at --rate."""
     from streaminfer.monitoring.errors import ExperimentPlanInvalid
-    from streaminfer.monitoring.experiments.planning import MetricKind, PlanInput, plan
+    from streaminfer.monitoring.experiments.planning import METRICS, PlanInput, observed_rate, plan
 
-    if metric not in {kind.value for kind in MetricKind}:
-        raise ExperimentPlanInvalid(f"--metric {metric!r} is not proportion or mean")
+    if metric not in METRICS:
+        raise ExperimentPlanInvalid(f"--metric {metric!r} is not one of {', '.join(METRICS)}")
+    if prometheus is not None:
+        if rate is not None or model is None:
+            raise ExperimentPlanInvalid("--prometheus reads the rate of --model: give both, and not --rate")
+        rate, query = observed_rate(prometheus, model, metric)
+        console.print(f"rate: {rate:.4g}/s from {prometheus}: {query}", highlight=False, soft_wrap=True)
     settings = load_settings().experiments
-    made = plan(PlanInput(MetricKind(metric), baseline, mde, sd=sd, alpha=settings.alpha if alpha is None else alpha,
+    made = plan(PlanInput(METRICS[metric], baseline, mde, sd=sd, alpha=settings.alpha if alpha is None else alpha,
                           power=power, arms=arms, rate=rate, look_interval_s=settings.look_interval_s, tau=tau,
                           seed=seed, simulations=simulations))
     console.print(describe_plan(made), highlight=False, soft_wrap=True)
@@ -213,7 +221,7 @@ def describe_plan(made: Plan) -> str:
         f"within {made.cap:,}; a look every {seq.look_every:,} per arm",
     ]
     if given.rate is None:
-        lines.append("durations: pass --rate (observations per second into the experiment)")
+        lines.append("durations: pass --rate (observations per second into the experiment) or --prometheus and --model")
     return "\n".join(lines)
 
 

@@ -4,7 +4,11 @@ at a rate, and ``experiments plan`` on the command line."""
 
 from __future__ import annotations
 
+import json
 import math
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
@@ -90,9 +94,60 @@ def test_plan_prints_both_sizes_and_durations_at_the_rate():
 
 def test_plan_answers_help_and_gives_one_line_errors_with_exit_2():
     assert invoke("--help").exit_code == 0 and "--mde" in invoke("--help").stdout
-    for args, says in ((["--metric", "ratio", "--baseline", "0.9", "--mde", "0.02"], "--metric 'ratio'"),
+    for args, says in ((["--metric", "ratio", "--baseline", "0.9", "--mde", "0.02"], "--metric 'ratio' is not one of"),
                        (["--metric", "mean", "--baseline", "120", "--mde", "5"], "--sd"),
                        (["--metric", "proportion", "--baseline", "0.9", "--mde", "0.02", "--rate", "0"], "rate 0.0")):
         result = invoke(*args)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and says in lines[0], result.stderr
+
+
+@pytest.fixture
+def prometheus():
+    """A Prometheus query API answering every instant query with ``answer['rate']``; the
+    queries it was asked are in ``answer['queries']``."""
+    answer: dict = {"rate": 24.0, "queries": []}
+
+    class Api(BaseHTTPRequestHandler):
+        def do_GET(self):
+            query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)["query"][0]
+            answer["queries"].append(query)
+            result = [{"metric": {}, "value": [0, str(answer["rate"])]}] if answer["rate"] is not None else []
+            body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", answer
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_plan_reads_the_models_labelled_rate_from_prometheus_for_accuracy(prometheus):
+    url, answer = prometheus
+    result = invoke("--metric", "accuracy", "--baseline", "0.9", "--mde", "0.02", "--prometheus", url,
+                    "--model", "breast-cancer", "--simulations", "20")
+    assert result.exit_code == 0, result.output
+    assert answer["queries"] == ['sum(rate(streaminfer_labels_total{model="breast-cancer",outcome="joined"}[15m]))']
+    assert f"rate: 24/s from {url}" in result.stdout
+    assert "fixed horizon:  3,205 per arm, 6,410 in all, 4.5 min at 24/s" in result.stdout
+
+
+def test_plan_says_in_one_line_when_prometheus_sees_no_traffic_or_is_not_asked_right(prometheus):
+    url, answer = prometheus
+    answer["rate"] = None
+    for args, says in ((["--metric", "latency", "--sd", "40", "--model", "m"], "sees no traffic"),
+                       (["--metric", "latency", "--sd", "40"], "give both"),
+                       (["--metric", "mean", "--sd", "40", "--model", "m"], "no rate for metric 'mean'")):
+        result = invoke("--baseline", "120", "--mde", "10", "--prometheus", url, *args)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.exit_code == 2 and len(lines) == 1 and says in lines[0], result.stderr
