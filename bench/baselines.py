@@ -1,8 +1,14 @@
 """The hand-rolled consumers streaminfer is compared with, each run as its own process.
 
-    python -m bench.baselines {passthrough,naive,microbatch} BOOTSTRAP IN OUT GROUP MODEL
+    python -m bench.baselines {batch-passthrough,passthrough,naive,microbatch} IN OUT GROUP MODEL [PROCESSES]
 
-- passthrough (limit B): consume → produce each record unchanged → commit; no inference.
+The Kafka connection (bootstrap, TLS, SASL) comes from the file named by
+``STREAMINFER_BENCH_CLIENTS_FILE`` (``bench.connection``), never from the command line.
+
+- batch-passthrough (limit B): ``bench.passthrough``, the pipeline's fetch and produce path with
+  no inference, in PROCESSES processes of one consumer group.
+- passthrough (the former limit B, now a labelled baseline): consume → ``producer.send`` each
+  record → commit; no inference.
 - naive: what most people write first: per message, stdlib ``json``, one ``session.run`` on one
   row, ``send_and_wait``; offsets auto-committed.
 - microbatch: ``getmany``, decode all, one ``session.run``, send all, wait, commit.
@@ -15,25 +21,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
+import signal
 import sys
 
 import numpy as np
 import onnxruntime as ort
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-
-def _consumer(bootstrap: str, topic: str, group: str, auto_commit: bool) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
-        enable_auto_commit=auto_commit, fetch_max_wait_ms=10, max_partition_fetch_bytes=4 << 20,
-    )
+from bench.connection import BenchConnection, read_connection
+from bench.passthrough import BatchPassthrough
 
 
 async def _started_clients(
-    bootstrap: str, source: str, group: str, *, auto_commit: bool, linger_ms: int
+    connection: BenchConnection, source: str, group: str, *, auto_commit: bool, linger_ms: int
 ) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
-    consumer = _consumer(bootstrap, source, group, auto_commit=auto_commit)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms)
+    """The hand-rolled baselines' clients: the settings' connection, their own few options."""
+    clients = connection.clients()
+    consumer = clients.consumer(source, group_id=group, enable_auto_commit=auto_commit, fetch_max_wait_ms=10)
+    producer = clients.producer(linger_ms=linger_ms, acks=1, max_batch_size=16384)
     await consumer.start()
     await producer.start()
     return consumer, producer
@@ -55,8 +61,13 @@ def _answer(request_id: str, label: int, probabilities: list[float]) -> bytes:
     }).encode()
 
 
-async def passthrough(bootstrap: str, source: str, sink: str, group: str, model_path: str) -> None:
-    consumer, producer = await _started_clients(bootstrap, source, group, auto_commit=False, linger_ms=2)
+async def batch_passthrough(connection: BenchConnection, source: str, sink: str, group: str, model_path: str) -> None:
+    async with BatchPassthrough(connection.clients(), source, sink, group, connection.pipeline) as passthrough:
+        await passthrough.run()
+
+
+async def passthrough(connection: BenchConnection, source: str, sink: str, group: str, model_path: str) -> None:
+    consumer, producer = await _started_clients(connection, source, group, auto_commit=False, linger_ms=2)
     while True:
         fetched = await consumer.getmany(timeout_ms=100, max_records=1024)
         futures = [
@@ -68,9 +79,9 @@ async def passthrough(bootstrap: str, source: str, sink: str, group: str, model_
             await consumer.commit()
 
 
-async def naive(bootstrap: str, source: str, sink: str, group: str, model_path: str) -> None:
+async def naive(connection: BenchConnection, source: str, sink: str, group: str, model_path: str) -> None:
     session = _session(model_path)
-    consumer, producer = await _started_clients(bootstrap, source, group, auto_commit=True, linger_ms=0)
+    consumer, producer = await _started_clients(connection, source, group, auto_commit=True, linger_ms=0)
     async for record in consumer:
         request = json.loads(record.value)
         tensor = request["inputs"][0]
@@ -81,9 +92,9 @@ async def naive(bootstrap: str, source: str, sink: str, group: str, model_path: 
         )
 
 
-async def microbatch(bootstrap: str, source: str, sink: str, group: str, model_path: str) -> None:
+async def microbatch(connection: BenchConnection, source: str, sink: str, group: str, model_path: str) -> None:
     session = _session(model_path)
-    consumer, producer = await _started_clients(bootstrap, source, group, auto_commit=False, linger_ms=2)
+    consumer, producer = await _started_clients(connection, source, group, auto_commit=False, linger_ms=2)
     while True:
         fetched = await consumer.getmany(timeout_ms=100, max_records=1024)
         records = [r for batch in fetched.values() for r in batch]
@@ -100,12 +111,34 @@ async def microbatch(bootstrap: str, source: str, sink: str, group: str, model_p
         await consumer.commit()
 
 
-BASELINES = {"passthrough": passthrough, "naive": naive, "microbatch": microbatch}
+BASELINES = {"batch-passthrough": batch_passthrough, "passthrough": passthrough, "naive": naive, "microbatch": microbatch}
+
+
+def _run_one(name: str, source: str, sink: str, group: str, model_path: str) -> None:
+    asyncio.run(BASELINES[name](read_connection(), source, sink, group, model_path))
 
 
 def main(argv: list[str]) -> None:
-    name, bootstrap, source, sink, group, model_path = argv
-    asyncio.run(BASELINES[name](bootstrap, source, sink, group, model_path))
+    name, source, sink, group, model_path, *rest = argv
+    processes = int(rest[0]) if rest else 1
+    if processes == 1:
+        _run_one(name, source, sink, group, model_path)
+        return
+    # several members of one group; SIGTERM to this parent stops them all
+    children = [multiprocessing.get_context("spawn").Process(target=_run_one, args=(name, source, sink, group, model_path))
+                for _ in range(processes)]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        for child in children:
+            child.start()
+        for child in children:
+            child.join()
+    finally:
+        for child in children:
+            if child.is_alive():
+                child.terminate()
+        for child in children:
+            child.join(timeout=30)
 
 
 if __name__ == "__main__":
