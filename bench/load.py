@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from streaminfer.schemas import headers as h
 from streaminfer.schemas.codec import request_body
+from streaminfer.streams.clients import KafkaClients, partition_counts, start_client
 
 Payload = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
@@ -92,22 +93,29 @@ async def open_loop(
 
 @dataclass
 class Collector:
-    """Reads every answer from the start of the output topic, without a consumer group."""
+    """Reads every answer from the start of the output topic (``from_end``: from its end at
+    ``start()``), without a consumer group."""
 
-    bootstrap: str
+    clients: KafkaClients
     topic: str
     answer_key: Callable[[bytes | None, bytes], str | None]
+    from_end: bool = False
     received_at: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     produced_ms: list[int] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            self.topic, bootstrap_servers=self.bootstrap, group_id=None,
-            auto_offset_reset="earliest", fetch_max_wait_ms=5, max_partition_fetch_bytes=4 << 20,
+        self._consumer = self.clients.consumer(
+            group_id=None, auto_offset_reset="latest" if self.from_end else "earliest",
+            fetch_max_wait_ms=5,
             isolation_level="read_committed",  # as exactly-once readers must; the same for plain producers
         )
-        await self._consumer.start()
+        await start_client(self._consumer, self.clients.kafka.bootstrap)
+        partitions = await partition_counts(self.clients, [self.topic])
+        assigned = [TopicPartition(self.topic, p) for p in range(partitions[self.topic])]
+        self._consumer.assign(assigned)
+        for tp in assigned:
+            await self._consumer.position(tp)  # resolved now: nothing answered after start() is missed
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -135,6 +143,8 @@ class Collector:
         deadline = time.monotonic() + timeout_s
         last, last_change = -1, time.monotonic()
         while time.monotonic() < deadline:
+            if self._task is not None and self._task.done():
+                self._task.result()  # the reader died: say why instead of waiting out the deadline
             count = self.answered(keys)
             if count >= len(keys):
                 return count

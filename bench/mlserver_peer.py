@@ -52,6 +52,8 @@ import numpy as np
 from streaminfer.broker import LOOPBACK, free_port
 from streaminfer.schemas.codec import request_body
 from streaminfer.schemas.errors import StreamInferError
+from streaminfer.streams.clients import KafkaClients
+from streaminfer.streams.settings import KafkaSettings
 
 MLSERVER_VERSION = "1.7.1"
 REQUIREMENTS = (f"mlserver=={MLSERVER_VERSION}", "uvloop<0.22", "onnxruntime", "numpy")
@@ -142,9 +144,11 @@ class MLServerPeer:
     def log_path(self) -> Path | None:
         return self.run_dir / "mlserver.log" if self.run_dir is not None else None
 
-    def start(self, bootstrap: str, input_topic: str, output_topic: str, timeout_s: float = 120) -> None:
+    def start(self, bootstrap: str, input_topic: str, output_topic: str, timeout_s: float = 120,
+              clients: KafkaClients | None = None) -> None:
         """Start MLServer reading ``input_topic`` and answering on ``output_topic``; return once
-        its consumer answers a warm-up request on every input partition."""
+        its consumer answers a warm-up request on every input partition. ``clients``: how the
+        warm-up reaches the broker (MLServer itself takes the bootstrap only)."""
         if self._process is not None and self._process.poll() is None:
             return
         if not self._marker.is_file():
@@ -163,7 +167,7 @@ class MLServerPeer:
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             self._wait_http_ready(deadline)
-            self._warm_up(bootstrap, input_topic, output_topic, deadline)
+            self._warm_up(clients or KafkaClients(KafkaSettings(bootstrap=bootstrap)), input_topic, output_topic, deadline)
         except BaseException:
             self.stop()
             raise
@@ -258,16 +262,16 @@ class MLServerPeer:
                 self._check_alive(deadline, f"waiting for {url}")
                 time.sleep(0.2)
 
-    def _warm_up(self, bootstrap: str, input_topic: str, output_topic: str, deadline: float) -> None:
+    def _warm_up(self, clients: KafkaClients, input_topic: str, output_topic: str, deadline: float) -> None:
         # A thread of its own, so start() works whether or not the caller runs an event loop.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, self._warm_up_async(bootstrap, input_topic, output_topic, deadline)).result()
+            pool.submit(asyncio.run, self._warm_up_async(clients, input_topic, output_topic, deadline)).result()
 
-    async def _warm_up_async(self, bootstrap: str, input_topic: str, output_topic: str, deadline: float) -> None:
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    async def _warm_up_async(self, clients: KafkaClients, input_topic: str, output_topic: str, deadline: float) -> None:
+        from aiokafka import TopicPartition
 
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
+        producer = clients.producer()
+        consumer = clients.consumer(group_id=None, fetch_max_wait_ms=20)
         await producer.start()
         await consumer.start()
         try:

@@ -1,31 +1,49 @@
-"""One benchmark run: every system, same model, same payloads, same broker, medians of N runs."""
+"""One run of one system: its backlog (throughput, CPU, memory, start-up), then fixed rates.
+
+The throughput phase preloads a backlog (or, for a system that starts at the latest offset,
+sends it once the system is ready), starts the system, and measures the sustained answer rate,
+CPU per 1,000 answers of the whole process tree, resident memory (RSS peak) and PSS by process
+(``bench.footprint``) under load and at rest, and the time from launch to the first answer.
+The latency phase offers every system the same fixed rates from a load process of its own
+(``bench.offered``), so neither generator nor collector shares the harness's process.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from rich.progress import Progress
 
-from bench.load import Collector, blast, open_loop, payloads
+from bench.connection import merged_environment
+from bench.footprint import PssSampler, grouped, pss_by_process
+from bench.load import Collector, blast, payloads
 from bench.measure import PeakMemory, tree_cpu_seconds
-from bench.systems import System, Topics
+from bench.systems import Running, System, Target, Topics
+from streaminfer.streams.clients import KafkaClients, start_client
 
-LOADS = (0.25, 0.5, 0.8)
+FIXED_RATES = (1_000.0, 5_000.0, 10_000.0)
+LIMIT_SHARE_LABEL = "50% limit B"
+OVER_CAPACITY = 0.9
+"""A rate above this share of a system's own maximum is not offered to it: no steady state."""
 
 
 @dataclass
 class BenchConfig:
-    bootstrap: str
-    work_dir: Path
+    clients: KafkaClients
+    target: Target
     rows: np.ndarray
     model_path: Path
     runs: int = 3
@@ -38,10 +56,25 @@ class RunResult:
     throughput: float | None = None
     cpu_s_per_1000: float | None = None
     peak_rss_mib: float | None = None
+    startup_s: float | None = None
+    memory_under_load: dict | None = None
+    memory_at_rest: dict | None = None
     lost: int = 0
     duplicates: int = 0
-    latency: dict[str, dict[str, float]] = field(default_factory=dict)
+    latency: dict[str, dict[str, float | None]] = field(default_factory=dict)
     error: str | None = None
+
+
+def rate_label(rate: float) -> str:
+    return f"{rate / 1000:g}k" if rate >= 1000 else f"{rate:g}"
+
+
+def offered_rates(limit_b: float | None, fixed: tuple[float, ...] = FIXED_RATES) -> dict[str, float]:
+    """The rates every system is offered: fixed ones, and half of limit B when it was measured."""
+    rates = {rate_label(rate): rate for rate in fixed}
+    if limit_b:
+        rates[LIMIT_SHARE_LABEL] = round(limit_b * 0.5)
+    return rates
 
 
 def ort_alone(model_path: Path, rows: np.ndarray, seconds: float = 3.0, batch: int = 256) -> RunResult:
@@ -60,8 +93,8 @@ def ort_alone(model_path: Path, rows: np.ndarray, seconds: float = 3.0, batch: i
 async def _fresh_topics(config: BenchConfig) -> Topics:
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(f"bench-in-{suffix}", f"bench-out-{suffix}", f"bench-dl-{suffix}", f"bench-{suffix}")
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap)
-    await admin.start()
+    admin = config.clients.admin()
+    await start_client(admin, config.clients.kafka.bootstrap)
     try:
         await admin.create_topics([
             NewTopic(name, config.partitions, 1) for name in (topics.requests, topics.answers, topics.deadletter)
@@ -84,58 +117,52 @@ def sustained_rate(times: list[float], bucket_s: float = 0.25) -> float:
     return float(np.median(counts[1:-1]) / bucket_s)
 
 
-async def run_system(system: System, config: BenchConfig, run: int, progress: Progress) -> RunResult:
+async def run_system(system: System, config: BenchConfig, run: int, progress: Progress,
+                     rates_for: Callable[[float], dict[str, float]]) -> RunResult:
+    """``rates_for(own_max)``: the rates to offer, given this system's measured maximum (limit B
+    offers itself half of its own)."""
     assert system.launch is not None
     topics = await _fresh_topics(config)
-    collector = Collector(config.bootstrap, topics.answers, system.answer_key)
+    collector = Collector(config.clients, topics.answers, system.answer_key)
     await collector.start()
-    producer = AIOKafkaProducer(bootstrap_servers=config.bootstrap, linger_ms=5, max_batch_size=512 * 1024)
-    await producer.start()
+    producer = config.clients.producer(linger_ms=5, max_batch_size=512 * 1024)
+    await start_client(producer, config.clients.kafka.bootstrap)
     sent_at: dict[str, float] = {}
     result = RunResult()
-    task = progress.add_task(f"{system.name} run {run}", total=2 + len(LOADS))
+    task = progress.add_task(f"{system.name} run {run}", total=3)
     backlog = payloads(config.rows, f"b{run}", system.backlog, system.request_headers)
     backlog_keys = [k.decode() for k, _, _ in backlog]
     running = None
     try:
         if system.consumes_backlog:
             await blast(producer, topics.requests, backlog, sent_at)
-        running = system.launch(config.bootstrap, topics, config.work_dir)
-        with PeakMemory(running.pid) as memory:
+        launched = time.time()
+        running = system.launch(config.target, topics)
+        ready = time.time()
+        with PeakMemory(running.pid) as memory, PssSampler(running.pid) as pss:
             cpu_series: list[tuple[float, float]] = []
             sampler = asyncio.create_task(_sample_cpu(running.pid, cpu_series))
             if not system.consumes_backlog:
                 await blast(producer, topics.requests, backlog, sent_at)
             progress.advance(task)
-            await collector.wait_for(backlog_keys, timeout_s=600, idle_s=60)
+            await _answered_unless_exited(collector.wait_for(backlog_keys, timeout_s=600, idle_s=60), running)
             times = [collector.received_at[k][0] for k in backlog_keys if k in collector.received_at]
             result.throughput = sustained_rate(times, system.rate_bucket_s)
+            result.startup_s = (min(times) if system.consumes_backlog and times else ready) - launched
             await asyncio.sleep(0.6)  # a CPU sample after the last answer closes the window
             result.cpu_s_per_1000 = _cpu_per_1000(cpu_series, times)
-            progress.advance(task)
-            for fraction in LOADS:
-                rate = max(1.0, fraction * result.throughput)
-                count = max(50, int(rate * config.latency_seconds))
-                batch = payloads(config.rows, f"l{run}-{int(fraction * 100)}", count, system.request_headers)
-                sent = await open_loop(producer, topics.requests, batch, rate, sent_at)
-                keys = [k.decode() for k, _, _ in batch]
-                await collector.wait_for(keys, timeout_s=120, idle_s=20)
-                latencies = [
-                    (collector.received_at[k][0] - sent_at[k]) * 1000 for k in keys if k in collector.received_at
-                ]
-                result.latency[f"{int(fraction * 100)}%"] = {
-                    "rate": rate,
-                    "p50_ms": float(np.percentile(latencies, 50)) if latencies else float("nan"),
-                    "p99_ms": float(np.percentile(latencies, 99)) if latencies else float("nan"),
-                    "generator_lag_p99_ms": sent.lag_p99_ms,
-                    "generator_lag_max_ms": sent.lag_max_ms,
-                }
-                progress.advance(task)
             sampler.cancel()
-            await asyncio.sleep(2)  # late duplicates
         result.peak_rss_mib = memory.peak_bytes / 2**20
+        result.memory_under_load = pss.peak
+        await asyncio.sleep(2)  # late duplicates; the system settles
+        result.memory_at_rest = await asyncio.to_thread(lambda: grouped(pss_by_process(running.pid)))
         result.lost = sum(1 for key in sent_at if key not in collector.received_at)
         result.duplicates = sum(len(v) - 1 for v in collector.received_at.values())
+        await collector.stop()
+        progress.advance(task)
+        result.latency = await _offer(system, config, topics, run, rates_for(result.throughput or 0.0),
+                                      result.throughput or 0.0)
+        result.lost += sum(int(step.get("sent") or 0) - int(step.get("answered") or 0) for step in result.latency.values())
     except Exception as exc:  # noqa: BLE001 - a system that cannot run here is a result, with its reason
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -143,8 +170,53 @@ async def run_system(system: System, config: BenchConfig, run: int, progress: Pr
             running.stop()
         await producer.stop()
         await collector.stop()
-        progress.update(task, completed=2 + len(LOADS))
+        progress.update(task, completed=3)
     return result
+
+
+async def _offer(system: System, config: BenchConfig, topics: Topics, run: int, rates: dict[str, float],
+                 own_max: float) -> dict[str, dict[str, float | None]]:
+    """The fixed rates this system can sustain, from ``bench.offered`` in a process of its own;
+    the others are marked over capacity."""
+    offered = {label: rate for label, rate in rates.items() if rate <= OVER_CAPACITY * own_max}
+    latency: dict[str, dict[str, float | None]] = {
+        label: {"rate": rate, "over_capacity": 1.0} for label, rate in rates.items()}  # in the order offered
+    if not offered:
+        return latency
+    work = config.target.work_dir
+    plan_path, result_path = work / f"offer-{topics.group}.json", work / f"offered-{topics.group}.json"
+    plan_path.write_text(json.dumps({
+        "requests": topics.requests, "answers": topics.answers, "rates": list(offered.values()),
+        "seconds": config.latency_seconds, "prefix": f"o{run}", "answer_key": system.answer_key_kind,
+        "headers": [(name, value.decode()) for name, value in system.request_headers],
+    }))
+    command = [sys.executable, "-m", "bench.offered", str(plan_path), str(result_path)]
+    env = merged_environment(dict(config.target.child_environment()))
+    code = await asyncio.to_thread(_call_logged, command, env, work / "offered.log")
+    if code != 0:
+        raise RuntimeError(f"the load process exited with {code} (log: {work / 'offered.log'})")
+    for label, step in zip(offered, json.loads(result_path.read_text())):
+        latency[label] = step
+    return latency
+
+
+async def _answered_unless_exited(waiting: Coroutine[Any, Any, int], running: Running) -> int:
+    """``waiting``, unless the system exits first: then its exit code and log, not a long wait."""
+    task = asyncio.ensure_future(waiting)
+    try:
+        while not task.done():
+            code = running.exit_code()
+            if code is not None:
+                raise RuntimeError(f"the system exited with code {code} (log: {running.log_path})")
+            await asyncio.wait({task}, timeout=0.5)
+        return task.result()
+    finally:
+        task.cancel()
+
+
+def _call_logged(command: list[str], env: dict[str, str], log_path: Path) -> int:
+    with open(log_path, "ab") as log:
+        return subprocess.call(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 async def _sample_cpu(pid: int, series: list[tuple[float, float]]) -> None:
@@ -165,22 +237,30 @@ def _cpu_per_1000(series: list[tuple[float, float]], times: list[float]) -> floa
     return (after[0] - before[-1]) / len(times) * 1000
 
 
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None and v == v]
+    return statistics.median(present) if present else None
+
+
 def median_result(runs: list[RunResult]) -> dict[str, object]:
+    """Medians of the runs that ran; the footprint is the run with the median peak PSS (one
+    run's processes, so its groups add up)."""
     ok = [r for r in runs if r.error is None]
     if not ok:
         return {"error": runs[0].error if runs else "not run"}
-
-    def med(values: list[float | None]) -> float | None:
-        present = [v for v in values if v is not None and v == v]
-        return statistics.median(present) if present else None
-
     latency = {}
-    for load in ok[0].latency:
-        latency[load] = {key: med([r.latency.get(load, {}).get(key) for r in ok]) for key in ok[0].latency[load]}
+    for label in ok[0].latency:
+        keys = {key for r in ok for key in r.latency.get(label, {})}
+        latency[label] = {key: _median([r.latency.get(label, {}).get(key) for r in ok]) for key in sorted(keys)}
+    by_memory = sorted((r for r in ok if r.memory_under_load), key=lambda r: float((r.memory_under_load or {})["total_mib"]))
+    middle = by_memory[len(by_memory) // 2] if by_memory else None
     return {
-        "throughput": med([r.throughput for r in ok]),
-        "cpu_s_per_1000": med([r.cpu_s_per_1000 for r in ok]),
-        "peak_rss_mib": med([r.peak_rss_mib for r in ok]),
+        "throughput": _median([r.throughput for r in ok]),
+        "cpu_s_per_1000": _median([r.cpu_s_per_1000 for r in ok]),
+        "peak_rss_mib": _median([r.peak_rss_mib for r in ok]),
+        "startup_s": _median([r.startup_s for r in ok]),
+        "memory_under_load": middle.memory_under_load if middle else None,
+        "memory_at_rest": middle.memory_at_rest if middle else None,
         "lost": sum(r.lost for r in ok),
         "duplicates": sum(r.duplicates for r in ok),
         "latency": latency,

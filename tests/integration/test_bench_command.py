@@ -1,0 +1,50 @@
+"""`streaminfer bench` end to end with a tiny configuration, on a running broker named with
+--bootstrap and a settings file: the passthroughs, streaminfer at defaults, the offered rates from
+the load process, memory by process and the report files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "streaminfer.cli"]
+ROWS = ("batch passthrough, 2 processes (limit B)", "batch passthrough, 1 process", "per-record passthrough",
+        "streaminfer (defaults)")
+
+
+def test_bench_on_tansu_prints_limit_b_the_passthroughs_and_streaminfer_with_added_latency_and_memory(tansu, tmp_path: Path):
+    settings = tmp_path / "streaminfer.toml"
+    settings.write_text('[kafka]\nclient_id = "bench-test"\n\n[pipeline]\nfetch_max_records = 512\n')
+    out = tmp_path / "results"
+    command = [*CLI, "--settings", str(settings), "bench", "--bootstrap", tansu.bootstrap, "--runs", "1",
+               "--scale", "0.01", "--latency-seconds", "1", "--rates", "500", "--no-peer", "--no-ray-probe",
+               "--only", "passthrough,streaminfer (defaults)", "--out", str(out)]
+    work = Path(tempfile.mkdtemp(prefix="sib-", dir="/tmp"))  # short: Ray's socket paths live under it
+    try:
+        env = {**os.environ, "COLUMNS": "250", "TERM": "dumb", "TMPDIR": str(work)}
+        result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, check=False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    for row in ROWS:
+        assert f"| {row} |" in result.stdout, result.stdout
+    assert "could not run" not in result.stdout, result.stdout
+    body = json.loads((out / "bench.json").read_text())
+    ours = body["results"]["streaminfer (defaults)"]
+    assert ours["lost"] == 0 and ours["throughput"] > 0 and ours["startup_s"] > 0
+    assert {"500", "50% limit B"} <= set(ours["latency"])
+    assert ours["latency"]["500"]["answered"] == ours["latency"]["500"]["sent"]
+    assert body["derived"]["streaminfer (defaults)"]["vs_limit_b"] > 0
+    assert body["derived"]["streaminfer (defaults)"]["added"]["500"]["p50_ms"] is not None
+    groups = ours["memory_under_load"]["groups"]
+    assert {"driver", "consumer actor 1", "consumer actor 2", "Ray: raylet"} <= set(groups)
+    limit = body["results"]["batch passthrough, 2 processes (limit B)"]["memory_under_load"]["groups"]
+    assert sum(int(g["processes"]) for g in limit.values()) >= 3  # the parent and its two group members
+    for name in ("bench.md", "throughput.png", "latency_vs_rate.png", "cpu_memory.png"):
+        assert (out / name).is_file()
