@@ -270,16 +270,30 @@ def bench(
     scale: float = typer.Option(1.0, min=0.01, help="Scale the message counts (0.1 for a quick look)."),
     latency_seconds: float = typer.Option(5.0, min=1, help="Length of each fixed-rate load step."),
     peer: bool = typer.Option(True, help="Include Seldon MLServer in Kafka mode (installs it in its own venv)."),
-    only: str | None = typer.Option(None, help="Run only systems whose name contains this."),
+    only: str | None = typer.Option(None, help="Run only systems whose name contains this (comma-separated: any of these)."),
     broker: str = typer.Option("tansu", help="tansu (embedded) or kafka (Apache Kafka from Maven jars).", case_sensitive=False),
+    bootstrap: str | None = typer.Option(
+        None, "--bootstrap", "-b", help="Use this running broker (with the settings' TLS and SASL) instead of starting one.",
+    ),
+    ray_probe: bool = typer.Option(True, help="Also measure a bare local Ray's memory, with and without its dashboard."),
+    rates: str = typer.Option("1000,5000,10000", help="Fixed rates (msg/s) every system is offered, besides 50% of limit B."),
 ) -> None:
-    """Benchmark streaminfer against ONNX Runtime alone, a bare passthrough, hand-rolled consumers
-    and MLServer, side by side on one broker."""
+    """Benchmark streaminfer against ONNX Runtime alone, the best passthrough, hand-rolled consumers
+    and MLServer, side by side on one broker (every client from the settings: --settings FILE)."""
     run_bench = _checkout_bench()
     if broker not in ("tansu", "kafka"):
         raise typer.BadParameter("--broker must be tansu or kafka")
-    for path in run_bench(out, runs, scale, latency_seconds, peer, console, only, broker):
+    try:
+        fixed_rates = tuple(float(rate) for rate in rates.split(",") if rate.strip())
+    except ValueError:
+        raise typer.BadParameter("--rates takes msg/s separated by commas, e.g. 1000,5000") from None
+    settings = load_settings()
+    for path in run_bench(out, runs, scale, latency_seconds, peer, console, only, broker, settings, bootstrap,
+                          ray_probe, fixed_rates):
         console.print(f"wrote {path}")
+    table = out / "bench.md"
+    if table.is_file():
+        console.print(table.read_text(), highlight=False, soft_wrap=True)
 
 
 def _checkout_bench():
