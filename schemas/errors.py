@@ -70,6 +70,8 @@ Each line gives the class, ``[its reason, retriable]`` where set, and when it is
     ├── BrokerBinaryMissing                                  no Tansu binary for this platform
     ├── BrokerStartFailed                                    the embedded broker exited or did not listen
     ├── NothingToReport                                      a report without enough data
+    ├── PrometheusUnreachable                                a report's Prometheus did not answer its query
+    ├── ReportRangeInvalid                                   a report's --since, --until or --step that cannot be used
     ├── NoSnapshots                                          no experiment looks recorded to report on
     └── PeerUnavailable                                      the MLServer benchmark peer cannot run (bench/ only)
 

@@ -28,6 +28,18 @@ class NothingToReport(StreamInferError):
     """A report was asked for with too little data, or for a model that cannot be compared."""
 
 
+class PrometheusUnreachable(StreamInferError):
+    """Prometheus did not answer a report's query, or refused it; ``detail`` says how."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        self.url, self.detail = url, detail
+        super().__init__(f"Prometheus at {url} did not answer: {detail} (pass --prometheus with its address)")
+
+
+class ReportRangeInvalid(StreamInferError):
+    """A report's time range or step that cannot be read, or that ends before it starts."""
+
+
 class NoSnapshots(StreamInferError):
     """No experiment looks recorded where the report reads them."""
 

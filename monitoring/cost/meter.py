@@ -48,6 +48,14 @@ class CostMeter:
         for model, budget in settings.daily_budgets.items():
             metrics.cost_daily_budget.labels(model).set(budget)
 
+    def serving(self, model: str, version: str) -> None:
+        """A version starts being served here: its counters exist from 0, so Prometheus's
+        ``increase`` sees its first answers too."""
+        for counter in (self._metrics.cost_answers, self._metrics.cost_spend, self._metrics.cost_gpu_seconds):
+            counter.labels(model, version)
+        for part in ("consumer", "inference"):
+            self._metrics.cost_cpu_seconds.labels(model, version, part)
+
     def inference(self, model: str, version: str, seconds: float, device: Device, in_process: bool) -> None:
         """One batch's time in its session."""
         if device == "gpu":

@@ -27,6 +27,7 @@ from streaminfer.cli.common import (
     load_settings,
     until_signal_or,
 )
+from streaminfer.cli.cost import cost_app
 from streaminfer.cli.deadletters import deadletters_app
 from streaminfer.cli.experiments import experiments_app
 from streaminfer.cli.features import features_app
@@ -372,6 +373,7 @@ app.add_typer(features_app, name="features")
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(topics_app, name="topics")
 app.add_typer(deadletters_app, name="deadletters")
+app.add_typer(cost_app, name="cost")
 app.add_typer(audit_app, name="audit")
 app.command("acls")(acls_command)
 app.command("monitor")(monitor_command)

@@ -64,6 +64,8 @@ class ModelBatchers:
         if batcher is None:
             batcher = self._batchers[served.key] = self._make(served)
             batcher.start()
+            if self._cost is not None:
+                self._cost.serving(*served.key)
             policy = served.entry.metadata.cache
             if policy is not None:
                 self._caches[served.key] = VersionCache(served.entry, policy, self._metrics, self._clock, self._shared_cache)
