@@ -2,6 +2,7 @@
 # Validate every manifest the k8s overlays render, offline, against the real schemas.
 #
 #   infra/k8s/validate.sh fetch   # once, with the package registries reachable: tools + schemas
+#                                 # (does nothing when the cache already holds these versions)
 #   infra/k8s/validate.sh         # render each overlay and validate it; no network
 #   infra/k8s/validate.sh validate DIR...   # the kustomizations in DIR... instead of the overlays
 #
@@ -53,7 +54,15 @@ module_dir() {  # MODULE@VERSION -> the directory the Go module cache holds it i
     "$python" -c 'import json, sys; print(json.load(sys.stdin)["Dir"])'
 }
 
+fetched() {
+  [[ -f "$marker" && "$(cat "$marker")" == "$want" && -x "$cache/bin/kustomize" && -x "$cache/bin/kubeconform" ]]
+}
+
 fetch() {
+  if fetched; then
+    echo "$cache"
+    return
+  fi
   command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"
   command -v go >/dev/null || die "Go is not installed (it builds kustomize and kubeconform and fetches the CRDs)"
   command -v npm >/dev/null || die "npm is not installed (it fetches the Strimzi schemas)"
@@ -96,7 +105,7 @@ EOF
 }
 
 validate() {
-  [[ -f "$marker" && "$(cat "$marker")" == "$want" ]] ||
+  fetched ||
     die "the tools and schemas are not in $cache (or are from another version of this script): run infra/k8s/validate.sh fetch"
   command -v node >/dev/null || die "Node.js is not installed (it runs the Strimzi validators)"
   local skip=() overlay overlays=("$@")
