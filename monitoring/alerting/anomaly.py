@@ -68,7 +68,7 @@ class SeriesDetector:
     whether it is anomalous; ``score`` is the point's score in robust deviations."""
 
     season_s: float = 86_400.0
-    deviations: float = 6.0
+    deviations: float = 5.0
     direction: str = "both"
     step_s: float = 0.0
     """Average the points of each step of this length and learn the averages (0: every point)."""

@@ -26,7 +26,7 @@ rule and say what to fix.
         kind: anomaly
         signal: latency_p99_seconds
         season_s: 86400                       # the season it learns (0: none)
-        deviations: 6                         # robust standard deviations
+        deviations: 5                         # robust standard deviations
         direction: up                         # up, down or both
         step_s: 300                           # judge 5-minute means (0: every point)
 
@@ -116,7 +116,7 @@ class RuleConfig(_Strict):
     season_s: float = Field(86_400.0, ge=0)
     """anomaly: the season the forecast learns (a day by default; 0 for none)."""
 
-    deviations: float = Field(6.0, gt=0)
+    deviations: float = Field(5.0, gt=0)
     """anomaly: how many robust standard deviations from the forecast make a point anomalous."""
 
     direction: Literal["up", "down", "both"] = "both"

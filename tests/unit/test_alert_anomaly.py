@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 import random
 
-import pytest
-
 from streaminfer.monitoring.alerting.config import RouteConfig, RuleConfig
 from streaminfer.monitoring.alerting.dispatch import Dispatcher
 from streaminfer.monitoring.alerting.rules import RuleEngine
@@ -27,7 +25,7 @@ SPIKE_WITHIN = 1  # points, counting the spike itself
 SHIFT_WITHIN = 10
 RAMP_WITHIN = 150
 
-ANOMALY = RuleConfig(name="LatencyAnomaly", kind="anomaly", signal="latency_p99_seconds", deviations=6.0)
+ANOMALY = RuleConfig(name="LatencyAnomaly", kind="anomaly", signal="latency_p99_seconds")  # 5 deviations
 THRESHOLD = RuleConfig(name="LatencyHigh", signal="latency_p99_seconds", op=">", value=65.0)
 """The threshold one would pick from the normal range: the daily peak (61) plus four noise
 standard deviations."""
@@ -71,34 +69,47 @@ def delay(flags: list[bool]) -> int | None:
     return next((i - START + 1 for i in range(START, len(flags)) if flags[i]), None)
 
 
-@pytest.fixture(scope="module")
-def normal_runs() -> list[dict[str, list[bool]]]:
-    return [replay(seed, WARMUP + 10_000) for seed in (1, 2, 3)]
+SEEDS = range(1, 11)
 
 
-def test_a_seasonal_series_with_noise_raises_fewer_than_one_false_alarm_per_10000_points(normal_runs):
-    counted = [{name: episodes(flags[WARMUP:]) for name, flags in run.items()} for run in normal_runs]
-    print(f"\nfalse alarms (alerts started) per 10,000 points of a daily series with noise, seeds 1-3: "
-          f"anomaly {[c[ANOMALY.name] for c in counted]}, threshold > 65 {[c[THRESHOLD.name] for c in counted]}")
-    total = sum(c[ANOMALY.name] for c in counted)
-    assert total / len(counted) < FALSE_ALARMS_PER_10K
+def test_a_seasonal_series_with_noise_raises_fewer_than_one_false_alarm_per_10000_points():
+    counted = []
+    for seed in SEEDS:
+        run = replay(seed, WARMUP + 10_000)
+        counted.append({name: episodes(flags[WARMUP:]) for name, flags in run.items()})
+    anomaly = [c[ANOMALY.name] for c in counted]
+    print(f"\nfalse alarms (alerts started) in 10,000 points of a daily series with noise, seeds 1-10: "
+          f"anomaly {anomaly} ({sum(anomaly) / len(anomaly):.1f} per 10,000), threshold > 65 "
+          f"{[c[THRESHOLD.name] for c in counted]}")
+    assert sum(anomaly) / len(anomaly) < FALSE_ALARMS_PER_10K
 
 
 def test_a_spike_a_level_shift_and_a_slow_ramp_are_each_caught_within_their_bound_unlike_a_threshold():
-    rows = []
+    print("\npoints until the alert fires, injected at the trough of the daily curve, seeds 1-10 "
+          "(median / worst; '-' never within 400 points)")
+    print(f"{'injected':<26}{'anomaly rule':>16}{'threshold > 65':>18}{'false alarms before (a/t)':>28}")
+    worst = {}
     for what, inject in INJECTIONS.items():
-        run = replay(7, START + 400, inject)
-        rows.append((what, delay(run[ANOMALY.name]), delay(run[THRESHOLD.name]),
-                     episodes(run[ANOMALY.name][WARMUP:START]), episodes(run[THRESHOLD.name][WARMUP:START])))
-    print("\npoints until the alert fires (anomaly injected at the trough of the daily curve, seed 7)")
-    print(f"{'injected':<26}{'anomaly rule':>14}{'threshold > 65':>16}{'false before (a/t)':>20}")
-    for what, anomaly, threshold, false_a, false_t in rows:
-        print(f"{what:<26}{anomaly!s:>14}{threshold!s:>16}{f'{false_a}/{false_t}':>20}")
-    delays = {what: anomaly for what, anomaly, *_ in rows}
-    assert delays["spike +10 sd, one point"] is not None and delays["spike +10 sd, one point"] <= SPIKE_WITHIN
-    assert delays["level shift +4 sd"] is not None and delays["level shift +4 sd"] <= SHIFT_WITHIN
-    assert delays["ramp +0.02 sd a point"] is not None and delays["ramp +0.02 sd a point"] <= RAMP_WITHIN
-    assert all(false_a == 0 for *_, false_a, _ in rows)
+        anomaly, threshold, false_a, false_t = [], [], 0, 0
+        for seed in SEEDS:
+            run = replay(seed, START + 400, inject)
+            anomaly.append(delay(run[ANOMALY.name]))
+            threshold.append(delay(run[THRESHOLD.name]))
+            false_a += episodes(run[ANOMALY.name][WARMUP:START])
+            false_t += episodes(run[THRESHOLD.name][WARMUP:START])
+        worst[what] = max(d if d is not None else 10**9 for d in anomaly)
+        print(f"{what:<26}{_spread(anomaly):>16}{_spread(threshold):>18}{f'{false_a}/{false_t}':>28}")
+    assert worst["spike +10 sd, one point"] <= SPIKE_WITHIN
+    assert worst["level shift +4 sd"] <= SHIFT_WITHIN
+    assert worst["ramp +0.02 sd a point"] <= RAMP_WITHIN
+
+
+def _spread(delays: list[int | None]) -> str:
+    caught = sorted(d for d in delays if d is not None)
+    if not caught:
+        return "-"
+    missed = len(delays) - len(caught)
+    return f"{caught[len(caught) // 2]} / {caught[-1]}" + (f", {missed} never" if missed else "")
 
 
 def test_a_level_shift_resolves_once_the_forecast_has_learned_the_new_level():

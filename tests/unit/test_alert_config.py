@@ -81,7 +81,7 @@ def test_an_anomaly_rule_loads_with_its_season_and_direction(tmp_path):
     text = GOOD + "  - name: Slow\n    kind: anomaly\n    signal: latency_p99_seconds\n    season_s: 3600\n    direction: up\n"
     config, _ = load(tmp_path, text)
     rule = config.rules[-1]
-    assert (rule.kind.value, rule.season_s, rule.deviations, rule.direction) == ("anomaly", 3600.0, 6.0, "up")
+    assert (rule.kind.value, rule.season_s, rule.deviations, rule.direction) == ("anomaly", 3600.0, 5.0, "up")
 
 
 @pytest.mark.parametrize(("field", "says"), [
