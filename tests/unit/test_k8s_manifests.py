@@ -142,3 +142,16 @@ def test_the_dashboard_config_map_is_the_dashboard_file(rendered):
     (dashboard,) = [d for d in rendered["dev"] if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "streaminfer-dashboard"]
     source = ROOT / "infra/grafana/streaminfer-dashboard.json"
     assert dashboard["data"]["streaminfer-dashboard.json"] == source.read_text()
+
+
+def test_the_driver_gets_every_alert_receivers_signing_key_from_a_secret(rendered):
+    documents = rendered["prod"]
+    (driver,) = [d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "streaminfer-driver"]
+    container = driver["spec"]["template"]["spec"]["containers"][0]
+    env = {variable["name"]: variable for variable in container["env"]}
+    rules = yaml.safe_load((ROOT / "infra/alerts/rules.yml").read_text())
+    for receiver in rules["receivers"]:
+        assert "secretKeyRef" in env[receiver["secret_env"]]["valueFrom"], receiver["name"]
+    mounted = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    args = container["args"]
+    assert args[args.index("--alerts") + 1] == f"{mounted['alert-rules']}/rules.yml"
