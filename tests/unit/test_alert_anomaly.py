@@ -114,7 +114,7 @@ def _spread(delays: list[int | None]) -> str:
 
 def test_a_level_shift_resolves_once_the_forecast_has_learned_the_new_level():
     run = replay(7, START + 1000, INJECTIONS["level shift +4 sd"])[ANOMALY.name]
-    assert run[START + 5] and not any(run[START + 600:])
+    assert run[START + 5] and not any(run[START + 250:])  # absorbed in about 130 points
     assert episodes(run[START:]) <= 2
 
 
