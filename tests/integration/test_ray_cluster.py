@@ -47,7 +47,8 @@ def repository(root: Path) -> ModelRepository:
     return repo
 
 
-def settings_file(path: Path, repo: ModelRepository, kafka: KafkaSettings, topics: TopicSettings, cache: Path) -> Path:
+def settings_file(path: Path, repo: ModelRepository, kafka: KafkaSettings, topics: TopicSettings, cache: Path,
+                  consumers: int = 2) -> Path:
     path.write_text(
         f'model_repository = "{repo.root}"\n'
         f'[kafka]\nbootstrap = "{kafka.bootstrap}"\ngroup_id = "{kafka.group_id}"\nsession_timeout_ms = 6000\n'
@@ -55,8 +56,8 @@ def settings_file(path: Path, repo: ModelRepository, kafka: KafkaSettings, topic
         f'[topics]\nrequests = "{topics.requests}"\npredictions = "{topics.predictions}"\n'
         f'deadletter = "{topics.deadletter}"\nshadow = "{topics.shadow}"\ncontrol = "{topics.control}"\n'
         f'partitions = {PARTITIONS}\n'
-        f'[pipeline]\ndefault_model = "{LOOKUP_MODEL}"\nconsumers = 2\n'
-        f'[pool]\nnamespace = "cluster-{uuid.uuid4().hex[:6]}"\n'
+        f'[pipeline]\ndefault_model = "{LOOKUP_MODEL}"\nconsumers = {consumers}\n'
+        f'[pool]\nnamespace = "cluster-{uuid.uuid4().hex[:6]}"\nsize = 2\n'
         f'[ray]\ncache_dir = "{cache}"\n'
         '[metrics]\nport = 0\n[monitor]\nenabled = false\n[experiments]\nenabled = false\n'
     )
@@ -151,15 +152,20 @@ async def answers(kafka: KafkaSettings, topics: TopicSettings, ends: dict) -> di
     return versions
 
 
-def test_consumer_actors_spread_over_both_nodes_and_every_request_is_answered(tansu, tmp_path):
+@pytest.mark.parametrize(("consumers", "spread"), [(2, "ConsumerActor"), (0, "InferenceActor")],
+                         ids=["consumer-actors", "driver-and-worker-pool"])
+def test_actors_spread_over_both_nodes_and_every_request_is_answered(consumers, spread, tansu, tmp_path):
+    """The second node cannot read the repository either: its actors get the model from the
+    object store (a mirror for consumers, the model's bytes for a worker pool)."""
     repo = repository(tmp_path / "models")
     kafka, topics = fresh(tansu.bootstrap)
-    settings = settings_file(tmp_path / "streaminfer.toml", repo, kafka, topics, tmp_path / "cache")
-    with two_node_cluster(tmp_path) as cluster, running(cluster, settings, tmp_path):
+    settings = settings_file(tmp_path / "streaminfer.toml", repo, kafka, topics, tmp_path / "cache", consumers)
+    with two_node_cluster(tmp_path, hidden_on_second=[repo.root]) as cluster, running(cluster, settings, tmp_path):
         head, where = placement(cluster)
         nodes = {node.node_id for node in list_nodes(address=cluster.dashboard)}
-        assert where["ConsumerActor"] == nodes and len(nodes) == 2
-        assert where["RegistryActor"] == {head}  # side services stay with the driver's files
+        assert where[spread] == nodes and len(nodes) == 2
+        if consumers:
+            assert where["RegistryActor"] == {head}  # side services stay with the driver's files
 
         async def traffic() -> dict[str, set[str]]:
             load = Traffic(kafka.bootstrap, topics.requests, per_tick=20)

@@ -20,8 +20,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,13 +42,25 @@ class Cluster:
     logs: tuple[Path, ...]
 
 
-def _node_ports(ip: str) -> list[str]:
-    low = free_port(ip)
+def _distinct_free_ports(count: int, taken: set[int]) -> list[int]:
+    """Free ports, none of them in ``taken`` (which they join)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port(HEAD_IP)) not in taken:
+            taken.add(port)
+            ports.append(port)
+    return ports
+
+
+def _node_ports(ip: str, taken: set[int], workers: int = 30) -> list[str]:
+    """Every port a node opens, picked free and distinct across the cluster (Ray's defaults,
+    such as the agent's 52365, would collide with another Ray on this machine)."""
+    manager, objects, agent, agent_grpc, runtime_env, metrics, *worker_ports = _distinct_free_ports(6 + workers, taken)
     return [
-        f"--node-ip-address={ip}", f"--node-manager-port={free_port(ip)}", f"--object-manager-port={free_port(ip)}",
-        f"--dashboard-agent-listen-port={free_port(ip)}", f"--dashboard-agent-grpc-port={free_port(ip)}",
-        f"--runtime-env-agent-port={free_port(ip)}", f"--metrics-export-port={free_port(ip)}",
-        f"--min-worker-port={low}", f"--max-worker-port={low + 40}",
+        f"--node-ip-address={ip}", f"--node-manager-port={manager}", f"--object-manager-port={objects}",
+        f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
+        f"--worker-port-list={','.join(map(str, worker_ports))}",
     ]
 
 
@@ -58,23 +70,15 @@ def _start(command: Sequence[str], log: Path, env: dict[str, str]) -> subprocess
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """The node's whole process group: ``ray start``, its raylet, GCS, dashboard and workers."""
-    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-        if sig is signal.SIGTERM:
-            time.sleep(1)  # children of the group that outlive ``ray start`` for a moment
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        return
+    """The node's whole process group: ``ray start``, its raylet, GCS, dashboard and workers;
+    asked first, then killed, whatever of the group is left."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(15)
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(10)
 
 
 def _alive_nodes(dashboard: str) -> int:
@@ -94,13 +98,14 @@ def two_node_cluster(
     """A head and a second node; ``hidden_on_second``: paths the second node sees as empty."""
     tag = uuid.uuid4().hex[:6]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    gcs_port, dashboard_port = free_port(HEAD_IP), free_port(HEAD_IP)
+    taken: set[int] = set()
+    gcs_port, dashboard_port, client_port = _distinct_free_ports(3, taken)
     head_log, second_log = work / "ray-head.log", work / "ray-second.log"
     head = _start([
         RAY, "start", "--head", "--block", f"--port={gcs_port}", f"--num-cpus={head_cpus}",
         "--include-dashboard=true", f"--dashboard-host={HEAD_IP}", f"--dashboard-port={dashboard_port}",
-        f"--ray-client-server-port={free_port(HEAD_IP)}", f"--temp-dir=/tmp/ray-h{tag}", "--disable-usage-stats",
-        *_node_ports(HEAD_IP),
+        f"--ray-client-server-port={client_port}", f"--temp-dir=/tmp/ray-h{tag}", "--disable-usage-stats",
+        *_node_ports(HEAD_IP, taken),
     ], head_log, env)
     processes = [head]
     address, dashboard = f"{HEAD_IP}:{gcs_port}", f"http://{HEAD_IP}:{dashboard_port}"
@@ -108,7 +113,7 @@ def two_node_cluster(
         _wait_for(lambda: _alive_nodes(dashboard) >= 1, timeout_s, "the head", head_log)
         second = [
             RAY, "start", "--block", f"--address={address}", f"--num-cpus={second_cpus}",
-            f"--resources={json.dumps({'second_node': 1})}", f"--temp-dir=/tmp/ray-s{tag}", *_node_ports(SECOND_IP),
+            f"--resources={json.dumps({'second_node': 1})}", f"--temp-dir=/tmp/ray-s{tag}", *_node_ports(SECOND_IP, taken),
         ]
         if hidden_on_second:
             mounts = " && ".join(f"mount -t tmpfs none {shlex.quote(str(path))}" for path in hidden_on_second)
@@ -121,7 +126,7 @@ def two_node_cluster(
             _stop(process)
 
 
-def _wait_for(ready, timeout_s: float, what: str, log: Path) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(ready: Callable[[], bool], timeout_s: float, what: str, log: Path) -> None:
     deadline = time.monotonic() + timeout_s
     while not ready():
         if time.monotonic() > deadline:

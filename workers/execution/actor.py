@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from streaminfer.workers.execution.runtime import ModelRuntime
+from streaminfer.workers.models.distribution import cached_file
 from streaminfer.workers.settings import RuntimeSettings
 
 
@@ -18,9 +20,14 @@ class InferenceActor:
     constructor arguments: a restarted actor is indistinguishable from the first one.
     """
 
-    def __init__(self, model_path: str, runtime_settings: dict, label: str) -> None:
+    def __init__(self, model_path: str, runtime_settings: dict, label: str, model_file: bytes | None = None) -> None:
+        """``model_file``: the model's bytes (Ray hands them over from its object store), used
+        where ``model_path`` is not readable: a node without the driver's disk."""
         self.label = label
-        self.runtime = ModelRuntime(Path(model_path), RuntimeSettings(**runtime_settings))
+        path = Path(model_path)
+        if model_file is not None and not path.is_file():
+            path = cached_file(model_file, Path(tempfile.gettempdir()) / "streaminfer" / "artifacts")
+        self.runtime = ModelRuntime(path, RuntimeSettings(**runtime_settings))
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.runtime.run(inputs)

@@ -40,6 +40,7 @@ class WorkerPool:
         self._pool = pool
         self._runtime = runtime
         self._actors: list[ray.actor.ActorHandle] = []
+        self._model_file: ray.ObjectRef | None = None
         self._inflight: list[int] = []
         self._next = 0
         self.restarts_seen = 0
@@ -53,6 +54,9 @@ class WorkerPool:
         if self._actors:
             return await self.describe()
         remote_cls = ray.remote(InferenceActor)
+        # the model's bytes go through the object store, so an actor on a node without the
+        # driver's disk has them too; the pool holds the reference for restarts
+        self._model_file = ray.put(self.model.model_path.read_bytes())
         for name in self.names:
             await _wait_until_name_is_free(name, self._pool.namespace)
             handle = remote_cls.options(
@@ -63,7 +67,7 @@ class WorkerPool:
                 num_cpus=self._pool.actor_num_cpus,
                 num_gpus=self._pool.actor_num_gpus,
                 scheduling_strategy=self._pool.placement,
-            ).remote(str(self.model.model_path), self._runtime.model_dump(), name)
+            ).remote(str(self.model.model_path), self._runtime.model_dump(), name, self._model_file)
             self._actors.append(cast("ray.actor.ActorHandle", handle))  # Ray's stubs type .remote() as handle or class
             self._inflight.append(0)
         return await self.describe()

@@ -131,6 +131,14 @@ class ArtifactCache:
         return path
 
 
+def cached_file(data: bytes, directory: Path) -> Path:
+    """``data`` as a file of the node-local cache, named by its sha256 (written once per node)."""
+    path = directory / digest_of(data)
+    if not _holds(path, path.name):
+        _write_atomically(path, data)
+    return path
+
+
 def _holds(path: Path, digest: str) -> bool:
     return path.is_file() and file_digest(path) == digest
 
