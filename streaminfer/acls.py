@@ -67,9 +67,10 @@ def component_access(settings: AppSettings) -> list[ComponentAccess]:
     topics, monitor, alerting, features = settings.topics, settings.monitor, settings.alerting, settings.features
     kafka = settings.kafka
     return [
-        _merged("pipeline", "consumers: requests in, predictions, dead letters, shadow outputs, health out", (
-            *_reads(topics.requests),
-            *_writes(topics.predictions, topics.deadletter, topics.shadow, monitor.topics.metrics),
+        _merged("pipeline", "consumers: requests in, predictions, dead letters, shadow outputs, health out; "
+                "the registry on the control topic (the driver's registry actor writes it, consumers read it)", (
+            *_reads(topics.requests, topics.control),
+            *_writes(topics.predictions, topics.deadletter, topics.shadow, monitor.topics.metrics, topics.control),
             _group(kafka.group_id),
             Grant("transactional-id", f"{kafka.group_id}-", ("Write", "Describe"), prefixed=True),
         )),

@@ -71,10 +71,11 @@ class Topology:
         return self.topics.reporting_to(self.monitor)
 
     def pipeline_topics(self) -> list[str]:
-        """What each pipeline consumer reads and writes."""
+        """What each pipeline consumer reads and writes (the control topic: where it follows the
+        registry on a node without the repository; the driver's registry actor writes it)."""
         pipeline = self.pipeline
         names = [pipeline.requests, pipeline.predictions, pipeline.deadletter, pipeline.shadow]
-        return names + ([pipeline.health] if pipeline.health else [])
+        return names + ([pipeline.health] if pipeline.health else []) + [pipeline.control]
 
     def all(self) -> list[TopicSpec]:
         """Every topic, once; a name given to two topics laid out differently is an error."""

@@ -9,8 +9,8 @@ KAFKA_ACLS="${KAFKA_ACLS:-kafka-acls.sh}"
 $KAFKA_ACLS --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" \
     --add --allow-principal User:streaminfer --operation Read --topic inference.requests --group streaminfer --topic inference.predictions --topic inference.labels --group streaminfer-monitor --topic monitoring.drift --topic monitoring.metrics --topic monitoring.silences --group streaminfer-alerting --group streaminfer-alert-delivery --topic inference.deadletter --topic inference.shadow --group streaminfer-experiments --group streaminfer-features --group streaminfer-feature-sink
 $KAFKA_ACLS --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" \
+    --add --allow-principal User:streaminfer --operation Read --operation Write --topic inference.control --topic monitoring.alerts.outbox --topic features.joinable --topic features.scored --topic features.rows --topic features.log --topic features.deadletter --topic streaminfer-features-pending-changelog --topic streaminfer-features-entity-windows-changelog
+$KAFKA_ACLS --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" \
     --add --allow-principal User:streaminfer --operation Write --topic inference.predictions --topic inference.deadletter --topic inference.shadow --topic monitoring.metrics --topic monitoring.drift --topic monitoring.alerts.deadletter --topic inference.requests --topic inference.labels --topic monitoring.silences
 $KAFKA_ACLS --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" \
     --add --allow-principal User:streaminfer --operation Write --operation Describe --transactional-id streaminfer- --resource-pattern-type prefixed
-$KAFKA_ACLS --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" \
-    --add --allow-principal User:streaminfer --operation Read --operation Write --topic monitoring.alerts.outbox --topic features.joinable --topic features.scored --topic features.rows --topic features.log --topic features.deadletter --topic streaminfer-features-pending-changelog --topic streaminfer-features-entity-windows-changelog

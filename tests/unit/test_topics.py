@@ -154,7 +154,7 @@ def test_the_health_reports_can_be_turned_off_but_not_sent_anywhere_but_the_metr
     monkeypatch.setenv("STREAMINFER_TOPICS__HEALTH", "")
     assert topology(AppSettings()).pipeline.health is None
     assert topology(AppSettings()).pipeline_topics() == [
-        "inference.requests", "inference.predictions", "inference.deadletter", "inference.shadow"]
+        "inference.requests", "inference.predictions", "inference.deadletter", "inference.shadow", "inference.control"]
     monkeypatch.setenv("STREAMINFER_TOPICS__HEALTH", "elsewhere")
     with pytest.raises(ValidationError, match="STREAMINFER_MONITOR__TOPICS__METRICS"):
         AppSettings()
