@@ -42,8 +42,8 @@ Each line gives the class, ``[its reason, retriable]`` where set, and when it is
     ├── RegistryError                                        a registry change that cannot be made
     ├── PolicyInvalid                                        a traffic policy file that cannot be served
     ├── PrivacyPolicyInvalid                                 a privacy policy naming features the model lacks
-    ├── HashKeyMissing                                       a privacy policy hashes, but privacy.hash_key is unset
     ├── CachePolicyInvalid                                   a prediction cache on a model not declared deterministic
+    ├── HashKeyMissing                                       a privacy policy hashes, but privacy.hash_key is unset
     ├── AlertConfigError                                     the alert rules file is wrong
     ├── MetricsEndpointInvalid                               ``metrics.*`` TLS files that cannot be loaded
     ├── ExperimentPlanInvalid                                figures an experiment cannot be planned with, or no rate
@@ -67,6 +67,7 @@ Each line gives the class, ``[its reason, retriable]`` where set, and when it is
     ├── DuplicateReceiver                                    two webhook receivers with one name
     ├── SettingsFileMissing                                  ``--settings`` names no file
     ├── PortInUse                                            a port to listen on is taken
+    ├── ActorsNotPlaced                                      Ray found no room for the actors (a GPU where none is)
     ├── BrokerBinaryMissing                                  no Tansu binary for this platform
     ├── BrokerStartFailed                                    the embedded broker exited or did not listen
     ├── NothingToReport                                      a report without enough data

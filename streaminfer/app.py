@@ -44,6 +44,7 @@ from streaminfer.actors.service import (
     ServiceActor,
     ServiceBuilder,
 )
+from streaminfer.errors import ActorsNotPlaced
 from streaminfer.monitoring.alerting.config import load_config
 from streaminfer.monitoring.observability.endpoint import MetricsAccess
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
@@ -242,12 +243,30 @@ def spawn_consumer(settings: AppSettings, index: int) -> tuple[str, ray.actor.Ac
     return name, cast("ray.actor.ActorHandle", handle)  # Ray's stubs type .remote() as handle or class
 
 
+async def placed(settings: AppSettings, names: list[str], handles: list[ray.actor.ActorHandle]) -> None:
+    """Until Ray has created every actor (their constructors are cheap; loading models comes after).
+
+    An actor asking for resources the cluster lacks (a GPU where there is none) would otherwise
+    wait for them forever, and ``run`` with it, saying nothing."""
+    ready: list[ray.ObjectRef[bool]] = [h.__ray_ready__.remote() for h in handles]
+    _done, pending = await asyncio.to_thread(ray.wait, ready, num_returns=len(ready),
+                                             timeout=settings.pool.placement_timeout_s)
+    if pending:
+        stuck = [name for name, ref in zip(names, ready, strict=True) if ref in pending]
+        asked = {"CPU": settings.pool.actor_num_cpus, "GPU": settings.pool.actor_num_gpus}
+        totals = {kind: float(amount) for kind, amount in ray.cluster_resources().items() if kind in asked}
+        for handle in handles:  # an actor never placed would hold its stop() call (and `run`) forever
+            ray.kill(handle, no_restart=True)
+        raise ActorsNotPlaced(stuck, asked, totals, settings.pool.placement_timeout_s)
+
+
 async def _start_consumer_group(app: ConsumerGroupApp) -> None:
     settings = app.settings
     for index in range(settings.pipeline.consumers):
         name, handle = spawn_consumer(settings, index)
         app.names.append(name)
         app.handles.append(handle)
+    await placed(settings, app.names, app.handles)
     try:
         app.actors = list(await asyncio.gather(*(h.ensure_started.remote() for h in app.handles)))
     except RayTaskError as exc:

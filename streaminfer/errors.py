@@ -56,3 +56,18 @@ class SettingsFileMissing(StreamInferError):
     def __init__(self, path: Path) -> None:
         self.path = path
         super().__init__(f"settings file {path} does not exist (STREAMINFER_SETTINGS_FILE / --settings)")
+
+
+class ActorsNotPlaced(StreamInferError):
+    """Ray found no room for actors within ``pool.placement_timeout_s``: they reserve more CPUs or
+    GPUs than the cluster has free (GPUs on a cluster without any, say)."""
+
+    def __init__(self, names: list[str], asked: dict[str, float], cluster: dict[str, float], timeout_s: float) -> None:
+        self.names, self.asked, self.cluster, self.timeout_s = names, asked, cluster, timeout_s
+        wanted = ", ".join(f"{amount:g} {kind}" for kind, amount in asked.items() if amount)
+        has = ", ".join(f"{cluster.get(kind, 0):g} {kind}" for kind in asked) or "nothing"
+        super().__init__(
+            f"Ray found no room for {len(names)} consumer actor(s) within {timeout_s:g} s: each reserves {wanted} "
+            f"and the cluster has {has} in all. Lower POOL__ACTOR_NUM_GPUS / POOL__ACTOR_NUM_CPUS or "
+            "PIPELINE__CONSUMERS, join a cluster with the resources (--ray-address), or raise "
+            "POOL__PLACEMENT_TIMEOUT_S if nodes are on their way")

@@ -58,6 +58,11 @@ class PoolSettings(BaseModel):
     retry_timeout_s: float = Field(60.0, gt=0)
     """How long a batch waits for a dead actor to come back before it fails as ``workers_unavailable``."""
 
+    placement_timeout_s: float = Field(120.0, gt=0)
+    """How long start-up waits for Ray to find room for the consumer actors (CPUs and GPUs they
+    reserve) before it gives up in one line naming what they asked for and what the cluster has.
+    Raise it on a cluster that adds nodes on demand (a GPU node can take minutes to join)."""
+
     namespace: str = "streaminfer"
     """Ray namespace the named actors live in (the dashboard filters by it)."""
 

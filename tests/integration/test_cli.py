@@ -47,6 +47,15 @@ def test_run_with_a_missing_model_file_says_how_to_rebuild_it(tansu, tmp_path):
     assert_one_line_error(result, "model.onnx is missing", "build-demo")
 
 
+def test_run_asking_for_a_gpu_on_a_cluster_without_one_says_so_instead_of_waiting_forever(tansu, model_repo):
+    env = {"STREAMINFER_POOL__ACTOR_NUM_GPUS": "0.5", "STREAMINFER_POOL__PLACEMENT_TIMEOUT_S": "5",
+           "STREAMINFER_METRICS__PORT": "0"}
+    result = streaminfer("run", "--bootstrap", tansu.bootstrap, "--model-repo", str(model_repo.root), "--no-monitor",
+                         "--no-experiments", env=env, timeout=180)
+    assert_one_line_error(result, "each reserves 0.5 CPU, 0.5 GPU", "0 GPU in all", "POOL__ACTOR_NUM_GPUS")
+    assert result.returncode == 2
+
+
 def test_broker_on_a_port_in_use_says_to_pick_another():
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
