@@ -1,12 +1,12 @@
 """The hand-rolled consumers streaminfer is compared with, each run as its own process.
 
-    python -m bench.baselines {batch-passthrough,passthrough,naive,microbatch} IN OUT GROUP MODEL [PROCESSES]
+    python -m bench.baselines {batch-passthrough,passthrough,naive,microbatch} IN OUT GROUP MODEL
 
 The Kafka connection (bootstrap, TLS, SASL) comes from the file named by
 ``STREAMINFER_BENCH_CLIENTS_FILE`` (``bench.connection``), never from the command line.
 
 - batch-passthrough (limit B): ``bench.passthrough``, the pipeline's fetch and produce path with
-  no inference, in PROCESSES processes of one consumer group.
+  no inference; run as several members of one group with ``bench.group``.
 - passthrough (the former limit B, now a labelled baseline): consume → ``producer.send`` each
   record → commit; no inference.
 - naive: what most people write first: per message, stdlib ``json``, one ``session.run`` on one
@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
-import signal
 import sys
 
 import numpy as np
@@ -114,31 +112,9 @@ async def microbatch(connection: BenchConnection, source: str, sink: str, group:
 BASELINES = {"batch-passthrough": batch_passthrough, "passthrough": passthrough, "naive": naive, "microbatch": microbatch}
 
 
-def _run_one(name: str, source: str, sink: str, group: str, model_path: str) -> None:
-    asyncio.run(BASELINES[name](read_connection(), source, sink, group, model_path))
-
-
 def main(argv: list[str]) -> None:
-    name, source, sink, group, model_path, *rest = argv
-    processes = int(rest[0]) if rest else 1
-    if processes == 1:
-        _run_one(name, source, sink, group, model_path)
-        return
-    # several members of one group; SIGTERM to this parent stops them all
-    children = [multiprocessing.get_context("spawn").Process(target=_run_one, args=(name, source, sink, group, model_path))
-                for _ in range(processes)]
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        for child in children:
-            child.start()
-        for child in children:
-            child.join()
-    finally:
-        for child in children:
-            if child.is_alive():
-                child.terminate()
-        for child in children:
-            child.join(timeout=30)
+    name, source, sink, group, model_path = argv
+    asyncio.run(BASELINES[name](read_connection(), source, sink, group, model_path))
 
 
 if __name__ == "__main__":

@@ -117,13 +117,14 @@ async def run_bench(
         "model": f"{entry.name}/{entry.version} (GradientBoosting, ONNX), ~{len(rows[0])} FP32 features per request",
         "runs": runs,
         "command": f"streaminfer bench --runs {runs} --scale {scale} --latency-seconds {latency_seconds}"
-        + ("" if with_peer else " --no-peer") + (f" --broker {broker_kind}" if broker_kind != "tansu" else "")
+        + ("" if with_peer else " --no-peer") + ("" if external else f" --broker {broker_kind}")
         + (" --bootstrap HOST:PORT" if external else "") + (f" --only {only!r}" if only else "")
         + (f" --rates {','.join(f'{r:g}' for r in rates)}" if rates != FIXED_RATES else ""),
         "ray_bare": {"dashboard": _ray_bare(True), "no_dashboard": _ray_bare(False)} if ray_probe else None,
     }
     derived = report.per_round(rounds)
-    return report.write(meta, results, derived, out_dir)
+    stem = "bench_external" if external else report.STEMS[broker_kind]
+    return report.write(meta, results, derived, out_dir, stem)
 
 
 def _rates_for(system: System, limit_b: float | None, fixed: tuple[float, ...], own_max: float) -> dict[str, float]:
@@ -188,8 +189,13 @@ def _ray_bare(dashboard: bool) -> dict | None:
 
 def main(
     out_dir: Path, runs: int, scale: float, latency_seconds: float, with_peer: bool, console: Console,
-    only: str | None = None, broker_kind: str = "tansu", settings: AppSettings | None = None,
+    only: str | None = None, broker_kind: str = "both", settings: AppSettings | None = None,
     bootstrap: str | None = None, ray_probe: bool = True, rates: tuple[float, ...] = FIXED_RATES,
 ) -> list[Path]:
-    return asyncio.run(run_bench(out_dir, runs, scale, latency_seconds, with_peer, console, only, broker_kind,
-                                 settings, bootstrap, ray_probe, rates))
+    """``broker_kind``: tansu, kafka, or both (one after the other, a report each)."""
+    kinds = ["tansu"] if bootstrap is not None else ["tansu", "kafka"] if broker_kind == "both" else [broker_kind]
+    written: list[Path] = []
+    for kind in kinds:
+        written += asyncio.run(run_bench(out_dir, runs, scale, latency_seconds, with_peer, console, only, kind,
+                                         settings, bootstrap, ray_probe, rates))
+    return written

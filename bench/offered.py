@@ -21,7 +21,6 @@ import numpy as np
 
 from bench.connection import read_connection
 from bench.load import Collector, open_loop, payloads
-from streaminfer.demo.model import demo_data
 
 IDLE_S = 10.0
 """A step ends once nothing new was answered for this long (what is missing then is lost)."""
@@ -40,7 +39,7 @@ def answer_key(kind: str):
 
 async def offer(plan: dict) -> list[dict]:
     clients = read_connection().clients()
-    rows = demo_data().x_test
+    rows = np.load(plan["rows"])
     headers = [(name, value.encode()) for name, value in plan["headers"]]
     collector = Collector(clients, plan["answers"], answer_key(plan["answer_key"]), from_end=True)
     producer = clients.producer(linger_ms=0, max_batch_size=512 * 1024)

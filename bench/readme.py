@@ -3,7 +3,7 @@
     python -m bench.readme [RESULTS_DIR] [README]
 
 Replaces what stands between ``BEGIN`` and ``END`` in the README with a summary of
-``RESULTS_DIR/bench.json``: limit B, streaminfer's ratio to it, latency at each offered rate and
+``RESULTS_DIR/bench_kafka.json`` and ``bench.json`` (Apache Kafka, Tansu; those present): limit B, streaminfer's ratio to it, latency at each offered rate and
 what streaminfer adds over the passthrough, memory (PSS) and start-up, and links to the plots.
 """
 
@@ -24,7 +24,7 @@ def _f(value: object, digits: int = 0, sign: bool = False) -> str:
     return report._fmt(value, digits, sign)
 
 
-def summary(body: dict, results_dir: Path) -> str:
+def summary(body: dict, results_dir: Path, stem: str = "bench") -> str:
     meta, results, derived = body["meta"], body["results"], body.get("derived", {})
     limit = results.get(report.LIMIT_B, {})
     ours = results.get(report.DEFAULTS, {})
@@ -61,16 +61,26 @@ def summary(body: dict, results_dir: Path) -> str:
     if "total_mib" in with_dashboard and "total_mib" in without:
         lines += ["", f"A bare local Ray costs {_f(with_dashboard['total_mib'])} MiB PSS with its dashboard and "
                   f"{_f(without['total_mib'])} MiB with `include_dashboard=False`."]
-    lines += ["", f"Full tables: [`bench.md`]({link}/bench.md). Plots: [throughput]({link}/throughput.png), "
-              f"[latency against offered rate]({link}/latency_vs_rate.png), [CPU and memory]({link}/cpu_memory.png)."]
+    lines += ["", f"Full tables: [`{stem}.md`]({link}/{stem}.md). Plots: [throughput]({link}/{stem}_throughput.png), "
+              f"[latency against offered rate]({link}/{stem}_latency_vs_rate.png), "
+              f"[CPU and memory]({link}/{stem}_cpu_memory.png)."]
     return "\n".join(lines)
+
+
+TITLES = {"bench_kafka": "On Apache Kafka", "bench": "On the embedded broker (Tansu)"}
+
+
+def summaries(results_dir: Path) -> str:
+    """A summary per broker whose results are there, Apache Kafka first."""
+    parts = [f"**{title}.** " + summary(json.loads((results_dir / f"{stem}.json").read_text()), results_dir, stem)
+             for stem, title in TITLES.items() if (results_dir / f"{stem}.json").is_file()]
+    return "\n\n".join(parts)
 
 
 def regenerate(readme: Path, results_dir: Path = RESULTS) -> str:
     text = readme.read_text()
     start, stop = text.index(BEGIN) + len(BEGIN), text.index(END)
-    body = json.loads((results_dir / "bench.json").read_text())
-    new = text[:start] + "\n" + summary(body, results_dir) + "\n" + text[stop:]
+    new = text[:start] + "\n" + summaries(results_dir) + "\n" + text[stop:]
     readme.write_text(new)
     return new
 

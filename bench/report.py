@@ -20,6 +20,8 @@ PER_RECORD = "per-record passthrough"
 NAIVE, MICRO = "naive", "microbatch"
 DEFAULTS = "streaminfer (defaults)"
 PLOTS = ("throughput.png", "latency_vs_rate.png", "cpu_memory.png")
+STEMS = {"tansu": "bench", "kafka": "bench_kafka"}
+"""Names of each broker's result files: ``bench.json``, ``bench.md``, ``bench_throughput.png``..."""
 
 
 def _fmt(value: object, digits: int = 0, sign: bool = False) -> str:
@@ -169,9 +171,9 @@ def markdown(meta: dict, results: dict[str, dict], derived: dict[str, dict]) -> 
     return "\n".join(lines)
 
 
-def plots(results: dict[str, dict], out_dir: Path) -> list[Path]:
+def plots(results: dict[str, dict], out_dir: Path, stem: str = "bench") -> list[Path]:
     names = [n for n, r in results.items() if r.get("throughput")]
-    paths = [out_dir / name for name in PLOTS]
+    paths = [out_dir / f"{stem}_{name}" for name in PLOTS]
     color = {n: ("#2a7" if n.startswith("streaminfer") else "#c62" if "limit" in n else "#888") for n in names}
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -220,11 +222,12 @@ def plots(results: dict[str, dict], out_dir: Path) -> list[Path]:
     return paths
 
 
-def write(meta: dict, results: dict[str, dict], derived: dict[str, dict], out_dir: Path) -> list[Path]:
+def write(meta: dict, results: dict[str, dict], derived: dict[str, dict], out_dir: Path,
+          stem: str = "bench") -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     body = {"meta": meta, "results": results, "derived": derived}
-    json_path = out_dir / "bench.json"
+    json_path = out_dir / f"{stem}.json"
     json_path.write_text(json.dumps(body, indent=2))
-    md_path = out_dir / "bench.md"
+    md_path = out_dir / f"{stem}.md"
     md_path.write_text(markdown(meta, results, derived))
-    return [json_path, md_path, *plots(results, out_dir)]
+    return [json_path, md_path, *plots(results, out_dir, stem)]

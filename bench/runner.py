@@ -114,7 +114,9 @@ def sustained_rate(times: list[float], bucket_s: float = 0.25) -> float:
     if stop - start < 4 * bucket_s:
         return (len(times) - 1) / max(stop - start, 1e-9)
     counts, _ = np.histogram(times, bins=np.arange(start, stop + bucket_s, bucket_s))
-    return float(np.median(counts[1:-1]) / bucket_s)
+    median = float(np.median(counts[1:-1]) / bucket_s)
+    # answers in a few bursts (a small backlog, a starved machine) leave most buckets empty
+    return median if median > 0 else (len(times) - 1) / (stop - start)
 
 
 async def run_system(system: System, config: BenchConfig, run: int, progress: Progress,
@@ -188,6 +190,7 @@ async def _offer(system: System, config: BenchConfig, topics: Topics, run: int, 
     plan_path.write_text(json.dumps({
         "requests": topics.requests, "answers": topics.answers, "rates": list(offered.values()),
         "seconds": config.latency_seconds, "prefix": f"o{run}", "answer_key": system.answer_key_kind,
+        "rows": str(_rows_file(config)),
         "headers": [(name, value.decode()) for name, value in system.request_headers],
     }))
     command = [sys.executable, "-m", "bench.offered", str(plan_path), str(result_path)]
@@ -212,6 +215,14 @@ async def _answered_unless_exited(waiting: Coroutine[Any, Any, int], running: Ru
         return task.result()
     finally:
         task.cancel()
+
+
+def _rows_file(config: BenchConfig) -> Path:
+    """The request rows, for the load process (which then needs neither scikit-learn nor the model)."""
+    path = config.target.work_dir / "rows.npy"
+    if not path.is_file():
+        np.save(path, config.rows)
+    return path
 
 
 def _call_logged(command: list[str], env: dict[str, str], log_path: Path) -> int:

@@ -96,7 +96,9 @@ def baseline(name: str, kind: str, backlog: int, model_path: Path, program: str 
 
     def launch(target: Target, topics: Topics) -> Running:
         command = [sys.executable, "-m", "bench.baselines", program or name,
-                   topics.requests, topics.answers, topics.group, str(model_path), str(processes)]
+                   topics.requests, topics.answers, topics.group, str(model_path)]
+        if processes > 1:
+            command = [sys.executable, "-m", "bench.group", str(processes), *command]
         return _spawn(command, target.work_dir / f"{name.replace(' ', '_')}.log", dict(target.child_environment()))
 
     return System(name=name, kind=kind, backlog=backlog, launch=launch)

@@ -41,7 +41,7 @@ def test_bench_on_tansu_prints_limit_b_the_passthroughs_and_streaminfer_with_add
     for row in ROWS:
         assert f"| {row} |" in result.stdout, result.stdout
     assert "could not run" not in result.stdout, result.stdout
-    body = json.loads((out / "bench.json").read_text())
+    body = json.loads((out / "bench_external.json").read_text())  # a broker of ours, named with --bootstrap
     ours = body["results"]["streaminfer (defaults)"]
     assert ours["lost"] == 0 and ours["throughput"] > 0 and ours["startup_s"] > 0
     assert {"500", "50% limit B"} <= set(ours["latency"])
@@ -52,7 +52,8 @@ def test_bench_on_tansu_prints_limit_b_the_passthroughs_and_streaminfer_with_add
     assert {"driver", "consumer actor 1", "consumer actor 2", "Ray: raylet"} <= set(groups)
     limit = body["results"]["batch passthrough, 2 processes (limit B)"]["memory_under_load"]["groups"]
     assert sum(int(g["processes"]) for g in limit.values()) >= 3  # the parent and its two group members
-    for name in ("bench.md", "throughput.png", "latency_vs_rate.png", "cpu_memory.png"):
+    for name in ("bench_external.md", "bench_external_throughput.png", "bench_external_latency_vs_rate.png",
+                 "bench_external_cpu_memory.png"):
         assert (out / name).is_file()
 
 

@@ -55,4 +55,4 @@ def test_the_readme_block_is_rewritten_from_the_results_and_nothing_else_changes
     assert "0.75× limit B (40,000 msg/s)" in text
     assert "5k (5,000 msg/s): 3.5 / 9.0 (+1.5 / +4.0)" in text
     assert "| streaminfer (defaults) | 30,000 | 0.75 |" in text and "300 / 550 / 850" in text
-    assert f"({results.as_posix()}/latency_vs_rate.png)" in text
+    assert f"({results.as_posix()}/bench_latency_vs_rate.png)" in text and "On the embedded broker" in text
