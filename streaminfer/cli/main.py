@@ -272,7 +272,8 @@ def bench(
     latency_seconds: float = typer.Option(5.0, min=1, help="Length of each fixed-rate load step."),
     peer: bool = typer.Option(True, help="Include Seldon MLServer in Kafka mode (installs it in its own venv)."),
     only: str | None = typer.Option(None, help="Run only systems whose name contains this (comma-separated: any of these)."),
-    broker: str = typer.Option("tansu", help="tansu (embedded) or kafka (Apache Kafka from Maven jars).", case_sensitive=False),
+    broker: str = typer.Option(
+        "both", help="tansu (embedded), kafka (Apache Kafka from Maven jars) or both, a report each.", case_sensitive=False),
     bootstrap: str | None = typer.Option(
         None, "--bootstrap", "-b", help="Use this running broker (with the settings' TLS and SASL) instead of starting one.",
     ),
@@ -282,18 +283,18 @@ def bench(
     """Benchmark streaminfer against ONNX Runtime alone, the best passthrough, hand-rolled consumers
     and MLServer, side by side on one broker (every client from the settings: --settings FILE)."""
     run_bench = _checkout_bench()
-    if broker not in ("tansu", "kafka"):
-        raise typer.BadParameter("--broker must be tansu or kafka")
+    if broker not in ("tansu", "kafka", "both"):
+        raise typer.BadParameter("--broker must be tansu, kafka or both")
     try:
         fixed_rates = tuple(float(rate) for rate in rates.split(",") if rate.strip())
     except ValueError:
         raise typer.BadParameter("--rates takes msg/s separated by commas, e.g. 1000,5000") from None
     settings = load_settings()
-    for path in run_bench(out, runs, scale, latency_seconds, peer, console, only, broker, settings, bootstrap,
-                          ray_probe, fixed_rates):
+    written = run_bench(out, runs, scale, latency_seconds, peer, console, only, broker, settings, bootstrap,
+                        ray_probe, fixed_rates)
+    for path in written:
         console.print(f"wrote {path}")
-    table = out / "bench.md"
-    if table.is_file():
+    for table in (path for path in written if path.suffix == ".md"):
         console.print(table.read_text(), highlight=False, soft_wrap=True)
 
 
