@@ -97,7 +97,7 @@ class PipelineMetrics:
         )
         self.cache_bytes = Gauge(
             "streaminfer_prediction_cache_bytes",
-            "Bytes of answers (encoded outputs) a consumer's prediction cache holds per version.",
+            "Bytes a consumer's prediction cache holds per version (inputs and encoded answers).",
             ["model", "version"], registry=registry,
         )
         self.cost_cpu_seconds = Counter(

@@ -16,19 +16,21 @@ Guarantees:
 * Models without a policy pay nothing: no cache object exists for them, so their batches go to
   the batcher as before, with no per-request work.
 
-The key hashes the request's tensors (name, dtype, shape and raw bytes, blake2b) and the outputs
-it asked for. With ``"shared": true`` a miss also looks in Redis (``streams.pipeline.cache_shared``)
-before the model runs, and computed answers are written there with the same TTL.
+The key is the request's tensors (name, dtype, shape and raw bytes) and the outputs it asked for.
+In a consumer's own cache the key is those bytes themselves: the map hashes them and a hit
+compares them whole, so two inputs can never share an answer. With ``"shared": true`` a miss also
+looks in Redis (``streams.pipeline.cache_shared``) under a blake2b digest of the key before the
+model runs, and computed answers are written there with the same TTL.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Hashable
+from typing import NamedTuple, Protocol
 
 import msgspec
 import numpy as np
@@ -54,7 +56,9 @@ _outputs_decoder = msgspec.json.Decoder(list[ResponseTensor])
 
 
 class CachedPrediction(Prediction, gc=False):
-    """A prediction answered from the cache; encoded exactly like one the model computed."""
+    """A prediction answered from the cache; encoded exactly like one the model computed. Its
+    ``outputs`` are the cached answer's encoded JSON (``msgspec.Raw``), copied into the message
+    as they are."""
 
 
 class SharedStore(Protocol):
@@ -65,27 +69,47 @@ class SharedStore(Protocol):
     async def put_many(self, entries: list[tuple[str, bytes]], ttl_s: float) -> None: ...
 
 
-def input_digest(arrays: dict[str, np.ndarray], outputs: frozenset[str] | None) -> str:
-    """A stable hash of a request's tensors (name, dtype, shape, raw bytes) and requested outputs."""
-    digest = hashlib.blake2b(digest_size=16)
-    for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}\x1f{array.dtype.str}\x1f{array.shape}\x1f".encode())
-        digest.update(array.data)
+def input_key(arrays: dict[str, np.ndarray], outputs: frozenset[str] | None) -> bytes:
+    """A request's tensors as bytes (each one's name, dtype and shape, then its raw bytes, in C
+    order) and the outputs it asked for: equal exactly when the model would see the same input."""
+    parts = []
+    for name in sorted(arrays) if len(arrays) > 1 else arrays:
+        array = arrays[name]
+        parts.append(_tensor_header(name, array.dtype.str, array.shape))
+        parts.append(array.tobytes())
     if outputs is not None:
-        digest.update(("\x1e" + "\x1f".join(sorted(outputs))).encode())
-    return digest.hexdigest()
+        parts.append(_outputs_part(outputs))
+    return b"".join(parts)
 
 
-@dataclass(slots=True)
-class _Entry:
-    outputs: list[ResponseTensor]
+def input_digest(arrays: dict[str, np.ndarray], outputs: frozenset[str] | None) -> str:
+    """A stable digest of ``input_key`` (blake2b, 128 bits): the key in the shared store."""
+    return hashlib.blake2b(input_key(arrays, outputs), digest_size=16).hexdigest()
+
+
+@functools.lru_cache(maxsize=1024)
+def _tensor_header(name: str, dtype: str, shape: tuple[int, ...]) -> bytes:
+    header = f"{name}\x1f{dtype}\x1f{','.join(map(str, shape))}".encode()
+    return len(header).to_bytes(4, "little") + header
+
+
+@functools.lru_cache(maxsize=256)
+def _outputs_part(outputs: frozenset[str]) -> bytes:
+    return ("\x1eoutputs\x1f" + "\x1f".join(sorted(outputs))).encode()
+
+
+class _Entry(NamedTuple):
+    """A tuple of bytes and numbers: the garbage collector stops tracking it, so a full cache
+    adds nothing to each collection's walk (a list of Python floats per answer would)."""
+
+    outputs: bytes
     size: int
     expires: float
 
 
 class BoundedTtlCache:
-    """An LRU map bounded by entries and bytes, whose entries expire ``ttl_s`` after they were put.
+    """An LRU map of encoded answers bounded by entries and bytes, whose entries expire ``ttl_s``
+    after they were put.
 
     ``evicted(cause, count)`` is told of every entry dropped: ``size``, ``expired`` or ``cleared``.
     """
@@ -95,13 +119,13 @@ class BoundedTtlCache:
         self.max_entries, self.max_bytes, self.ttl_s = max_entries, max_bytes, ttl_s
         self._clock = clock
         self._evicted = evicted
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str) -> list[ResponseTensor] | None:
+    def get(self, key: Hashable) -> bytes | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -112,7 +136,7 @@ class BoundedTtlCache:
         self._entries.move_to_end(key)
         return entry.outputs
 
-    def put(self, key: str, outputs: list[ResponseTensor], size: int) -> None:
+    def put(self, key: Hashable, outputs: bytes, size: int) -> None:
         if size > self.max_bytes:
             return  # would evict everything and still not fit
         old = self._entries.pop(key, None)
@@ -135,7 +159,7 @@ class BoundedTtlCache:
         if count:
             self._evicted("cleared", count)
 
-    def _drop(self, key: str, entry: _Entry) -> None:
+    def _drop(self, key: Hashable, entry: _Entry) -> None:
         del self._entries[key]
         self.bytes -= entry.size
 
@@ -152,8 +176,9 @@ class VersionCache:
         labels = (entry.name, entry.version)
         self._labels = labels
         self._bytes = metrics.cache_bytes.labels(*labels)
+        evictions = {cause: metrics.cache_evictions.labels(*labels, cause) for cause in ("size", "expired", "cleared")}
         self._local = BoundedTtlCache(policy.max_entries, policy.max_bytes, policy.ttl_s, clock,
-                                      lambda cause, n: metrics.cache_evictions.labels(*labels, cause).inc(n))
+                                      lambda cause, n: evictions[cause].inc(n))
         self._prefix = f"streaminfer:cache:{entry.name}:{entry.version}:"
 
     def __len__(self) -> int:
@@ -161,15 +186,16 @@ class VersionCache:
 
     async def submit(self, items: list[Decoded], lane: str | None, run: RunBatch) -> list[Outcome]:
         """One outcome per item, in order; ``lane``: ``shadow``, or None for each item's own arm."""
-        keys = [self._key(lane if lane is not None else item.route.arm, item) for item in items]
-        found: list[list[ResponseTensor] | None] = [self._local.get(key) for key in keys]
+        keys = [(lane if lane is not None else item.route.arm, input_key(item.arrays, item.outputs)) for item in items]
+        found: list[bytes | None] = [self._local.get(key) for key in keys]
         missing = [i for i, outputs in enumerate(found) if outputs is None]
         if missing and self._shared is not None:
             await self._read_shared(keys, found, missing)
             missing = [i for i in missing if found[i] is None]
         self._count(items, lane, found)
         results: list[Outcome | None] = [
-            None if outputs is None else CachedPrediction(item.request_id, self.entry.name, self.entry.version, outputs)
+            None if outputs is None
+            else CachedPrediction(item.request_id, self.entry.name, self.entry.version, msgspec.Raw(outputs))  # type: ignore[arg-type]
             for item, outputs in zip(items, found)
         ]
         if missing:
@@ -179,8 +205,9 @@ class VersionCache:
                 results[i] = outcome
                 if isinstance(outcome, Prediction):
                     encoded = _outputs_encoder.encode(outcome.outputs)
-                    self._local.put(keys[i], outcome.outputs, len(encoded))
-                    fresh.append((keys[i], encoded))
+                    self._local.put(keys[i], encoded, len(keys[i][1]) + len(encoded))
+                    if self._shared is not None:
+                        fresh.append((self._shared_key(keys[i]), encoded))
             if fresh and self._shared is not None:
                 await self._shared.put_many(fresh, self.policy.ttl_s)
         self._bytes.set(self._local.bytes)
@@ -191,24 +218,25 @@ class VersionCache:
         self._local.clear()
         self._bytes.set(0)
 
-    def _key(self, lane: str, item: Decoded) -> str:
-        return f"{self._prefix}{lane}:{input_digest(item.arrays, item.outputs)}"
+    def _shared_key(self, key: tuple[str, bytes]) -> str:
+        lane, raw = key
+        return f"{self._prefix}{lane}:{hashlib.blake2b(raw, digest_size=16).hexdigest()}"
 
-    async def _read_shared(self, keys: list[str], found: list[list[ResponseTensor] | None], missing: list[int]) -> None:
+    async def _read_shared(self, keys: list[tuple[str, bytes]], found: list[bytes | None], missing: list[int]) -> None:
         assert self._shared is not None
-        values = await self._shared.get_many([keys[i] for i in missing])
+        values = await self._shared.get_many([self._shared_key(keys[i]) for i in missing])
         for i, value in zip(missing, values):
             if value is None:
                 continue
             try:
-                outputs = _outputs_decoder.decode(value)
+                _outputs_decoder.decode(value)  # only what the model's answers look like is served
             except msgspec.DecodeError:
                 log.warning("shared prediction cache: an unreadable entry for %s/%s; ignored", *self._labels)
                 continue
-            found[i] = outputs
-            self._local.put(keys[i], outputs, len(value))
+            found[i] = value
+            self._local.put(keys[i], value, len(keys[i][1]) + len(value))
 
-    def _count(self, items: list[Decoded], lane: str | None, found: list[list[ResponseTensor] | None]) -> None:
+    def _count(self, items: list[Decoded], lane: str | None, found: list[bytes | None]) -> None:
         """Per submission, one counter update per lane, not per request."""
         tally: dict[tuple[str, bool], int] = {}
         for item, outputs in zip(items, found):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from types import SimpleNamespace
 
+import msgspec
 import numpy as np
 import pytest
 from aiokafka.structs import ConsumerRecord
@@ -17,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.schemas import headers as h
-from streaminfer.schemas.codec import Prediction, ResponseTensor
+from streaminfer.schemas.codec import Prediction, ResponseTensor, encode
 from streaminfer.schemas.headers import RequestHeaders
 from streaminfer.streams.clock import ManualClock
 from streaminfer.streams.pipeline.answers import answer, shadow_answer
@@ -35,6 +36,15 @@ POLICY = CachePolicy(max_entries=100, max_bytes=1_000_000, ttl_s=60.0)
 
 def tensor(value: float) -> list[ResponseTensor]:
     return [ResponseTensor("y", [1], "FP32", [value])]
+
+
+def encoded(value: float) -> bytes:
+    return msgspec.json.encode(tensor(value))
+
+
+def outputs_of(prediction: Prediction) -> list[ResponseTensor]:
+    """What a consumer of the predictions topic reads (a cached answer holds its outputs encoded)."""
+    return msgspec.json.decode(encode(prediction), type=Prediction).outputs
 
 
 class FakePool:
@@ -96,11 +106,11 @@ def test_the_least_recently_used_answer_goes_first_when_entries_are_full():
     evicted: list[tuple[str, int]] = []
     cache = BoundedTtlCache(max_entries=2, max_bytes=1000, ttl_s=60, clock=ManualClock(),
                             evicted=lambda cause, n: evicted.append((cause, n)))
-    cache.put("a", tensor(1), 10)
-    cache.put("b", tensor(2), 10)
-    assert cache.get("a") == tensor(1)  # a is now the most recently used
-    cache.put("c", tensor(3), 10)
-    assert cache.get("b") is None and cache.get("a") == tensor(1) and cache.get("c") == tensor(3)
+    cache.put("a", encoded(1), 10)
+    cache.put("b", encoded(2), 10)
+    assert cache.get("a") == encoded(1)  # a is now the most recently used
+    cache.put("c", encoded(3), 10)
+    assert cache.get("b") is None and cache.get("a") == encoded(1) and cache.get("c") == encoded(3)
     assert evicted == [("size", 1)] and len(cache) == 2 and cache.bytes == 20
 
 
@@ -109,9 +119,9 @@ def test_the_byte_bound_evicts_until_the_new_answer_fits_and_one_larger_than_it_
     cache = BoundedTtlCache(max_entries=100, max_bytes=100, ttl_s=60, clock=ManualClock(),
                             evicted=lambda cause, n: evicted.append((cause, n)))
     for key in "abc":
-        cache.put(key, tensor(0), 40)
+        cache.put(key, encoded(0), 40)
     assert cache.get("a") is None and cache.bytes == 80 and evicted == [("size", 1)]
-    cache.put("huge", tensor(0), 101)
+    cache.put("huge", encoded(0), 101)
     assert cache.get("huge") is None and cache.bytes == 80
 
 
@@ -119,9 +129,9 @@ def test_an_answer_is_served_until_its_ttl_and_is_dropped_as_expired_after():
     clock = ManualClock()
     evicted: list[tuple[str, int]] = []
     cache = BoundedTtlCache(10, 1000, ttl_s=30, clock=clock, evicted=lambda cause, n: evicted.append((cause, n)))
-    cache.put("a", tensor(1), 10)
+    cache.put("a", encoded(1), 10)
     clock.advance(29.999)
-    assert cache.get("a") == tensor(1)
+    assert cache.get("a") == encoded(1)
     clock.advance(0.001)
     assert cache.get("a") is None and evicted == [("expired", 1)] and cache.bytes == 0
 
@@ -151,7 +161,7 @@ async def test_a_repeated_input_is_answered_from_the_cache_with_its_own_request_
     again = await batchers.submit(v1, [request(1.0, v1, request_id="c"), request(3.0, v1, request_id="d")])  # type: ignore[arg-type]
     await batchers.stop()
     assert [type(p) for p in first] == [Prediction, Prediction]
-    assert type(again[0]) is CachedPrediction and again[0].id == "c" and again[0].outputs == first[0].outputs
+    assert type(again[0]) is CachedPrediction and again[0].id == "c" and outputs_of(again[0]) == first[0].outputs
     assert type(again[1]) is Prediction and v1.pool.rows == 3
     assert sample(metrics, "streaminfer_prediction_cache_hits_total", model="m", version="1", lane="primary") == 1
     assert sample(metrics, "streaminfer_prediction_cache_misses_total", model="m", version="1", lane="primary") == 3
@@ -245,7 +255,7 @@ async def test_a_shared_cache_answers_what_another_consumer_computed(metrics):
     await one.submit([request(1.0, v1)], None, run)
     (answer_of_other,) = await other.submit([request(1.0, v1, request_id="z")], None, run)
     assert computed == 1 and shared.ttls == [5.0]
-    assert type(answer_of_other) is CachedPrediction and answer_of_other.outputs == tensor(7)
+    assert type(answer_of_other) is CachedPrediction and outputs_of(answer_of_other) == tensor(7)
 
 
 # answers -------------------------------------------------------------------------------------
@@ -253,7 +263,7 @@ async def test_a_shared_cache_answers_what_another_consumer_computed(metrics):
 def test_a_cached_answer_carries_the_cached_header_and_a_computed_one_does_not():
     v1 = served("1")
     item = request(1.0, v1, arm="a")
-    cached = answer(TOPICS, item, CachedPrediction("r", "m", "1", tensor(2)))
+    cached = answer(TOPICS, item, CachedPrediction("r", "m", "1", msgspec.Raw(encoded(2))))  # type: ignore[arg-type]
     computed = answer(TOPICS, item, Prediction("r", "m", "1", tensor(2)))
     assert dict(cached.headers)[h.CACHED] == b"true" and h.CACHED not in dict(computed.headers)
     assert dict(cached.headers)[h.ARM] == b"a" and cached.value == computed.value
@@ -261,5 +271,6 @@ def test_a_cached_answer_carries_the_cached_header_and_a_computed_one_does_not()
 
 def test_a_shadow_answer_from_the_cache_says_so_too():
     v1, shadow = served("1"), served("2")
-    out = shadow_answer(TOPICS, request(1.0, v1, arm="a", shadow=shadow), CachedPrediction("r", "m", "2", tensor(2)))
+    cached = CachedPrediction("r", "m", "2", msgspec.Raw(encoded(2)))  # type: ignore[arg-type]
+    out = shadow_answer(TOPICS, request(1.0, v1, arm="a", shadow=shadow), cached)
     assert dict(out.headers)[h.CACHED] == b"true" and dict(out.headers)[h.ARM] == b"shadow"

@@ -22,7 +22,8 @@ class CachePolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Most answers one consumer keeps for this version; the least recently used go first."""
 
     max_bytes: int = 64 * 1024 * 1024
-    """Most bytes of answers (their encoded outputs) one consumer keeps for this version."""
+    """Most bytes one consumer keeps for this version: the inputs that key its answers and the
+    answers, encoded."""
 
     ttl_s: float = 300.0
     """How long an answer may be served from the cache after it was computed."""
