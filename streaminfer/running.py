@@ -246,14 +246,17 @@ class ConsumerGroupApp(RunningApp):
 
     async def add_consumers(self, count: int) -> list[str]:
         """Start ``count`` consumer actors and return once each owns partitions (or
-        ``scaling.action_timeout_s`` passed). They are supervised from the round after they answered."""
+        ``scaling.action_timeout_s`` passed). They are supervised from the round after they answered.
+        Actors that do not start within that time (Ray found no node for them) are killed and the
+        step fails; the autoscaler tries again after its cool-down."""
         assert self._spawn is not None, "start_autoscaler() first"
         spawned = []
         for _ in range(count):
             index, self._next_index = self._next_index, self._next_index + 1
             spawned.append(self._spawn(self.settings, index))
-        try:
-            await asyncio.gather(*(handle.ensure_started.remote() for _, handle in spawned))
+        try:  # bounded: an actor the cluster has no room for after all (free CPUs split over nodes) waits for ever
+            await asyncio.wait_for(asyncio.gather(*(handle.ensure_started.remote() for _, handle in spawned)),
+                                   self.settings.scaling.action_timeout_s)
         except BaseException:
             for _, handle in spawned:
                 ray.kill(handle, no_restart=True)

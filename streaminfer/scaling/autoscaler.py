@@ -68,7 +68,9 @@ Capacity = Callable[[int], Mapping[str, int]]
 
 def ray_capacity(actor_num_cpus: float, actor_num_gpus: float) -> Capacity:
     """Room in the Ray cluster now: the running consumers plus as many more as its free CPUs (and
-    GPUs, when consumers take GPUs) hold at ``actor_num_cpus``/``actor_num_gpus`` each."""
+    GPUs, when consumers take GPUs) hold at ``actor_num_cpus``/``actor_num_gpus`` each. Free
+    resources are summed over the nodes; an actor that fits on no single node after all is not
+    scheduled, and the group kills it after ``scaling.action_timeout_s``."""
 
     def capacity(running: int) -> Mapping[str, int]:
         free = ray.available_resources()
