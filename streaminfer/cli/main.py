@@ -137,6 +137,9 @@ async def _run_until_signal(settings: AppSettings) -> None:
     print_scrape_targets(running)
     console.print(f"serving {', '.join(settings.served_model_names())} with actors "
                   f"{', '.join(str(a['label']) for a in running.actors)}")
+    if settings.scaling.enabled:
+        console.print(f"autoscaling:   {settings.scaling.min_consumers} to {settings.scaling.max_consumers} consumer "
+                      "actors on the group's lag (decisions in streaminfer_scaling_decisions_total)")
     console.print(f"consuming {settings.topics.requests} on {settings.kafka.bootstrap} (Ctrl-C to stop)")
     await until_signal_or(running.wait(), running.stop)
 
@@ -147,9 +150,6 @@ async def _run_until_signal(settings: AppSettings) -> None:
 def produce(
     bootstrap: str | None = BootstrapOpt,
     file: Path | None = typer.Option(None, "--file", "-f", exists=True, dir_okay=False, help="JSON-lines file, one OIP request per line."),
-    if settings.scaling.enabled:
-        console.print(f"autoscaling:   {settings.scaling.min_consumers} to {settings.scaling.max_consumers} consumer "
-                      "actors on the group's lag (decisions in streaminfer_scaling_decisions_total)")
     count: int | None = typer.Option(None, "--count", "-n", min=1, help="Send N requests from the demo dataset."),
     model: str = typer.Option("breast-cancer", help="Value of the model-name header."),
     topic: str | None = typer.Option(None, help="Requests topic (default: settings)."),
