@@ -130,8 +130,11 @@ class PssSampler:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._every_s):
+        while True:  # a sample at once, then every every_s, and a last one when stopped
             self.samples.append(grouped(pss_by_process(self._pid)))
+            if self._stop.wait(self._every_s):
+                self.samples.append(grouped(pss_by_process(self._pid)))
+                return
 
     @property
     def peak(self) -> dict[str, object] | None:

@@ -21,12 +21,14 @@ import numpy as np
 
 from bench.connection import read_connection
 from bench.load import Collector, open_loop, payloads
+from streaminfer.process import tune_gc_for_streaming
 
 IDLE_S = 10.0
 """A step ends once nothing new was answered for this long (what is missing then is lost)."""
 
 
 WARM_UP_COUNT, WARM_UP_RATE = 200, 500.0
+GC_GEN0_THRESHOLD = 50_000
 
 
 def answer_key(kind: str):
@@ -54,6 +56,7 @@ async def offer(plan: dict) -> list[dict]:
         for rate in plan["rates"]:
             count = max(50, int(rate * plan["seconds"]))
             batch = payloads(rows, f"{plan['prefix']}-{int(rate)}", count, headers)
+            tune_gc_for_streaming(GC_GEN0_THRESHOLD)  # the payloads are frozen: no collection walks them mid-step
             sent_at: dict[str, float] = {}
             sent = await open_loop(producer, plan["requests"], batch, rate, sent_at)
             keys = [k.decode() for k, _, _ in batch]
