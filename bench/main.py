@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -24,8 +25,8 @@ from bench.connection import BenchConnection, write_connection
 from bench.runner import FIXED_RATES, BenchConfig, RunResult, median_result, offered_rates, ort_alone, run_system
 from bench.systems import CHECKOUT, System, Target, baseline, mlserver, streaminfer
 from streaminfer.demo.model import build_demo_model, demo_data
-from streaminfer.settings import AppSettings
-from streaminfer.streams.settings import KafkaSettings
+from streaminfer.settings import SETTINGS_FILE_VARIABLE, AppSettings
+from streaminfer.streams.settings import KafkaSettings, PipelineSettings
 from streaminfer.workers.models.repository import ModelRepository
 
 
@@ -93,7 +94,8 @@ async def run_bench(
     rounds: dict[str, list[RunResult]] = {report.LIMIT_A: [ort_alone(entry.model_path, rows) for _ in range(runs)]}
     with _broker(broker_kind, work, bootstrap) as address:
         kafka = settings.kafka.model_copy(update={"bootstrap": address}) if external else KafkaSettings(bootstrap=address)
-        connection = BenchConnection(kafka=kafka, pipeline=settings.pipeline)
+        pipeline = settings.pipeline if external else _pipeline_without_settings_file()
+        connection = BenchConnection(kafka=kafka, pipeline=pipeline)
         target = Target(address, write_connection(connection, work / "clients.json"), work, external,
                         plaintext=kafka.security_protocol == "PLAINTEXT")
         config = BenchConfig(connection.clients(), target, rows, entry.model_path, runs=runs,
@@ -167,6 +169,20 @@ def _broker(kind: str, work: Path, bootstrap: str | None) -> _External | _Starte
     from streaminfer.broker import EmbeddedBroker
 
     return _Started(EmbeddedBroker(log_path=work / "tansu.log"))
+
+
+def _pipeline_without_settings_file() -> PipelineSettings:
+    """The pipeline settings a ``streaminfer run`` on the benchmark's own broker reads (its
+    environment without the settings file, ``bench.connection.system_environment``), so limit B
+    fetches as that system does."""
+    saved = os.environ.pop(SETTINGS_FILE_VARIABLE, None)
+    try:
+        return AppSettings().pipeline
+    except ValidationError:  # the environment holds half of a secured connection; the file the rest
+        return PipelineSettings()
+    finally:
+        if saved is not None:
+            os.environ[SETTINGS_FILE_VARIABLE] = saved
 
 
 def _load() -> str:
