@@ -33,6 +33,7 @@ from streaminfer.cli.experiments import experiments_app
 from streaminfer.cli.features import features_app
 from streaminfer.cli.monitoring import drift_app, monitor_command
 from streaminfer.cli.topics import topics_app
+from streaminfer.scaling.settings import ScalingSettings
 from streaminfer.settings import SETTINGS_FILE_VARIABLE, AppSettings
 from streaminfer.streams.security.authorization import refused_as
 
@@ -94,6 +95,10 @@ def run(
     alerts: Path | None = typer.Option(None, "--alerts", help="Alerting rules file: also run alerting (an actor of its own)."),
     experiments: bool | None = typer.Option(
         None, "--experiments/--no-experiments", help="Start the experiment controller that gates canaries (default: on)."),
+    autoscale: bool | None = typer.Option(
+        None, "--autoscale/--no-autoscale", help="Add consumer actors when the group lags, drain them when it is idle."),
+    min_consumers: int | None = typer.Option(None, min=1, help="Fewest consumer actors with --autoscale."),
+    max_consumers: int | None = typer.Option(None, min=1, help="Most consumer actors with --autoscale."),
 ) -> None:
     """Run the pipeline against any Kafka until interrupted."""
     settings = load_settings(
@@ -102,7 +107,12 @@ def run(
         pipeline={"consumers": consumers},
         metrics={"port": metrics_port}, monitor={"enabled": monitor}, alerting={"rules_file": alerts},
         experiments={"enabled": experiments},
+        scaling={"enabled": autoscale, "min_consumers": min_consumers, "max_consumers": max_consumers},
     )
+    if settings.scaling.enabled:
+        ScalingSettings.model_validate(settings.scaling.model_dump())  # flags are copied in unvalidated
+        if settings.pipeline.consumers == 0:
+            raise typer.BadParameter("--autoscale scales consumer actors: give --consumers 1 or more")
     if model:
         settings = settings.model_copy(
             update={"models": model[1:], "pipeline": settings.pipeline.model_copy(update={"default_model": model[0]})}
