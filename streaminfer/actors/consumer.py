@@ -123,6 +123,7 @@ class ConsumerActor:
             "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(),
             "repository": "mirror" if follower is not None else "local",
+            "mirror_refused": dict(follower.mirror.refused) if follower is not None else {},
             "providers": sorted(set(providers)),
             "metrics_url": self._metrics_url,
             "partitions": sorted(tp.partition for tp in pipeline.assignment()) if pipeline else [],

@@ -3,7 +3,9 @@
 ``Mirror`` writes documents where the repository has them: a model's documents atomically (the
 registry's readers poll their modification time and inode, so a new file is a change), a version's
 manifest as the version's files, fetched and checked by sha256 (``workers.models.distribution``),
-its ``metadata.json`` last. A tombstone removes the document, or the version.
+its ``metadata.json`` last. A tombstone removes the document, or the version. A version whose files cannot be fetched or
+do not match their manifest is left out of the mirror (logged and counted in ``refused``), not
+fatal: a file rewritten while the driver hashed it is published again with its new digest.
 
 ``ControlFollower`` reads the topic from its beginning, without a group: ``start()`` returns once
 the mirror holds everything published before it started (a consumer serves nothing older than
@@ -26,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streaminfer.streams.clients import KafkaClients, start_client
 from streaminfer.streams.control.documents import is_manifest, split_key
 from streaminfer.streams.errors import ControlTopicBehind
+from streaminfer.workers.errors import ArtifactInvalid
 from streaminfer.workers.models.distribution import ArtifactCache, VersionManifest
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,8 @@ class Mirror:
         self.root = Path(root)
         self.artifacts = artifacts
         self.applied = 0
+        self.refused: dict[str, str] = {}
+        """Versions left out, by key: why."""
 
     async def apply(self, key: str, value: bytes | None) -> None:
         parts = split_key(key)
@@ -43,7 +48,13 @@ class Mirror:
             log.warning("control topic: ignoring a record keyed %r (not a registry document)", key)
             return
         if is_manifest(key):
-            await self._apply_version(parts[0], parts[1], value)
+            try:
+                await self._apply_version(parts[0], parts[1], value)
+            except ArtifactInvalid as exc:
+                log.error("control topic: leaving %s/%s out of the mirror: %s", parts[0], parts[1], exc)
+                self.refused[key] = str(exc)
+                return
+            self.refused.pop(key, None)
         else:
             path = self.root / parts[0] / parts[1]
             if value is None:

@@ -151,15 +151,21 @@ def test_an_audit_line_being_appended_is_published_up_to_its_last_whole_line(rep
     assert RepositoryScan(repository.root).documents()[f"{LOOKUP_MODEL}/audit.jsonl"] == whole
 
 
-async def test_a_file_whose_sha256_differs_from_its_manifest_is_refused(repository, tmp_path):
+async def test_a_version_whose_file_differs_from_its_manifest_is_left_out_until_published_right(repository, tmp_path):
     model = repository.load(LOOKUP_MODEL, "1.0.0")
-    manifest = VersionManifest(metadata=(model.directory / "metadata.json").read_text(),
-                               files={MODEL_FILE: digest_of(b"another model")})
-    mirror = Mirror(tmp_path / "mirror", ArtifactCache(tmp_path / "cache", RepositorySource(repository.root)))
+    key = f"{LOOKUP_MODEL}/1.0.0/manifest.json"
+    metadata = (model.directory / "metadata.json").read_text()
+    cache = ArtifactCache(tmp_path / "cache", RepositorySource(repository.root))
     with pytest.raises(ArtifactInvalid, match="the manifest says"):
-        await mirror.apply(f"{LOOKUP_MODEL}/1.0.0/manifest.json", msgspec.json.encode(manifest))
-    assert ModelRepository(mirror.root).versions(LOOKUP_MODEL) == []
+        await cache.materialize(LOOKUP_MODEL, "1.0.0", VersionManifest(metadata, {MODEL_FILE: digest_of(b"other")}),
+                                tmp_path / "elsewhere")
+    mirror = Mirror(tmp_path / "mirror", cache)
+    await mirror.apply(key, msgspec.json.encode(VersionManifest(metadata, {MODEL_FILE: digest_of(b"another model")})))
+    assert ModelRepository(mirror.root).versions(LOOKUP_MODEL) == [] and "the manifest says" in mirror.refused[key]
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    right = VersionManifest(metadata, {MODEL_FILE: digest_of(model.model_path.read_bytes())})
+    await mirror.apply(key, msgspec.json.encode(right))
+    assert ModelRepository(mirror.root).versions(LOOKUP_MODEL) == ["1.0.0"] and not mirror.refused
 
 
 async def test_a_key_outside_the_mirror_is_ignored(tmp_path):
