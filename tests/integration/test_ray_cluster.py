@@ -48,7 +48,7 @@ def repository(root: Path) -> ModelRepository:
 
 
 def settings_file(path: Path, repo: ModelRepository, kafka: KafkaSettings, topics: TopicSettings, cache: Path,
-                  consumers: int = 2) -> Path:
+                  consumers: int = 2, gpus_per_actor: float = 0) -> Path:
     path.write_text(
         f'model_repository = "{repo.root}"\n'
         f'[kafka]\nbootstrap = "{kafka.bootstrap}"\ngroup_id = "{kafka.group_id}"\nsession_timeout_ms = 6000\n'
@@ -57,7 +57,8 @@ def settings_file(path: Path, repo: ModelRepository, kafka: KafkaSettings, topic
         f'deadletter = "{topics.deadletter}"\nshadow = "{topics.shadow}"\ncontrol = "{topics.control}"\n'
         f'partitions = {PARTITIONS}\n'
         f'[pipeline]\ndefault_model = "{LOOKUP_MODEL}"\nconsumers = {consumers}\n'
-        f'[pool]\nnamespace = "cluster-{uuid.uuid4().hex[:6]}"\nsize = 2\n'
+        f'[pool]\nnamespace = "cluster-{uuid.uuid4().hex[:6]}"\nsize = 2\nactor_num_gpus = {gpus_per_actor}\n'
+        '[runtime]\ndevice = "cpu"\n'
         f'[ray]\ncache_dir = "{cache}"\n'
         '[metrics]\nport = 0\n[monitor]\nenabled = false\n[experiments]\nenabled = false\n'
     )
@@ -178,6 +179,30 @@ def test_actors_spread_over_both_nodes_and_every_request_is_answered(consumers, 
 
         versions = asyncio.run(traffic())
     assert {v for found in versions.values() for v in found} == {"1.0.0"}
+
+
+def test_actors_that_reserve_a_gpu_run_only_on_the_node_that_has_one(tansu, tmp_path):
+    """The second node declares a GPU (Ray schedules by the declaration; the sessions run on the
+    CPU here): both consumer actors go there, none to the head, and every request is answered."""
+    repo = repository(tmp_path / "models")
+    kafka, topics = fresh(tansu.bootstrap)
+    settings = settings_file(tmp_path / "streaminfer.toml", repo, kafka, topics, tmp_path / "cache", gpus_per_actor=0.5)
+    with (
+        two_node_cluster(tmp_path, head_cpus=2, second_gpus=1, hidden_on_second=[repo.root]) as cluster,
+        running(cluster, settings, tmp_path),
+    ):
+        head, where = placement(cluster)
+        (with_gpu,) = {node.node_id for node in list_nodes(address=cluster.dashboard)} - {head}
+        assert where["ConsumerActor"] == {with_gpu}
+
+        async def traffic() -> None:
+            load = Traffic(kafka.bootstrap, topics.requests, per_tick=20)
+            task = asyncio.create_task(load.run())
+            await asyncio.sleep(1)
+            load.stop()
+            assert set(await answers(kafka, topics, await task)) == set(load.sent_at)
+
+        asyncio.run(traffic())
 
 
 @pytest.mark.kafka_semantics

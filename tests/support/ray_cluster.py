@@ -92,10 +92,12 @@ def _alive_nodes(dashboard: str) -> int:
 
 @contextmanager
 def two_node_cluster(
-    work: Path, *, head_cpus: int = 1, second_cpus: int = 1, hidden_on_second: Sequence[Path] = (),
+    work: Path, *, head_cpus: int = 1, second_cpus: int = 1, second_gpus: int = 0, hidden_on_second: Sequence[Path] = (),
     timeout_s: float = 120.0,
 ) -> Iterator[Cluster]:
-    """A head and a second node; ``hidden_on_second``: paths the second node sees as empty."""
+    """A head and a second node; ``hidden_on_second``: paths the second node sees as empty;
+    ``second_gpus``: GPUs the second node declares (Ray schedules on them whether or not the
+    hardware is there). ``second_cpus=0``: the head alone (a one-node cluster to compare with)."""
     tag = uuid.uuid4().hex[:6]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     taken: set[int] = set()
@@ -103,7 +105,7 @@ def two_node_cluster(
     head_log, second_log = work / "ray-head.log", work / "ray-second.log"
     head = _start([
         RAY, "start", "--head", "--block", f"--port={gcs_port}", f"--num-cpus={head_cpus}",
-        "--include-dashboard=true", f"--dashboard-host={HEAD_IP}", f"--dashboard-port={dashboard_port}",
+        "--num-gpus=0", "--include-dashboard=true", f"--dashboard-host={HEAD_IP}", f"--dashboard-port={dashboard_port}",
         f"--ray-client-server-port={client_port}", f"--temp-dir=/tmp/ray-h{tag}", "--disable-usage-stats",
         *_node_ports(HEAD_IP, taken),
     ], head_log, env)
@@ -111,8 +113,11 @@ def two_node_cluster(
     address, dashboard = f"{HEAD_IP}:{gcs_port}", f"http://{HEAD_IP}:{dashboard_port}"
     try:
         _wait_for(lambda: _alive_nodes(dashboard) >= 1, timeout_s, "the head", head_log)
+        if not second_cpus:
+            yield Cluster(address, dashboard, (head_log,))
+            return
         second = [
-            RAY, "start", "--block", f"--address={address}", f"--num-cpus={second_cpus}",
+            RAY, "start", "--block", f"--address={address}", f"--num-cpus={second_cpus}", f"--num-gpus={second_gpus}",
             f"--resources={json.dumps({'second_node': 1})}", f"--temp-dir=/tmp/ray-s{tag}", *_node_ports(SECOND_IP, taken),
         ]
         if hidden_on_second:
