@@ -101,15 +101,18 @@ async def run_bench(
         config = BenchConfig(connection.clients(), target, rows, entry.model_path, runs=runs,
                              latency_seconds=latency_seconds)
         columns = (TextColumn("{task.description:<48}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
-        with Progress(*columns, console=console) as progress:
-            for run in range(1, runs + 1):
-                limit_b: float | None = None  # this round's, once measured
-                for system in systems:
-                    rates_for = functools.partial(_rates_for, system, limit_b, rates)
-                    result = await run_system(system, config, run, progress, rates_for)
-                    rounds.setdefault(system.name, []).append(result)
-                    if system.name == report.LIMIT_B:
-                        limit_b = result.throughput
+        try:
+            with Progress(*columns, console=console) as progress:
+                for run in range(1, runs + 1):
+                    limit_b: float | None = None  # this round's, once measured
+                    for system in systems:
+                        rates_for = functools.partial(_rates_for, system, limit_b, rates)
+                        result = await run_system(system, config, run, progress, rates_for)
+                        rounds.setdefault(system.name, []).append(result)
+                        if system.name == report.LIMIT_B:
+                            limit_b = result.throughput
+        finally:
+            target.clients_file.unlink(missing_ok=True)  # it holds the connection's secrets
     results = {name: median_result(per_run) for name, per_run in rounds.items()}
     meta = {
         "date": datetime.date.today().isoformat(),

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -86,8 +85,7 @@ def test_bench_on_a_secured_apache_kafka_opens_every_client_over_sasl_ssl_and_no
         try:
             env = {**os.environ, "COLUMNS": "250", "TERM": "dumb", "TMPDIR": str(work)}
             result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, check=False)
-            clients_files = list(work.glob("streaminfer-bench-*/clients.json"))
-            assert [stat.S_IMODE(path.stat().st_mode) for path in clients_files] == [0o600]
+            assert list(work.glob("streaminfer-bench-*/clients.json")) == []  # the secrets' file is gone after the run
             written = [p for p in [*work.rglob("*"), *out.rglob("*")] if p.is_file() and p.name != "clients.json"]
             holding = [p.name for p in written if broker.admin.password.encode() in p.read_bytes()]
         finally:
