@@ -66,18 +66,21 @@ Capacity = Callable[[int], Mapping[str, int]]
 """Given the consumers running, the most each of the cluster's resources leaves room for."""
 
 
-def ray_capacity(actor_num_cpus: float, actor_num_gpus: float) -> Capacity:
+def ray_capacity(
+    actor_num_cpus: float, actor_num_gpus: float, free: Callable[[], Mapping[str, float]] = ray.available_resources,
+) -> Capacity:
     """Room in the Ray cluster now: the running consumers plus as many more as its free CPUs (and
     GPUs, when consumers take GPUs) hold at ``actor_num_cpus``/``actor_num_gpus`` each. Free
     resources are summed over the nodes; an actor that fits on no single node after all is not
-    scheduled, and the group kills it after ``scaling.action_timeout_s``."""
+    scheduled, and the group kills it after ``scaling.action_timeout_s``. ``free``: the cluster's
+    free resources by name (``ray.available_resources``)."""
 
     def capacity(running: int) -> Mapping[str, int]:
-        free = ray.available_resources()
+        available = free()
         limits = {}
         for name, resource, each in (("cpus", "CPU", actor_num_cpus), ("gpus", "GPU", actor_num_gpus)):
             if each > 0:
-                limits[name] = running + math.floor(free.get(resource, 0.0) / each + 1e-9)
+                limits[name] = running + math.floor(available.get(resource, 0.0) / each + 1e-9)
         return limits
 
     return capacity

@@ -10,7 +10,7 @@ from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry
 
 from streaminfer.monitoring.observability.metrics import ActorMetrics
-from streaminfer.scaling.autoscaler import Autoscaler
+from streaminfer.scaling.autoscaler import Autoscaler, ray_capacity
 from streaminfer.scaling.lag import GroupLag
 from streaminfer.scaling.metrics import ScalingMetrics
 from streaminfer.scaling.settings import ScalingSettings
@@ -156,3 +156,10 @@ def test_a_released_actor_is_forgotten_so_its_restart_series_goes_and_the_count_
     assert registry.get_sample_value("streaminfer_actors", {"role": "consumer"}) == 1
     assert registry.get_sample_value("streaminfer_actor_restarts_total", {"actor": "m-1", "role": "consumer"}) is None
     assert watcher.restarts == 0
+
+
+def test_the_free_cpus_bound_the_consumers_and_free_gpus_too_when_consumers_take_gpus():
+    cluster = {"CPU": 1.2, "GPU": 1.0, "memory": 1e9}
+    assert ray_capacity(0.5, 0, lambda: cluster)(3) == {"cpus": 5}
+    assert ray_capacity(0.5, 0.5, lambda: cluster)(3) == {"cpus": 5, "gpus": 5}
+    assert ray_capacity(0, 1, lambda: {"CPU": 4.0})(2) == {"gpus": 2}, "no free GPU: no room for a GPU consumer"
