@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import doctest
 import math
+import os
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from streaminfer.monitoring.cost import pricing
@@ -18,6 +22,12 @@ from streaminfer.monitoring.cost.meter import CostMeter
 from streaminfer.monitoring.cost.pricing import per_thousand, project_daily, spend
 from streaminfer.monitoring.cost.settings import CostSettings
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
+from streaminfer.schemas.headers import RequestHeaders
+from streaminfer.streams.clock import ManualClock
+from streaminfer.streams.pipeline.decoding import Decoded
+from streaminfer.streams.pipeline.version_batchers import ModelBatchers
+from streaminfer.streams.settings import PipelineSettings
+from streaminfer.workers.routing.served import Route
 
 PRICES = CostSettings(core_hour_price=3.6, gpu_hour_price=36.0, daily_budgets={"m": 10.0})
 MIDNIGHT = 1_700_006_400.0  # a UTC midnight
@@ -120,3 +130,47 @@ def test_a_consumer_started_mid_day_extrapolates_from_its_own_start(clocks, metr
     clocks.now += 3600
     cost.inference("m", "1", 1000.0, "cpu", in_process=False)  # 1.0 in its first hour
     assert cost.projected("m") == pytest.approx(1.0 + 11.0)
+
+
+class FakePool:
+    def __init__(self, providers: list[str], pid: int) -> None:
+        self._described = [{"providers": providers, "pid": pid}]
+
+    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": inputs["x"][:, 0]}
+
+    async def describe(self) -> list[dict[str, object]]:
+        return self._described
+
+
+def served(version: str, providers: list[str], pid: int) -> SimpleNamespace:
+    entry = SimpleNamespace(name="m", version=version, masking=None, metadata=SimpleNamespace(cache=None))
+    return SimpleNamespace(entry=entry, pool=FakePool(providers, pid), key=("m", version))
+
+
+def decoded(version: SimpleNamespace) -> Decoded:
+    record = ConsumerRecord("requests", 0, 0, 0, 0, b"k", b"{}", None, 1, 2, [])
+    return Decoded(record, "r", RequestHeaders(), Route(version), {"x": np.ones((1, 1), np.float32)}, 1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("providers", "pid", "counter", "labels"), [
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], os.getpid(), "streaminfer_cost_gpu_seconds_total", {}),
+    (["CPUExecutionProvider"], os.getpid() + 1, "streaminfer_cost_cpu_seconds_total", {"part": "inference"}),
+])
+async def test_a_batch_s_session_time_is_counted_as_gpu_or_cpu_seconds_by_where_it_ran(metrics, providers, pid, counter, labels):
+    version = served("1", providers, pid)
+    cost = CostMeter(PRICES, metrics)
+    batchers = ModelBatchers(FakeModels(version), PipelineSettings(max_wait_ms=0), metrics, 1, ManualClock(), cost=cost)  # type: ignore[arg-type]
+    batchers.start()
+    await batchers.submit(version, [decoded(version)])  # type: ignore[arg-type]
+    await batchers.stop()
+    assert value(metrics, counter, model="m", version="1", **labels) > 0
+    assert value(metrics, "streaminfer_cost_spend_total", model="m", version="1") > 0
+
+
+class FakeModels:
+    def __init__(self, *versions: SimpleNamespace) -> None:
+        self.versions = list(versions)
+
+    def all(self) -> list[SimpleNamespace]:
+        return self.versions
