@@ -3,8 +3,9 @@
 ``RegistryBridge`` scans the repository every ``every_s`` (``documents.RepositoryScan``) and
 sends what changed since its last publication, versions first, then tombstones for documents
 that are gone; it remembers a document as published only once the broker has acknowledged it,
-so a failed send is sent again on the next round. On start it publishes every document once:
-the topic is compacted, so that costs a duplicate per document and no more.
+so a failed send is sent again on the next round. On start it first reads what the topic holds
+(from an earlier run), then publishes only what differs, and a tombstone for each document the
+topic has and the repository no longer does (a traffic policy stopped while no driver ran).
 
 Its lifecycle is the one the side services share (``streaminfer.actors.service``): ``start()``
 and ``stop()`` safe to call twice, one background task whose error lands in ``failure``.
@@ -17,10 +18,11 @@ import contextlib
 import logging
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from streaminfer.streams.clients import KafkaClients, ensure_topics, start_client
 from streaminfer.streams.control.documents import Documents, RepositoryScan, publish_order
+from streaminfer.streams.errors import ControlTopicBehind
 from streaminfer.streams.topics import TopicSpec
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class RegistryBridge:
         if self._task is not None:
             return
         await ensure_topics(self._clients, [self._control])
+        self._published = await read_published(self._clients, self._control.name)
         producer = self._clients.producer()
         await start_client(producer, self._clients.kafka.bootstrap)
         self._producer, self.failure = producer, None
@@ -109,3 +112,36 @@ class RegistryBridge:
             if (error := task.exception()) is not None:
                 self.failure = error
                 log.error("registry bridge stopped: %r", error)
+
+
+async def read_published(clients: KafkaClients, topic: str, timeout_s: float = 60.0) -> Documents:
+    """The documents the control topic holds now: the newest value per key, tombstones dropped."""
+    partition = TopicPartition(topic, 0)  # declared with one partition (streams.topics)
+    consumer = clients.consumer(group_id=None)
+    await start_client(consumer, clients.kafka.bootstrap)
+    documents: Documents = {}
+    try:
+        consumer.assign([partition])
+        await consumer.seek_to_beginning(partition)
+        end = (await consumer.end_offsets([partition]))[partition]
+        position = 0
+
+        async def read_to_end() -> None:
+            nonlocal position
+            while position < end:
+                batches = await consumer.getmany(partition, timeout_ms=100)
+                for record in batches.get(partition, []):
+                    key = record.key.decode() if record.key is not None else ""
+                    if record.value is None:
+                        documents.pop(key, None)
+                    else:
+                        documents[key] = record.value
+                    position = record.offset + 1
+
+        try:
+            await asyncio.wait_for(read_to_end(), timeout_s)
+        except asyncio.TimeoutError:
+            raise ControlTopicBehind(topic, position, end, timeout_s) from None
+    finally:
+        await consumer.stop()
+    return documents

@@ -143,6 +143,19 @@ async def test_the_bridge_sends_nothing_while_nothing_changes(repository):
     assert first == 4
 
 
+async def test_a_restarted_bridge_tombstones_what_went_away_and_resends_nothing_unchanged(repository):
+    broker = FakeBroker()
+    model_dir = repository.root / LOOKUP_MODEL
+    save_policy(model_dir, TrafficPolicy("ab", arms=(Arm("a", "1.0.0", 50), Arm("b", "1.1.0", 50))))
+    async with RegistryBridge(repository.root, FakeClients(broker), CONTROL, every_s=60) as first:
+        assert first.sent == 5
+    save_policy(model_dir, None)  # the experiment stopped while no driver ran
+    async with RegistryBridge(repository.root, FakeClients(broker), CONTROL, every_s=60) as second:
+        assert second.sent == 1
+    (log,) = [records for tp, records in broker.logs.items() if tp.topic == CONTROL.name]
+    assert (log[-1].key, log[-1].value) == (f"{LOOKUP_MODEL}/traffic.json".encode(), None)
+
+
 def test_an_audit_line_being_appended_is_published_up_to_its_last_whole_line(repository):
     audit = repository.root / LOOKUP_MODEL / "audit.jsonl"
     whole = audit.read_bytes()
