@@ -183,7 +183,13 @@ async def _start_registry(settings: AppSettings) -> ray.actor.ActorHandle:
     control = topology(settings).select([settings.topics.control])[0]
     build = RegistryBuilder(settings.model_repository.resolve(), settings.kafka, control, settings.ray.publish_every_s)
     handle = _start_service(settings, build, RegistryActor)
-    await handle.ensure_started.remote()
+    try:
+        await handle.ensure_started.remote()
+    except RayTaskError as exc:
+        ray.kill(handle, no_restart=True)
+        if isinstance(exc.cause, StreamInferError):  # a broker or ACL problem, in one line
+            raise exc.cause from None
+        raise
     return handle
 
 
