@@ -26,7 +26,6 @@ import ray
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from streaminfer.actors.registry import REGISTRY_ACTOR
 from streaminfer.monitoring.observability.endpoint import MetricsAccess, serve_metrics, stop_serving
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.process import tune_gc_for_streaming
@@ -143,6 +142,9 @@ class ConsumerActor:
     async def _follow_the_registry(self) -> None:
         """Serve from a mirror of this actor's own under the node's cache, filled from the
         control topic before the pipeline starts."""
+        # imported here, on clusters only: it brings the side services' settings into every consumer
+        from streaminfer.actors.registry import REGISTRY_ACTOR
+
         cache = self._cluster.cache_dir or Path(tempfile.gettempdir()) / "streaminfer"
         root = cache / "mirrors" / f"{self.label}-{os.getpid()}"
         shutil.rmtree(root, ignore_errors=True)

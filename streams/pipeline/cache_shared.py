@@ -7,17 +7,20 @@ consumer has answered is not computed again. The connection is the feature store
 
 A cache is an optimisation: when Redis cannot be reached, reads are misses and writes are
 skipped (one warning per outage), and answers keep flowing from the model.
+
+redis-py is imported when a store is made: a consumer without a shared cache never loads it
+(about 150 ms and several MiB per consumer process).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-from redis import asyncio as aioredis
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, Any
 
 from streaminfer.streams.features.settings import FeatureSettings
+
+if TYPE_CHECKING:
+    from redis import asyncio as aioredis
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +48,23 @@ class RedisStore:
     """``SharedStore`` over one Redis client; every call costs one round trip."""
 
     def __init__(self, client: aioredis.Redis) -> None:
+        from redis.exceptions import RedisError
+
+        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError)
         self._client = client
         self._down = False
 
     @classmethod
     def from_settings(cls, settings: FeatureSettings, timeout_s: float = 0.5) -> RedisStore:
+        from redis import asyncio as aioredis
+
         return cls(aioredis.Redis(**redis_options(settings), socket_timeout=timeout_s,
                                   socket_connect_timeout=timeout_s))
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         try:
             values = await self._client.mget(keys)
-        except (RedisError, OSError) as exc:
+        except self._errors as exc:
             self._failed(exc)
             return [None] * len(keys)
         self._back()
@@ -68,7 +76,7 @@ class RedisStore:
                 for key, value in entries:
                     pipe.set(key, value, px=max(1, int(ttl_s * 1000)))
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except self._errors as exc:
             self._failed(exc)
             return
         self._back()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from streaminfer.workers.execution.runtime import ModelRuntime
 from streaminfer.workers.models.distribution import cached_file
 from streaminfer.workers.settings import RuntimeSettings
 
@@ -27,6 +26,8 @@ class InferenceActor:
         path = Path(model_path)
         if model_file is not None and not path.is_file():
             path = cached_file(model_file, Path(tempfile.gettempdir()) / "streaminfer" / "artifacts")
+        from streaminfer.workers.execution.runtime import ModelRuntime  # in the actor's process only, not the driver's
+
         self.runtime = ModelRuntime(path, RuntimeSettings(**runtime_settings))
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

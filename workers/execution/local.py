@@ -4,6 +4,9 @@ ONNX Runtime releases the GIL while it runs, so a batch computing on the worker 
 with the event loop fetching, decoding and producing the batches around it. Used by consumer
 actors, where each actor owns a partition share and a session of its own: no call crosses a
 process boundary on the hot path.
+
+ONNX Runtime is imported when a session opens, not with this module: the driver imports it to
+describe consumer actors and never runs a session itself (about 20 MiB it would hold for nothing).
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from streaminfer.workers.errors import WorkersUnavailable
-from streaminfer.workers.execution.runtime import ModelRuntime
 from streaminfer.workers.models.repository import ModelVersion
 from streaminfer.workers.settings import RuntimeSettings
+
+if TYPE_CHECKING:
+    from streaminfer.workers.execution.runtime import ModelRuntime
 
 
 class LocalPool:
@@ -34,6 +40,8 @@ class LocalPool:
 
     async def start(self) -> list[dict[str, object]]:
         if self._runtime is None:
+            from streaminfer.workers.execution.runtime import ModelRuntime
+
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{self.model.name}")
             loop = asyncio.get_running_loop()
             self._runtime = await loop.run_in_executor(self._executor, ModelRuntime, self.model.model_path, self._settings)
