@@ -38,6 +38,16 @@ class RuntimeSettings(BaseModel):
     ONNX Runtime where the session runs and copied back in one step. Pays on CUDA with large
     batches; on the CPU it only adds bookkeeping."""
 
+    cpu_mem_arena: bool = False
+    """Keep ONNX Runtime's CPU arena: it grows in powers of two to the largest batch seen and never
+    gives memory back. Off, each batch's tensors come from the system allocator and are freed
+    after it: measured 12 MiB less per session for a 3×1024 perceptron after varied batch sizes,
+    no difference for the demo model, and no measurable change in time per batch for either."""
+
+    mem_pattern: bool = False
+    """Let ONNX Runtime plan each input shape's memory once and keep the plan; with batches of every
+    size up to ``pipeline.max_batch_size`` that keeps one plan per size, for little gain on CPU."""
+
     @field_validator("tensorrt_cache_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:

@@ -73,3 +73,11 @@ def test_asking_for_tensorrt_on_a_machine_without_a_gpu_still_serves_on_the_cpu(
     runtime = ModelRuntime(model_repo.resolve(DEMO_MODEL).model_path, settings)
     assert runtime.providers[-1] == CPU
     assert runtime.run({INPUT_NAME: demo_data().x_test[:4]})["label"].shape == (4,)
+
+
+def test_sessions_keep_no_cpu_arena_or_shape_plans_unless_asked(model_repo):
+    path = model_repo.resolve(DEMO_MODEL).model_path
+    lean = ModelRuntime(path, RuntimeSettings()).session.get_session_options()
+    assert (lean.enable_cpu_mem_arena, lean.enable_mem_pattern) == (False, False)
+    kept = ModelRuntime(path, RuntimeSettings(cpu_mem_arena=True, mem_pattern=True)).session.get_session_options()
+    assert (kept.enable_cpu_mem_arena, kept.enable_mem_pattern) == (True, True)

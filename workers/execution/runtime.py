@@ -31,6 +31,9 @@ def _session_options(settings: RuntimeSettings) -> ort.SessionOptions:
     options.inter_op_num_threads = settings.inter_op_threads
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Sized to what a batch needs, not to the largest batch ever seen (``RuntimeSettings``).
+    options.enable_cpu_mem_arena = settings.cpu_mem_arena
+    options.enable_mem_pattern = settings.mem_pattern
     # Errors on a batch reach us as exceptions and end as dead letters with the message; ORT's own
     # log line for them (and for the CUDA probe's expected fallback) would only be noise.
     options.log_severity_level = 4
