@@ -124,19 +124,22 @@ async def start_app(settings: AppSettings, registry: CollectorRegistry | None = 
         app = DriverApp(settings, registry=registry or CollectorRegistry())
     try:
         app._start_observability()
+        # built first (a bad rules file fails `run` in one line before any actor), started after
+        # the pipeline: their processes would otherwise take Ray's prestarted workers and the
+        # cores while the consumers start, and they read their topics from the earliest offset
+        monitor = _monitor_builder(settings) if settings.monitor.enabled else None
+        alerting = _alerting_builder(settings) if settings.alerting.rules_file is not None else None
+        experiments = _experiments_builder(settings) if settings.experiments.enabled else None
         if isinstance(app, ConsumerGroupApp) and serves_mirrors(settings):
             app.registry_actor = await _start_registry(settings)
-        if settings.monitor.enabled:
-            app.monitor = _start_monitor(settings)
-        if settings.alerting.rules_file is not None:
-            app.alerting = _start_alerting(settings)
-        if settings.experiments.enabled:
-            app.experiments = _start_experiments(settings)
         if isinstance(app, ConsumerGroupApp):
             await _start_consumer_group(app)
         else:
             assert isinstance(app, DriverApp)
             await _start_driver(app, repository)
+        app.monitor = _start_service(settings, monitor) if monitor is not None else None
+        app.alerting = _start_service(settings, alerting) if alerting is not None else None
+        app.experiments = _start_service(settings, experiments) if experiments is not None else None
         await app.supervise_once()
     except BaseException:
         await app.stop()
@@ -193,7 +196,7 @@ async def _start_registry(settings: AppSettings) -> ray.actor.ActorHandle:
     return handle
 
 
-def _start_monitor(settings: AppSettings) -> ray.actor.ActorHandle:
+def _monitor_builder(settings: AppSettings) -> MonitorBuilder:
     """Paths are made absolute here: a Ray worker's working directory is not the driver's."""
     monitor_settings = settings.monitor.model_copy(
         update={
@@ -201,20 +204,20 @@ def _start_monitor(settings: AppSettings) -> ray.actor.ActorHandle:
             "checkpoint_dir": settings.monitor.checkpoint_dir.resolve(),
         }
     )
-    return _start_service(settings, MonitorBuilder(
+    return MonitorBuilder(
         settings.model_repository.resolve(), settings.pipeline.default_model, settings.kafka, settings.topics,
         monitor_settings,
-    ))
+    )
 
 
-def _start_experiments(settings: AppSettings) -> ray.actor.ActorHandle:
+def _experiments_builder(settings: AppSettings) -> ExperimentsBuilder:
     experiments = settings.experiments.model_copy(update={"snapshots_dir": settings.experiments.snapshots_dir.resolve()})
-    return _start_service(settings, ExperimentsBuilder(
+    return ExperimentsBuilder(
         settings.model_repository.resolve(), settings.kafka, settings.topics, settings.monitor.topics, experiments,
-    ))
+    )
 
 
-def _start_alerting(settings: AppSettings) -> ray.actor.ActorHandle:
+def _alerting_builder(settings: AppSettings) -> AlertingBuilder:
     """The rules file is read here first, so a bad one fails `run` in one line before any actor."""
     assert settings.alerting.rules_file is not None
     config, _receivers = load_config(settings.alerting.rules_file)
@@ -225,7 +228,7 @@ def _start_alerting(settings: AppSettings) -> ray.actor.ActorHandle:
         "rules_file": settings.alerting.rules_file.resolve(),
         "checkpoint_dir": settings.alerting.checkpoint_dir.resolve(),
     })})
-    return _start_service(settings, AlertingBuilder(absolute, secrets))
+    return AlertingBuilder(absolute, secrets)
 
 
 def spawn_consumer(settings: AppSettings, index: int) -> tuple[str, ray.actor.ActorHandle]:

@@ -114,10 +114,10 @@ class RunningApp(ABC):
 
     async def supervise_once(self) -> None:
         sightings = await self._pipeline_sightings()
-        for name, handle in (("monitor", self.monitor), ("alerting", self.alerting), ("experiments", self.experiments),
-                             ("registry", self.registry_actor)):
-            if handle is not None:
-                sightings.append(await self._side_actor_sighting(name, handle))
+        sides = [(name, handle) for name, handle in (("monitor", self.monitor), ("alerting", self.alerting),
+                 ("experiments", self.experiments), ("registry", self.registry_actor)) if handle is not None]
+        # together: the first round starts each service, seconds of imports apiece
+        sightings.extend(await asyncio.gather(*(self._side_actor_sighting(name, handle) for name, handle in sides)))
         assert self._watcher is not None
         self._watcher.observe(sightings)
         self.publish_targets()
@@ -322,10 +322,14 @@ class ConsumerGroupApp(RunningApp):
             sightings.append(Sighting(name, "consumer", int(state["pid"])))
         return sightings
 
-    async def wait_until_assigned(self, timeout_s: float = 60.0, stable_s: float = 2.0) -> None:
+    async def wait_until_assigned(self, timeout_s: float = 60.0, stable_s: float | None = None) -> None:
         """Until the group has settled: every partition owned, every consumer owning some when
-        there are enough partitions, and no change for ``stable_s``. Requests sent earlier are
-        not lost, but they would wait out the rebalances that members joining one by one cause."""
+        there are enough partitions, and no change for ``stable_s`` (default: one heartbeat
+        interval, within which a member that joined late makes the others rejoin). Requests sent
+        earlier are not lost, but they would wait out the rebalances that members joining one by
+        one cause."""
+        if stable_s is None:
+            stable_s = self.settings.kafka.heartbeat_interval_ms / 1000
         deadline = time.monotonic() + timeout_s
         partitions = self.settings.topics.partitions
         last: list[object] = []
