@@ -87,7 +87,7 @@ def start_ray(settings: RaySettings, log_to_driver: bool = True) -> str | None:
     os.environ.setdefault("RAY_worker_niceness", str(settings.worker_niceness))
     context = ray.init(
         num_cpus=settings.num_cpus,
-        include_dashboard=True,
+        include_dashboard=settings.include_dashboard,
         dashboard_host=settings.dashboard_host,
         dashboard_port=settings.dashboard_port,
         _temp_dir=settings.temp_dir,
