@@ -80,7 +80,7 @@ def report(
     if csv is not None:
         console.print(f"table: {write_csv(costs, csv).resolve()}")
     path = write_plot(cost_over_time(api, start, end, step_s, model), out, currency,
-                      f"{currency} per 1,000 answers by version" + (f" ({model})" if model else ""))
+                      f"{currency} per 1,000 answers by version" + (f" ({model})" if model else ""), (start, end))
     console.print(f"plot: {path.resolve()}")
 
 

@@ -59,7 +59,7 @@ class PrometheusApi:
             raise PrometheusUnreachable(self.url, str(getattr(exc, "reason", exc))) from exc
         if body.get("status") != "success":
             raise PrometheusUnreachable(self.url, str(body.get("error", body)))
-        return body["data"]  # type: ignore[no-any-return]
+        return body["data"]
 
 
 @dataclass(frozen=True)
@@ -154,9 +154,10 @@ def write_csv(costs: list[VersionCost], path: Path) -> Path:
     return path
 
 
-def write_plot(series: Series, out: Path, currency: str, title: str) -> Path:
-    """A PNG (matplotlib) of money per 1,000 answers over time, one line per version; an HTML page
-    with the same figures as a table if ``out`` ends in ``.html`` or matplotlib is missing."""
+def write_plot(series: Series, out: Path, currency: str, title: str, span: tuple[float, float] | None = None) -> Path:
+    """A PNG (matplotlib) of money per 1,000 answers over time, one line per version, across
+    ``span`` (start, end) when given; an HTML page with the same figures as a table if ``out``
+    ends in ``.html`` or matplotlib is missing."""
     if not series:
         raise NothingToReport("no answers with a cost in that range: is Prometheus scraping the consumers?")
     if out.suffix.lower() != ".html":
@@ -164,6 +165,7 @@ def write_plot(series: Series, out: Path, currency: str, title: str) -> Path:
             import matplotlib
 
             matplotlib.use("Agg")
+            import matplotlib.dates as mdates
             import matplotlib.pyplot as plt
         except ImportError:
             out = out.with_suffix(".html")
@@ -175,8 +177,13 @@ def write_plot(series: Series, out: Path, currency: str, title: str) -> Path:
             ax.set_ylabel(f"{currency} per 1,000 answers")
             ax.set_title(title)
             ax.set_ylim(bottom=0)
+            if span is not None:
+                ax.set_xlim(*(datetime.fromtimestamp(t, tz=timezone.utc) for t in span))  # type: ignore[arg-type]
+            locator = mdates.AutoDateLocator()
+            ax.xaxis.set_major_locator(locator)
+            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+            ax.set_xlabel("UTC")
             ax.legend(loc="upper left")
-            fig.autofmt_xdate()
             fig.savefig(out, dpi=100, bbox_inches="tight")
             plt.close(fig)
             return out
