@@ -171,4 +171,3 @@ class PipelineSettings(BaseModel):
     cost: CostSettings = CostSettings()
     """Prices and daily budgets that turn each consumer's measured CPU- and GPU-seconds into
     money (``monitoring.cost``); here so every consumer has them."""
-
