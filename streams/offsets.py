@@ -41,6 +41,13 @@ class OffsetTracker:
         """Register a record as taken from Kafka, in the order it was read."""
         self._ledgers.setdefault(tp, _PartitionLedger()).add(offset)
 
+    def track_all(self, tp: TopicPartition, offsets: Iterable[int]) -> None:
+        """``track`` for a partition's records of one fetch, in the order they were read."""
+        ledger = self._ledgers.get(tp)
+        if ledger is None:
+            ledger = self._ledgers[tp] = _PartitionLedger()
+        ledger.pending.extend(offsets)
+
     def finish(self, tp: TopicPartition, offset: int) -> None:
         """Mark a record as ended (its prediction or dead letter is acknowledged)."""
         ledger = self._ledgers.get(tp)

@@ -44,14 +44,15 @@ class HealthWindow:
         self.requests[key] += ended
         self.errors[key] += errors
         kept = self.latencies.setdefault(key, [])
-        for latency in latencies_s:  # a uniform sample of bounded size (reservoir)
-            self._seen[key] += 1
-            if len(kept) < LATENCY_SAMPLE:
-                kept.append(latency)
-            else:
-                slot = self._rng.randrange(self._seen[key])
-                if slot < LATENCY_SAMPLE:
-                    kept[slot] = latency
+        room = max(0, LATENCY_SAMPLE - len(kept))  # a uniform sample of bounded size (reservoir):
+        kept.extend(latencies_s[:room])  # the first LATENCY_SAMPLE are kept as they come
+        seen = self._seen[key] + min(room, len(latencies_s))
+        for latency in latencies_s[room:]:
+            seen += 1
+            slot = self._rng.randrange(seen)
+            if slot < LATENCY_SAMPLE:
+                kept[slot] = latency
+        self._seen[key] = seen
 
     def report(self, lag_records: int | None, topic: str) -> list[MetricEvent]:
         """Events for the window that ends now; the window starts again empty."""

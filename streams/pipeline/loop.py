@@ -249,12 +249,14 @@ class Pipeline:
             )
             delivery = self._delivery
             assert delivery is not None
-            records = [record for tp, batch in fetched.items() if delivery.owns(tp) for record in batch]
+            records: list[ConsumerRecord] = []
+            for tp, batch in fetched.items():
+                if batch and delivery.owns(tp):
+                    self._tracker.track_all(source_of(batch[0]), [record.offset for record in batch])
+                    records += batch
             if not records:
                 self._release_slot()
                 continue
-            for record in records:
-                self._tracker.track(source_of(record), record.offset)
             task = asyncio.create_task(self._handle(records))
             self._inflight.add(task)
             self._watch(task)
@@ -402,29 +404,34 @@ class Pipeline:
         return [item for item in items if id(item) not in failed] if failed else items
 
     def _count(self, outgoing: Sequence[Outgoing]) -> None:
-        """Metrics per fetched batch: one counter update per label set, not per record."""
+        """Metrics per fetched batch: one counter update per label set, not per record; one pass
+        over the records (latencies and outcomes together)."""
         now_ms = self._clock.time() * 1000
-        outcomes = Counter((o.model or "", o.version or "", o.reason.value if o.reason else PREDICTED) for o in outgoing)
-        for labels, count in outcomes.items():
-            self._metrics.requests.labels(*labels).inc(count)
-            if labels[2] == PREDICTED:
-                self._cost.answered(labels[0], labels[1], count)
-        latency = None
+        errors: Counter[tuple[str, str, str]] = Counter()
         seconds: dict[tuple[str, str], list[float]] = {}
         for out in outgoing:
             if out.reason is None:
-                latency = latency or self._metrics.end_to_end_seconds.labels(out.model)
-                elapsed = max(0.0, now_ms - out.request_timestamp_ms) / 1000
-                latency.observe(elapsed)
-                seconds.setdefault((out.model or "", out.version or ""), []).append(elapsed)
-        ended: Counter[tuple[str, str]] = Counter()
-        errors: Counter[tuple[str, str]] = Counter()
-        for (model, version, outcome), count in outcomes.items():
-            ended[(model, version)] += count
-            if outcome != PREDICTED:
-                errors[(model, version)] += count
-        for key, count in ended.items():
-            self._health.observe(key[0], key[1], count, errors[key], seconds.get(key, []))
+                key = (out.model or "", out.version or "")
+                elapsed = now_ms - out.request_timestamp_ms
+                kept = seconds.get(key)
+                if kept is None:
+                    kept = seconds[key] = []
+                kept.append(elapsed / 1000 if elapsed > 0 else 0.0)
+            else:
+                errors[(out.model or "", out.version or "", out.reason.value)] += 1
+        for (model, version), elapsed_s in seconds.items():
+            self._metrics.requests.labels(model, version, PREDICTED).inc(len(elapsed_s))
+            self._cost.answered(model, version, len(elapsed_s))
+            observe = self._metrics.end_to_end_seconds.labels(model).observe
+            for value in elapsed_s:
+                observe(value)
+        failed: Counter[tuple[str, str]] = Counter()
+        for (model, version, reason), count in errors.items():
+            self._metrics.requests.labels(model, version, reason).inc(count)
+            failed[(model, version)] += count
+        for key in seconds.keys() | failed.keys():
+            predicted = seconds.get(key, [])
+            self._health.observe(key[0], key[1], len(predicted) + failed[key], failed[key], predicted)
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):

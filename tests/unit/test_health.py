@@ -52,3 +52,13 @@ def test_the_latency_sample_stays_bounded():
     for _ in range(100):
         window.observe("m", "1", ended=1000, errors=0, latencies_s=[0.001] * 1000)
     assert len(window.latencies[("m", "1")]) == 4096
+
+
+def test_latencies_observed_per_batch_keep_the_sample_they_kept_one_by_one():
+    batched, single = HealthWindow("c-0", interval_s=10), HealthWindow("c-0", interval_s=10)
+    values = [n / 1000 for n in range(10_000)]
+    for start in range(0, len(values), 700):
+        batched.observe("m", "1", ended=700, errors=0, latencies_s=values[start:start + 700])
+    for value in values:
+        single.observe("m", "1", ended=1, errors=0, latencies_s=[value])
+    assert batched.latencies == single.latencies

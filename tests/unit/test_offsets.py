@@ -51,3 +51,15 @@ def test_commit_point_is_one_past_the_longest_finished_prefix(order, finished_co
         prefix += 1
     expected = {TP: prefix} if prefix else {}
     assert tracker.committable() == expected
+
+
+def test_a_fetch_tracked_at_once_commits_as_records_tracked_one_by_one():
+    at_once, one_by_one = OffsetTracker(), OffsetTracker()
+    at_once.track_all(TP, [5, 6, 7])
+    for offset in (5, 6, 7):
+        one_by_one.track(TP, offset)
+    for tracker in (at_once, one_by_one):
+        tracker.finish(TP, 6)
+        tracker.finish(TP, 5)
+    assert at_once.committable() == one_by_one.committable() == {TP: 7}
+    assert at_once.pending_count() == one_by_one.pending_count() == 1
