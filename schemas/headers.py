@@ -51,19 +51,29 @@ class RequestHeaders:
 
 
 def parse_request_headers(headers: Iterable[tuple[str, bytes]]) -> RequestHeaders:
-    """Read the routing headers; one that cannot be read raises ``InvalidHeader`` naming it."""
-    values: dict[str, bytes] = {}
+    """Read the routing headers; one that cannot be read raises ``InvalidHeader`` naming it.
+    A header given twice counts with its last value; trace headers are kept in order."""
+    request_id: bytes | None = None
+    model_name: bytes | None = None
+    model_version: bytes | None = None
+    deadline: bytes | None = None
     trace: list[tuple[str, bytes]] = []
-    for name, value in headers:
-        if name in TRACE_HEADERS:
+    for name, value in headers:  # once per request: plain comparisons, no dict per record
+        if name == REQUEST_ID:
+            request_id = value
+        elif name == MODEL_NAME:
+            model_name = value
+        elif name == MODEL_VERSION:
+            model_version = value
+        elif name == DEADLINE_MS:
+            deadline = value
+        elif name in TRACE_HEADERS:
             trace.append((name, value))
-        else:
-            values[name] = value
     return RequestHeaders(
-        request_id=_text(REQUEST_ID, values.get(REQUEST_ID)),
-        model_name=_text(MODEL_NAME, values.get(MODEL_NAME)),
-        model_version=_text(MODEL_VERSION, values.get(MODEL_VERSION)),
-        deadline_ms=_deadline(values.get(DEADLINE_MS)),
+        request_id=_text(REQUEST_ID, request_id),
+        model_name=_text(MODEL_NAME, model_name),
+        model_version=_text(MODEL_VERSION, model_version),
+        deadline_ms=_deadline(deadline),
         trace=tuple(trace),
     )
 

@@ -53,6 +53,12 @@ def experiment_headers(experiment: str, arm: str) -> Headers:
     return [(h.EXPERIMENT, experiment.encode()), (h.ARM, arm.encode())] if experiment else []
 
 
+@functools.lru_cache(maxsize=256)
+def _model_headers(model: str, version: str) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
+    """The model headers of an answer: encoded once per version, not once per record."""
+    return (h.MODEL_NAME, model.encode()), (h.MODEL_VERSION, version.encode())
+
+
 def prediction_record(
     topic: str,
     record: ConsumerRecord,
@@ -62,8 +68,7 @@ def prediction_record(
 ) -> Outgoing:
     headers: Headers = [
         (h.REQUEST_ID, prediction.id.encode()),
-        (h.MODEL_NAME, prediction.model_name.encode()),
-        (h.MODEL_VERSION, prediction.model_version.encode()),
+        *_model_headers(prediction.model_name, prediction.model_version),
         (h.REQUEST_TIMESTAMP_MS, str(record.timestamp).encode()),
         *(experiment or ()),
         *trace,

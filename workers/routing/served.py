@@ -11,6 +11,7 @@ without a running version.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +76,11 @@ class _ModelRoutes:
     shadow: ServedModel | None
     stamp: tuple[int, ...]
 
+    @functools.cached_property
+    def to_production(self) -> Route:
+        """The route of a request without a policy: one shared object, not one per request."""
+        return Route(self.production)
+
 
 class ServedModels:
     """Resolves a request to a ``Route``, or raises ``UnknownModel``."""
@@ -112,7 +118,7 @@ class ServedModels:
                 raise UnknownModel(model, version, [f"{model}/{v}" for v in self.versions_of(model)])
             return Route(served)
         if policy is None:
-            return Route(routes.production)
+            return routes.to_production
         arms = policy.weighted_arms()
         served, arm = routes.production, "primary"
         if arms:
