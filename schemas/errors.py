@@ -68,6 +68,7 @@ Each line gives the class, ``[its reason, retriable]`` where set, and when it is
     ├── SettingsFileMissing                                  ``--settings`` names no file
     ├── PortInUse                                            a port to listen on is taken
     ├── ActorsNotPlaced                                      Ray found no room for the actors (a GPU where none is)
+    ├── RayUnreachable                                       --ray-address names a cluster we cannot join (or its token)
     ├── BrokerBinaryMissing                                  no Tansu binary for this platform
     ├── BrokerStartFailed                                    the embedded broker exited or did not listen
     ├── NothingToReport                                      a report without enough data

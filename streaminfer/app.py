@@ -27,12 +27,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from typing import cast
 
 import ray
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
-from ray.exceptions import RayTaskError
+from ray.exceptions import AuthenticationError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from streaminfer.actors.consumer import ConsumerActor
@@ -44,7 +45,7 @@ from streaminfer.actors.service import (
     ServiceActor,
     ServiceBuilder,
 )
-from streaminfer.errors import ActorsNotPlaced
+from streaminfer.errors import ActorsNotPlaced, RayUnreachable
 from streaminfer.monitoring.alerting.config import load_config
 from streaminfer.monitoring.observability.endpoint import MetricsAccess
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
@@ -78,7 +79,12 @@ def start_ray(settings: RaySettings, log_to_driver: bool = True) -> str | None:
     if ray.is_initialized():
         return _dashboard_url()
     if settings.address:
-        ray.init(address=settings.address, log_to_driver=log_to_driver, logging_level=logging.WARNING)
+        if not _listening(settings.address):  # Ray itself would retry for minutes
+            raise RayUnreachable(settings.address, auth=False)
+        try:
+            ray.init(address=settings.address, log_to_driver=log_to_driver, logging_level=logging.WARNING)
+        except (ConnectionError, RayError) as exc:
+            raise RayUnreachable(settings.address, auth=_refused_for_token(exc)) from None
         return _dashboard_url()
     if settings.dashboard_host in LOOPBACK_HOSTS:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -95,6 +101,30 @@ def start_ray(settings: RaySettings, log_to_driver: bool = True) -> str | None:
         logging_level=logging.WARNING,
     )
     return _http(context.dashboard_url)
+
+
+def _listening(address: str, timeout_s: float = 5.0) -> bool:
+    """Whether something accepts connections at a ``host:port`` or ``ray://host:port`` address;
+    ``auto`` (Ray finds the local cluster itself) is taken as yes."""
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return True
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _refused_for_token(exc: BaseException) -> bool:
+    """Whether joining failed because the cluster wants a token (the cause may sit a few levels down)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, AuthenticationError) or "InvalidAuthToken" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _dashboard_url() -> str | None:

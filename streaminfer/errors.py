@@ -71,3 +71,19 @@ class ActorsNotPlaced(StreamInferError):
             f"and the cluster has {has} in all. Lower POOL__ACTOR_NUM_GPUS / POOL__ACTOR_NUM_CPUS or "
             "PIPELINE__CONSUMERS, join a cluster with the resources (--ray-address), or raise "
             "POOL__PLACEMENT_TIMEOUT_S if nodes are on their way")
+
+
+class RayUnreachable(StreamInferError):
+    """``--ray-address`` names a cluster this process could not join; ``auth`` when its GCS
+    refused us for want of its token (Ray's ``ray start --head`` turns token authentication on)."""
+
+    def __init__(self, address: str, auth: bool) -> None:
+        self.address, self.auth = address, auth
+        if auth:
+            message = (f"the Ray cluster at {address} requires its authentication token: run with "
+                       "RAY_AUTH_MODE=token (the token is read from ~/.ray/auth_token or RAY_AUTH_TOKEN), "
+                       "or start the cluster with RAY_AUTH_MODE=disabled")
+        else:
+            message = (f"cannot join the Ray cluster at {address}: is `ray start --head` running there, "
+                       "and is this the address it printed (--ray-address / RAY__ADDRESS)?")
+        super().__init__(message)

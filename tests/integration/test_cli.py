@@ -56,6 +56,14 @@ def test_run_asking_for_a_gpu_on_a_cluster_without_one_says_so_instead_of_waitin
     assert result.returncode == 2
 
 
+def test_run_with_a_ray_address_where_no_cluster_listens_says_so_at_once(tansu, model_repo):
+    address = f"127.0.0.1:{free_port()}"
+    result = streaminfer("run", "--bootstrap", tansu.bootstrap, "--model-repo", str(model_repo.root),
+                         "--ray-address", address, timeout=60)
+    assert_one_line_error(result, f"cannot join the Ray cluster at {address}", "ray start --head")
+    assert result.returncode == 2
+
+
 def test_broker_on_a_port_in_use_says_to_pick_another():
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
