@@ -28,10 +28,15 @@ Outcome = tuple[Decoded, StreamInferError | None]
 
 
 def feast_enricher(settings: FeatureSettings) -> Enricher:
-    """Reads the Feast repository of ``settings`` (opened on the first enriched request)."""
-    from streaminfer.streams.features.online import OnlineFeatures
+    """Reads the Feast repository of ``settings`` (opened on the first enriched request: every
+    consumer builds an enricher, and pyarrow and the store come only with a model that needs them)."""
 
-    return Enricher(lambda: OnlineFeatures(settings), settings.entity_parameter)
+    def open_reader() -> FeatureReader:
+        from streaminfer.streams.features.online import OnlineFeatures
+
+        return OnlineFeatures(settings)
+
+    return Enricher(open_reader, settings.entity_parameter)
 
 
 class Enricher:

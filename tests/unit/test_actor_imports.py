@@ -10,9 +10,9 @@ NOT_IN_A_CONSUMER = ("evidently", "river", "feast", "faust", "pandas", "matplotl
                      "pydantic_settings", "streaminfer.settings", "streaminfer.actors.service")
 
 
-def loaded_after_import(module: str, candidates: tuple[str, ...]) -> list[str]:
-    """Which of ``candidates`` a fresh interpreter holds after importing ``module``."""
-    code = (f"import sys, {module}; "
+def loaded_after_import(module: str, candidates: tuple[str, ...], then: str = "pass") -> list[str]:
+    """Which of ``candidates`` a fresh interpreter holds after importing ``module`` and running ``then``."""
+    code = (f"import sys, {module}; {then}; "
             f"print(' '.join(m for m in {candidates!r} if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     return result.stdout.split()
@@ -30,3 +30,10 @@ def test_the_side_service_shell_leaves_each_service_s_libraries_to_its_own_actor
 def test_the_driver_wiring_leaves_onnx_runtime_to_the_processes_that_run_sessions() -> None:
     assert loaded_after_import("streaminfer.app", ("onnxruntime", "evidently", "river", "feast", "faust", "pandas",
                                                    "redis")) == []
+
+
+def test_a_consumer_s_feature_enricher_opens_the_store_s_libraries_only_for_an_enriched_request() -> None:
+    build = ("from streaminfer.streams.features.settings import FeatureSettings; "
+             "streaminfer.streams.pipeline.enrichment.feast_enricher(FeatureSettings())")
+    assert loaded_after_import("streaminfer.streams.pipeline.enrichment", ("pyarrow", "feast", "yaml", "redis"),
+                               then=build) == []
