@@ -16,6 +16,7 @@ mirror as it reads the repository, so promotions and traffic policies apply the 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -78,36 +79,46 @@ class ConsumerActor:
         self._pipeline: Pipeline | None = None
         self._metrics_url: str | None = None
         self._metrics_server: object | None = None
+        self._starting = asyncio.Lock()
+        self._stopped = False
+        """Set by ``stop()``: a drained actor answers ``ensure_started`` without rejoining the group."""
 
     async def ensure_started(self) -> dict[str, object]:
-        """Idempotent: starts the pipeline the first time and after Ray restarted this actor."""
-        if self._pipeline is None:
-            if self._follower is None and not self._reads_locally():
-                await self._follow_the_registry()
-            tune_gc_for_streaming(self._pipeline_settings.gc_gen0_threshold)
-            models = ServedModels(
-                self._repository,
-                self._model_names[0],
-                lambda entry: LocalPool(entry, self._runtime, label=f"{self.label}/{entry.name}/{entry.version}"),
-            )
-            for name in self._model_names:
-                await models.serve(name)
-            registry = CollectorRegistry()
-            if self._metrics_host is not None:
-                self._metrics_server, self._metrics_url = serve_metrics(self._metrics_host, 0, registry)
-            pipeline = Pipeline(
-                self._kafka, self._topics, self._pipeline_settings, models, PipelineMetrics(registry), label=self.label,
-                enricher=feast_enricher(self._features) if self._features is not None else None,
-                shared_cache=shared_store(self._features),
-            )
-            try:
-                await pipeline.start()
-            except Exception as exc:
-                if (refusal := self._refusal(exc)) is not None:
-                    raise refusal from None
-                raise
-            self._models, self._pipeline = models, pipeline
+        """Idempotent: starts the pipeline the first time and after Ray restarted this actor.
+
+        Calls are serialised (an async actor runs them concurrently, and two starts would open two
+        pipelines in one group member); after ``stop()`` it starts nothing again."""
+        async with self._starting:
+            if self._pipeline is None and not self._stopped:
+                await self._start()
         return await self.describe()
+
+    async def _start(self) -> None:
+        if self._follower is None and not self._reads_locally():
+            await self._follow_the_registry()
+        tune_gc_for_streaming(self._pipeline_settings.gc_gen0_threshold)
+        models = ServedModels(
+            self._repository,
+            self._model_names[0],
+            lambda entry: LocalPool(entry, self._runtime, label=f"{self.label}/{entry.name}/{entry.version}"),
+        )
+        for name in self._model_names:
+            await models.serve(name)
+        registry = CollectorRegistry()
+        if self._metrics_host is not None:
+            self._metrics_server, self._metrics_url = serve_metrics(self._metrics_host, 0, registry)
+        pipeline = Pipeline(
+            self._kafka, self._topics, self._pipeline_settings, models, PipelineMetrics(registry), label=self.label,
+            enricher=feast_enricher(self._features) if self._features is not None else None,
+            shared_cache=shared_store(self._features),
+        )
+        try:
+            await pipeline.start()
+        except Exception as exc:
+            if (refusal := self._refusal(exc)) is not None:
+                raise refusal from None
+            raise
+        self._models, self._pipeline = models, pipeline
 
     async def describe(self) -> dict[str, object]:
         providers: list[str] = []
@@ -163,6 +174,7 @@ class ConsumerActor:
         return pipeline_refusal(failure, self._kafka, self._topics)
 
     async def stop(self) -> None:
+        self._stopped = True
         pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None:
             await pipeline.stop()
