@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import logging
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
@@ -19,12 +20,15 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
 )
+from aiokafka.structs import ConsumerRecord
 
 from streaminfer.streams.errors import BrokerUnreachable, TopicsMissing
 from streaminfer.streams.security.diagnosis import diagnose
 from streaminfer.streams.security.options import client_options
 from streaminfer.streams.settings import KafkaSettings
 from streaminfer.streams.topics import TopicSpec
+
+log = logging.getLogger(__name__)
 
 AUTHORIZATION_ERRORS = (TopicAuthorizationFailedError, GroupAuthorizationFailedError,
                         TransactionalIdAuthorizationFailed, ClusterAuthorizationFailedError)
@@ -196,3 +200,36 @@ async def partition_counts(
             await asyncio.sleep(0.2)
     finally:
         await admin.close()
+
+
+async def read_to_end(clients: KafkaClients, topic: str, *, since_ms: int | None = None,
+                      idle_timeout_s: float = 10.0) -> list[ConsumerRecord]:
+    """Every record of ``topic`` (from ``since_ms`` on, by record time, when given) up to the
+    end it has when the read starts, without a consumer group: what the reports and the
+    dead-letter commands read. A partition that yields nothing for ``idle_timeout_s`` short of its
+    end (records aborted in a transaction leave such gaps) ends the read with what was read."""
+    counts = await partition_counts(clients, [topic])
+    partitions = [TopicPartition(topic, p) for p in range(counts[topic])]
+    consumer = clients.consumer(group_id=None, enable_auto_commit=False)
+    await start_client(consumer, clients.kafka.bootstrap)
+    records: list[ConsumerRecord] = []
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        if since_ms is not None:
+            for tp, found in (await consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))).items():
+                consumer.seek(tp, found.offset if found is not None else ends[tp])
+        loop = asyncio.get_running_loop()
+        last_progress = loop.time()
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            fetched = await consumer.getmany(timeout_ms=200)
+            if fetched:
+                last_progress = loop.time()
+            elif loop.time() - last_progress > idle_timeout_s:
+                log.warning("%s: no records for %.0f s short of its end; going on with what was read", topic, idle_timeout_s)
+                break
+            records.extend(r for batch in fetched.values() for r in batch)
+    finally:
+        await consumer.stop()
+    return records

@@ -27,12 +27,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import NamedTuple
 
-from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from streaminfer.schemas import headers as h
 from streaminfer.schemas.deadletter import original_headers, read_error_headers
-from streaminfer.streams.clients import KafkaClients, partition_counts, start_client
+from streaminfer.streams.clients import KafkaClients, read_to_end, start_client
 
 DEFAULT_MAX_REPLAYS = 3
 """How many times one request may be replayed before ``replay`` reports it as capped."""
@@ -176,7 +175,7 @@ async def read_dead_letters(clients: KafkaClients, topic: str, idle_timeout_s: f
     """Every record of ``topic`` from its beginning to where each partition ends now, without a
     consumer group (nothing is committed). ``idle_timeout_s``: how long a partition may stay short
     of its end with nothing arriving before this gives up on it."""
-    records = await _read_to_end(clients, topic, None, idle_timeout_s)
+    records = await read_to_end(clients, topic, idle_timeout_s=idle_timeout_s)
     return sorted((DeadLetter.from_record(r) for r in records), key=lambda d: (d.partition, d.offset))
 
 
@@ -185,39 +184,11 @@ async def read_replays(clients: KafkaClients, requests_topic: str, since_ms: int
     """How many times each dead letter was replayed already: the ``replay-of`` headers of the
     requests topic from ``since_ms`` on (a dead letter's replays come after it), to its end now."""
     sent: Counter[str] = Counter()
-    for record in await _read_to_end(clients, requests_topic, since_ms, idle_timeout_s):
+    for record in await read_to_end(clients, requests_topic, since_ms=since_ms, idle_timeout_s=idle_timeout_s):
         for name, value in record.headers:
             if name == h.REPLAY_OF:
                 sent[value.decode("utf-8", errors="replace")] += 1
     return sent
-
-
-async def _read_to_end(clients: KafkaClients, topic: str, since_ms: int | None,
-                       idle_timeout_s: float) -> list[ConsumerRecord]:
-    counts = await partition_counts(clients, [topic])
-    partitions = [TopicPartition(topic, p) for p in range(counts[topic])]
-    consumer = clients.consumer(group_id=None, enable_auto_commit=False)
-    await start_client(consumer, clients.kafka.bootstrap)
-    records: list[ConsumerRecord] = []
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        if since_ms is not None:
-            for tp, found in (await consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))).items():
-                consumer.seek(tp, found.offset if found is not None else ends[tp])
-        loop = asyncio.get_running_loop()
-        last_progress = loop.time()
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            fetched = await consumer.getmany(timeout_ms=200)
-            if fetched:
-                last_progress = loop.time()
-            elif loop.time() - last_progress > idle_timeout_s:
-                break
-            records.extend(r for batch in fetched.values() for r in batch)
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def replay(

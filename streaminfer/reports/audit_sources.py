@@ -7,17 +7,14 @@ where it ends now, as ``streams.deadletters`` reads dead letters. A topic that d
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import msgspec
-from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.structs import ConsumerRecord
 
 from streaminfer.schemas.notifications import Notification, decode_notification
 from streaminfer.settings import AppSettings
-from streaminfer.streams.clients import KafkaClients, check_reachable, partition_counts, start_client
+from streaminfer.streams.clients import KafkaClients, check_reachable, read_to_end, start_client
 from streaminfer.streams.deadletters import DeadLetter, read_dead_letters
 from streaminfer.streams.security.authorization import refused_as
 
@@ -36,7 +33,7 @@ async def read_sources(settings: AppSettings, idle_timeout_s: float = 30.0
         notifications: list[tuple[int, Notification]] = []
         skipped = 0
         if outbox in existing:
-            for record in await _read_to_end(clients, outbox, idle_timeout_s):
+            for record in await read_to_end(clients, outbox, idle_timeout_s=idle_timeout_s):
                 try:
                     notifications.append((record.timestamp, decode_notification(record.value or b"")))
                 except (msgspec.MsgspecError, ValueError):
@@ -64,27 +61,3 @@ async def _existing(clients: KafkaClients) -> set[str]:
     finally:
         await admin.close()
 
-
-async def _read_to_end(clients: KafkaClients, topic: str, idle_timeout_s: float) -> list[ConsumerRecord]:
-    counts = await partition_counts(clients, [topic])
-    partitions = [TopicPartition(topic, p) for p in range(counts[topic])]
-    consumer = clients.consumer(group_id=None, enable_auto_commit=False)
-    await start_client(consumer, clients.kafka.bootstrap)
-    records: list[ConsumerRecord] = []
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        loop = asyncio.get_running_loop()
-        last_progress = loop.time()
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            fetched = await consumer.getmany(timeout_ms=200)
-            if fetched:
-                last_progress = loop.time()
-            elif loop.time() - last_progress > idle_timeout_s:
-                log.warning("%s: no records for %.0f s short of its end; reporting what was read", topic, idle_timeout_s)
-                break
-            records.extend(r for batch in fetched.values() for r in batch)
-    finally:
-        await consumer.stop()
-    return records
