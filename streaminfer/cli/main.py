@@ -18,6 +18,7 @@ from streaminfer.cli import models as model_commands
 from streaminfer.cli.acls import acls_command
 from streaminfer.cli.alerts import alerts_app
 from streaminfer.cli.audit import audit_app
+from streaminfer.cli.capacity import capacity_command
 from streaminfer.cli.common import (
     BootstrapOpt,
     RepoOpt,
@@ -390,6 +391,7 @@ app.add_typer(deadletters_app, name="deadletters")
 app.add_typer(cost_app, name="cost")
 app.add_typer(audit_app, name="audit")
 app.command("acls")(acls_command)
+app.command("capacity")(capacity_command)
 app.command("monitor")(monitor_command)
 
 
