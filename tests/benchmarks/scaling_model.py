@@ -3,10 +3,11 @@
     PYTHONPATH=. python tests/benchmarks/scaling_model.py [BACKLOG] [RUNS]
     PYTHONPATH=. python tests/benchmarks/scaling_model.py inference
 
-An embedded broker, the demo model, a one-node Ray cluster with 2 CPUs (``tests.support.ray_cluster``).
+An embedded broker, the demo model, a fresh Ray cluster per run (``tests.support.ray_cluster``).
 Each run produces a backlog of BACKLOG demo requests, then ``streaminfer run --ray-address`` drains
-it with 1 or 2 consumer actors (1 CPU each; runs alternate, so both see the same machine load).
-Per run:
+it with 1 or 2 consumer actors on one node with 2 CPUs, or with 2 on a head and a second node with
+1 CPU each (the second without the model repository, as in ``ray_cluster_throughput.py``); the
+three take turns, so each sees the same machine load over time. Per run:
 
 - answers/s between the first answer and the last (the answers' timestamps), and per consumer;
 - CPU-seconds per 1,000 answers of the consumer actor processes, the broker process, the
@@ -40,7 +41,9 @@ import psutil
 from ray.util.state import list_actors
 
 from streaminfer.broker import EmbeddedBroker
+from streaminfer.capacity import Layout, Rates, predict
 from streaminfer.demo.model import INPUT_NAME, build_demo_mlp, build_demo_model, demo_data
+from streaminfer.monitoring.cost.settings import CostSettings
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
 from streaminfer.workers.execution.runtime import ModelRuntime
 from streaminfer.workers.models.repository import ModelRepository
@@ -52,6 +55,8 @@ from tests.support.ray_cluster import Cluster, two_node_cluster
 
 CONSUMER_CLASS = "ConsumerActor"
 BATCHES = (1, 32, 256, 512)
+#: (consumer actors, nodes): one node with 2 CPUs, or a head and a second node with 1 CPU each
+SHAPES = ((1, 1), (2, 1), (2, 2))
 
 
 GROUPS = ("consumers", "broker", "driver", "collector")
@@ -60,6 +65,7 @@ GROUPS = ("consumers", "broker", "driver", "collector")
 @dataclass(frozen=True)
 class Run:
     consumers: int
+    nodes: int
     answers_per_s: float
     cpu_s_per_1000: dict[str, float]
     """CPU-seconds per 1,000 answers of each group: the consumer actors, the broker, the
@@ -128,7 +134,7 @@ async def drained(kafka: KafkaSettings, topics: TopicSettings, count: int,
     return rate, sum(1 for s in stamps if s >= since_ms), used, machine, window_s
 
 
-def one_run(work: Path, repo: Path, bootstrap: str, consumers: int, count: int) -> Run:
+def one_run(work: Path, repo: Path, bootstrap: str, consumers: int, nodes: int, count: int) -> Run:
     suffix = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(bootstrap=bootstrap, group_id=f"scale-{suffix}")
     topics = TopicSettings(requests=f"rq-{suffix}", predictions=f"pr-{suffix}", deadletter=f"dl-{suffix}",
@@ -136,11 +142,12 @@ def one_run(work: Path, repo: Path, bootstrap: str, consumers: int, count: int) 
     asyncio.run(backlog(kafka, topics, count))
     settings = settings_file(work / "streaminfer.toml", repo, kafka, topics, consumers)
     broker = broker_process()
-    with two_node_cluster(work, head_cpus=2, second_cpus=0) as cluster, running(cluster, settings, work) as driver:
+    cpus = {"head_cpus": 2, "second_cpus": 0} if nodes == 1 else {"head_cpus": 1, "second_cpus": 1}
+    with two_node_cluster(work, hidden_on_second=[repo], **cpus) as cluster, running(cluster, settings, work) as driver:
         groups = [consumer_processes(cluster, consumers), [broker], [psutil.Process(driver.pid)], [psutil.Process()]]
         rate, answers, used, machine, window_s = asyncio.run(drained(kafka, topics, count, groups))
     per_1000 = {name: seconds * 1000 / answers for name, seconds in zip(GROUPS, used)}
-    return Run(consumers, rate, per_1000, (machine - sum(used)) / window_s, answers)
+    return Run(consumers, nodes, rate, per_1000, (machine - sum(used)) / window_s, answers)
 
 
 def inference_cpu_s_per_row(model_path: Path, features: int, batches: tuple[int, ...] = BATCHES) -> dict[int, float]:
@@ -191,27 +198,54 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(log_path=Path(tmp) / "broker.log") as broker:
         repo = Path(tmp) / "models"
         build_demo_model(ModelRepository(repo))
-        found: dict[int, list[Run]] = {1: [], 2: []}
+        found: dict[tuple[int, int], list[Run]] = {shape: [] for shape in SHAPES}
         for run in range(runs):
-            for consumers in (1, 2):
-                work = Path(tmp) / f"run-{run}-{consumers}"
+            for consumers, nodes in SHAPES:  # in turn, so each sees the same machine load over time
+                work = Path(tmp) / f"run-{run}-{consumers}-{nodes}"
                 work.mkdir()
-                result = one_run(work, repo, broker.bootstrap, consumers, count)
-                found[consumers].append(result)
-                print(f"run {run + 1}, {consumers} consumer(s): {result.answers_per_s:,.0f} answers/s "
+                result = one_run(work, repo, broker.bootstrap, consumers, nodes, count)
+                found[consumers, nodes].append(result)
+                print(f"run {run + 1}, {_shape(consumers, nodes)}: {result.answers_per_s:,.0f} answers/s "
                       f"({result.per_consumer:,.0f} per consumer), CPU-s per 1,000 answers "
                       f"{_groups(result.cpu_s_per_1000)} over {result.counted:,} answers; "
                       f"the rest of the machine busy {result.others_cores:.2f} cores; load {os.getloadavg()[0]:.2f}",
                       flush=True)
-        for consumers, results in found.items():
+        for (consumers, nodes), results in found.items():
             medians = {g: statistics.median(r.cpu_s_per_1000[g] for r in results) for g in GROUPS}
-            print(f"{consumers} consumer(s), medians of {len(results)}: "
+            print(f"{_shape(consumers, nodes)}, medians of {len(results)}: "
                   f"{statistics.median(r.answers_per_s for r in results):,.0f} answers/s, "
                   f"{statistics.median(r.per_consumer for r in results):,.0f} per consumer, CPU-s per 1,000 answers "
                   f"{_groups(medians)}, the rest of the machine busy "
                   f"{statistics.median(r.others_cores for r in results):.2f} cores")
+        check(found)
         inference(Path(tmp))
     print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
+
+
+def check(found: dict[tuple[int, int], list[Run]]) -> None:
+    """The scaling model against each shape's runs: the medians of every run's CPU-seconds per
+    answer, and each run's cores left by the rest of the machine; the broker and the answers'
+    reader share those cores with the consumers."""
+    runs = [r for results in found.values() for r in results]
+    consumer_s = statistics.median(r.cpu_s_per_1000["consumers"] for r in runs) / 1000
+    beside_s = statistics.median(r.cpu_s_per_1000["broker"] + r.cpu_s_per_1000["collector"] + r.cpu_s_per_1000["driver"]
+                                 for r in runs) / 1000
+    rates = Rates(client_cpu_s=consumer_s, inference_cpu_s=0.0, broker_cpu_s=beside_s)
+    print(f"a consumer actor: {consumer_s * 1e6:.1f} CPU-µs per answer ({1 / consumer_s:,.0f} answers/s per core); "
+          f"broker, driver and reader: {beside_s * 1e6:.1f} CPU-µs per answer")
+    for (consumers, nodes), results in found.items():
+        # partitions = consumers: the model's consumer count is what ran
+        predicted = [predict(Layout(consumers, 1, max(0.1, 2 - r.others_cores), actor_num_cpus=0.01), rates, CostSettings()).answers_per_s
+                     for r in results]
+        measured = statistics.median(r.answers_per_s for r in results)
+        model = statistics.median(predicted)
+        full = predict(Layout(consumers, 1, 2, actor_num_cpus=0.01), rates, CostSettings()).answers_per_s
+        print(f"model, {_shape(consumers, nodes)}: {model:,.0f} answers/s on the cores left ({measured / model - 1:+.0%} "
+              f"measured), {full:,.0f} on both cores")
+
+
+def _shape(consumers: int, nodes: int) -> str:
+    return f"{consumers} consumer(s) on " + ("one node with 2 CPUs" if nodes == 1 else "two nodes with 1 CPU each")
 
 
 def _groups(per_1000: dict[str, float]) -> str:
