@@ -26,9 +26,9 @@ def capacity_command(
         None, "--broker-cores", min=0.1, help="Cores the brokers have to themselves (default: the broker shares the nodes' cores)."),
     model: Model = typer.Option("breast-cancer", "--model", help="Whose measured inference cost to use."),
     batch: int | None = typer.Option(None, "--batch", min=1, help="Rows per batch on a GPU (default: pipeline.max_batch_size)."),
-    client_us: float | None = typer.Option(None, "--client-us", min=0, help="Consumer CPU-µs per answer besides inference (default: measured here)."),
+    client_us: float | None = typer.Option(None, "--client-us", min=0.001, help="Consumer CPU-µs per answer besides inference (default: measured here)."),
     inference_us: float | None = typer.Option(None, "--inference-us", min=0, help="Inference CPU-µs per row on a CPU (default: measured here)."),
-    broker_us: float | None = typer.Option(None, "--broker-us", min=0, help="Broker CPU-µs per answer (default: measured here)."),
+    broker_us: float | None = typer.Option(None, "--broker-us", min=0.001, help="Broker CPU-µs per answer (default: measured here)."),
     gpu_rows_per_s: float | None = typer.Option(None, "--gpu-rows-per-s", min=1, help="Rows/s one GPU runs (default: H100, measured)."),
 ) -> None:
     """Predict answers/s and cost per 1,000 answers for a layout, and name the bottleneck (client
