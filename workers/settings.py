@@ -93,7 +93,7 @@ class RaySettings(BaseModel):
     """Start a local Ray with its dashboard (the web UI and its nine module processes: metrics, data,
     events, jobs, nodes, reports, Serve, state, Train). Off, Ray keeps one small head process for
     usage stats and ``run`` shows no dashboard URL: Ray's processes measured 338 MiB PSS instead of
-    547, and a bare ``ray.init`` about 1.4 s quicker (tests/benchmarks/results/startup_footprint.md)."""
+    about 550, and a bare ``ray.init`` about 1.4 s quicker (tests/benchmarks/results/startup_footprint.md)."""
 
     dashboard_host: str = "127.0.0.1"
     """Interface of a local Ray's dashboard. Loopback only: authentication is disabled there."""

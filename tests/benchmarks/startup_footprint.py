@@ -83,16 +83,22 @@ def side_service(pid: int) -> str:
 
 
 def pss_by_group(driver_pid: int) -> dict[str, float]:
+    """PSS by group, and the groups' USS (pages no other process maps) under ``uss <group>``: PSS
+    also divides shared library pages among processes outside the run (other Python programs
+    of the same environment), so it moves with what else runs on the machine; USS does not."""
     root = psutil.Process(driver_pid)
     totals: dict[str, float] = defaultdict(float)
+    unique: dict[str, float] = defaultdict(float)
     for process in [root, *root.children(recursive=True)]:
         group = group_of(process, driver_pid)
         if os.environ.get("FOOTPRINT_DEBUG"):
             print(group, process.pid, " ".join(process.cmdline())[:150], file=sys.stderr)
         try:
-            totals[group] += process.memory_full_info().pss / MIB
+            info = process.memory_full_info()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
+        totals[group] += info.pss / MIB
+        unique[group.split(":")[0]] += info.uss / MIB
     out = {k: v for k, v in totals.items() if ":" not in k and k != "gone"}
     for n, key in enumerate(sorted(k for k in totals if k.startswith("consumer:"))):
         out[f"consumer {n}"] = totals[key]
@@ -101,6 +107,10 @@ def pss_by_group(driver_pid: int) -> dict[str, float]:
         out[name] = out.get(name, 0.0) + totals[key]
     out["ray total"] = sum(v for k, v in out.items() if k.startswith("ray "))
     out["streaminfer total"] = sum(v for k, v in out.items() if not k.startswith("ray "))
+    unique.pop("gone", None)
+    out["uss ray total"] = sum(v for k, v in unique.items() if k.startswith("ray "))
+    out["uss streaminfer total"] = sum(v for k, v in unique.items() if not k.startswith("ray "))
+    out |= {f"uss {k}": v for k, v in unique.items()}
     return out
 
 
