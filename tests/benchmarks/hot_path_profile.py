@@ -64,6 +64,9 @@ async def preload(bootstrap: str, topic: str, count: int) -> None:
 class Sampler:
     """py-spy on this process for the measured window (nothing when ``out`` is None)."""
 
+    native = False
+    """Also sample C frames (``--native``): where the time inside a C call goes."""
+
     def __init__(self, out: Path | None, name: str) -> None:
         self._out, self._name = out, name
         self._processes: list[subprocess.Popen[bytes]] = []
@@ -74,7 +77,7 @@ class Sampler:
             for fmt, suffix in (("flamegraph", "svg"), ("speedscope", "speedscope.json")):
                 self._processes.append(subprocess.Popen(
                     [spy, "record", "--pid", str(os.getpid()), "--rate", "250", "--format", fmt,
-                     "-o", str(self._out / f"{self._name}.{suffix}")],
+                     "-o", str(self._out / f"{self._name}.{suffix}"), *(["--native"] if self.native else [])],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             time.sleep(1.0)  # attached before the clock starts
         return self
@@ -171,6 +174,8 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", type=Path, default=None, help="write py-spy flame graphs here (last run)")
     parser.add_argument("--only", default=",".join(SYSTEMS))
+    parser.add_argument("--native", action="store_true", help="py-spy samples C frames too (diagnosis only)")
     args = parser.parse_args()
+    Sampler.native = args.native
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args.requests, args.runs, args.profile, [s for s in args.only.split(",") if s]))
