@@ -163,6 +163,11 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
              maskings: ModelMaskings | None = None) -> faust.App:
     """``maskings``: the models' privacy policies, applied to requests before they are stored."""
     seconds = 1000.0
+    # Faust's default data directory is ``<app id>-data`` in the current directory: keep it
+    # beside the feature repository instead of wherever the worker was started (Faust creates
+    # the directory itself, not its parents)
+    datadir = settings.repo_path / "faust" / settings.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = FeatureApp(
         settings.app_id,
         fetch_max_wait_ms=max(kafka.fetch_max_wait_ms, 10),
@@ -170,9 +175,7 @@ def make_app(kafka: KafkaSettings, topics: TopicSettings, settings: FeatureSetti
         broker=f"kafka://{kafka.bootstrap}",
         broker_credentials=faust_credentials(kafka),  # the same TLS and SASL as every other client
         store="memory://",
-        # Faust's default data directory is ``<app id>-data`` in the current directory: keep it
-        # beside the feature repository instead of wherever the worker was started
-        datadir=str(settings.repo_path / "faust" / settings.app_id),
+        datadir=str(datadir),
         autodiscover=False,
         web_enabled=False,
         topic_partitions=topics.partitions,
