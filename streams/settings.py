@@ -78,9 +78,11 @@ class KafkaSettings(KafkaSecuritySettings):
     group_id: str = "streaminfer"
     client_id: str = "streaminfer"
 
-    session_timeout_ms: int = Field(6_000, ge=1000)
-    """A group join waits up to half of it on some brokers (the embedded one: 3 s at 6,000, 5 s at
-    10,000, before any consumer answers); keep it short for quick starts and restarts."""
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    """A group join waits up to half of it on some brokers (the embedded one: 5 s at 10,000, 3 s at
+    6,000, before any consumer answers). Shorter starts and restarts quicker, but a member whose
+    heartbeats stall that long (a starved machine) is dropped and the group rebalances: 10 s
+    keeps that rare; lower it where start-up matters more."""
 
     heartbeat_interval_ms: int = Field(1_000, ge=100)
     rebalance_timeout_ms: int = Field(10_000, ge=1000)
