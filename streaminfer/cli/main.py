@@ -14,7 +14,6 @@ import typer
 from aiokafka.errors import KafkaError
 from rich.progress import Progress
 
-from streaminfer.cli import models as model_commands
 from streaminfer.cli.acls import acls_command
 from streaminfer.cli.alerts import alerts_app
 from streaminfer.cli.audit import audit_app
@@ -32,6 +31,7 @@ from streaminfer.cli.cost import cost_app
 from streaminfer.cli.deadletters import deadletters_app
 from streaminfer.cli.experiments import experiments_app
 from streaminfer.cli.features import features_app
+from streaminfer.cli.models import models_app
 from streaminfer.cli.monitoring import drift_app, monitor_command
 from streaminfer.cli.topics import topics_app
 from streaminfer.scaling.settings import ScalingSettings
@@ -39,7 +39,6 @@ from streaminfer.settings import SETTINGS_FILE_VARIABLE, AppSettings
 from streaminfer.streams.security.authorization import refused_as
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming inference on Kafka with Ray and ONNX Runtime.")
-models_app = typer.Typer(no_args_is_help=True, help="The model repository.")
 app.add_typer(models_app, name="models")
 @app.callback()
 def configure_logging(
@@ -329,57 +328,6 @@ def _checkout_bench():
     return main
 
 
-@models_app.command("build-demo")
-@friendly_errors
-def build_demo(
-    model_repo: Path | None = RepoOpt,
-    force: bool = typer.Option(False, help="Rebuild even if the version exists."),
-) -> None:
-    """Train the breast_cancer demo classifier and write it to the repository."""
-    from streaminfer.demo.model import build_demo_mlp, build_demo_model
-    from streaminfer.workers.models.repository import ModelRepository
-
-    repository = ModelRepository(load_settings(model_repo=model_repo).model_repository)
-    for entry in (build_demo_model(repository, force=force), build_demo_mlp(repository, force=force)):
-        accuracy = entry.metadata.metrics.get("holdout_accuracy", float("nan"))
-        console.print(f"wrote {entry.name}/{entry.version} to {entry.directory} (holdout accuracy {accuracy:.3f})")
-
-
-@models_app.command("optimize")
-@friendly_errors
-def optimize(
-    name: str = typer.Argument(..., help="Model to optimize (its newest release)."),
-    version: str | None = typer.Option(None, help="Version to start from (default: newest)."),
-    model_repo: Path | None = RepoOpt,
-) -> None:
-    """Write FP16 and INT8 (static, calibrated on the training sample) variants as new versions,
-    and compare them with FP32 on held-out data."""
-    from rich.table import Table
-
-    from streaminfer.workers.models.repository import ModelRepository
-    from streaminfer.workers.models.variants import write_variants
-
-    repository = ModelRepository(load_settings(model_repo=model_repo).model_repository)
-    base = repository.resolve(name, version)
-    table = Table(title=f"{base.name}/{base.version} variants (held-out rows)")
-    for column in ("version", "conv.", "accuracy", "= FP32", "max |Δp|", "rows/s"):
-        table.add_column(column, justify="right")
-    for r in write_variants(repository, base):
-        if r.not_written:
-            console.print(f"{r.precision}: not written: {r.not_written}", highlight=False, soft_wrap=True)
-            continue
-        table.add_row(r.version, str(r.converted_ops), f"{r.holdout_accuracy or float('nan'):.4f}",
-                      f"{r.label_agreement:.4f}", f"{r.max_probability_error:.1e}", f"{r.rows_per_s:,.0f}")
-    console.print(table)
-    console.print("converted: FP16 weights (fp16) or quantized tensors (int8); 0 means the model has no operator "
-                  "that precision applies to (tree ensembles), so the variant computes as FP32 does.")
-
-
-models_app.command("list")(model_commands.list_models)
-models_app.command("promote")(model_commands.promote)
-models_app.command("tag")(model_commands.tag)
-models_app.command("rollback")(model_commands.rollback)
-models_app.command("history")(model_commands.history)
 
 
 app.add_typer(drift_app, name="drift")

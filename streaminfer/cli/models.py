@@ -22,10 +22,14 @@ WhyOpt = typer.Option("", "--why", help="Why: kept in the audit log.")
 WhoOpt = typer.Option(None, "--who", help="Who (default: user@host).")
 
 
+models_app = typer.Typer(no_args_is_help=True, help="The model repository.")
+
+
 def _registry(model_repo: Path | None) -> ModelRegistry:
     return ModelRegistry(ModelRepository(load_settings(model_repo=model_repo).model_repository))
 
 
+@models_app.command("list")
 @friendly_errors
 def list_models(model_repo: Path | None = RepoOpt) -> None:
     """Models, their versions with their aliases and tags, and any running experiment."""
@@ -51,6 +55,7 @@ def list_models(model_repo: Path | None = RepoOpt) -> None:
             console.print(f"  experiment {policy.experiment}: {describe_policy(policy)}", highlight=False)
 
 
+@models_app.command("promote")
 @friendly_errors
 def promote(
     name: str = typer.Argument(..., help="Model name."),
@@ -65,6 +70,7 @@ def promote(
     console.print(f"{name}: {alias} {entry.from_version or '-'} -> {entry.to_version}", highlight=False)
 
 
+@models_app.command("tag")
 @friendly_errors
 def tag(
     name: str = typer.Argument(..., help="Model name."),
@@ -83,6 +89,7 @@ def tag(
     console.print(f"{name} {version}: {describe_tags(now) or 'no tags'} ({entry.detail})", highlight=False, markup=False)
 
 
+@models_app.command("rollback")
 @friendly_errors
 def rollback(
     name: str = typer.Argument(..., help="Model name."),
@@ -95,6 +102,7 @@ def rollback(
     console.print(f"{name}: production {entry.from_version} -> {entry.to_version} (rolled back)", highlight=False)
 
 
+@models_app.command("history")
 @friendly_errors
 def history(name: str = typer.Argument(..., help="Model name."), model_repo: Path | None = RepoOpt) -> None:
     """Every change to the model's aliases and traffic, oldest first, from the audit log."""
@@ -133,3 +141,49 @@ def describe_policy(policy: object) -> str:
     if policy.shadow is not None:
         parts.append(f"shadow {policy.shadow.version} on {policy.shadow.share:.0%}")
     return "; ".join(parts)
+
+
+@models_app.command("build-demo")
+@friendly_errors
+def build_demo(
+    model_repo: Path | None = RepoOpt,
+    force: bool = typer.Option(False, help="Rebuild even if the version exists."),
+) -> None:
+    """Train the breast_cancer demo classifier and write it to the repository."""
+    from streaminfer.demo.model import build_demo_mlp, build_demo_model
+    from streaminfer.workers.models.repository import ModelRepository
+
+    repository = ModelRepository(load_settings(model_repo=model_repo).model_repository)
+    for entry in (build_demo_model(repository, force=force), build_demo_mlp(repository, force=force)):
+        accuracy = entry.metadata.metrics.get("holdout_accuracy", float("nan"))
+        console.print(f"wrote {entry.name}/{entry.version} to {entry.directory} (holdout accuracy {accuracy:.3f})")
+
+
+@models_app.command("optimize")
+@friendly_errors
+def optimize(
+    name: str = typer.Argument(..., help="Model to optimize (its newest release)."),
+    version: str | None = typer.Option(None, help="Version to start from (default: newest)."),
+    model_repo: Path | None = RepoOpt,
+) -> None:
+    """Write FP16 and INT8 (static, calibrated on the training sample) variants as new versions,
+    and compare them with FP32 on held-out data."""
+    from rich.table import Table
+
+    from streaminfer.workers.models.repository import ModelRepository
+    from streaminfer.workers.models.variants import write_variants
+
+    repository = ModelRepository(load_settings(model_repo=model_repo).model_repository)
+    base = repository.resolve(name, version)
+    table = Table(title=f"{base.name}/{base.version} variants (held-out rows)")
+    for column in ("version", "conv.", "accuracy", "= FP32", "max |Δp|", "rows/s"):
+        table.add_column(column, justify="right")
+    for r in write_variants(repository, base):
+        if r.not_written:
+            console.print(f"{r.precision}: not written: {r.not_written}", highlight=False, soft_wrap=True)
+            continue
+        table.add_row(r.version, str(r.converted_ops), f"{r.holdout_accuracy or float('nan'):.4f}",
+                      f"{r.label_agreement:.4f}", f"{r.max_probability_error:.1e}", f"{r.rows_per_s:,.0f}")
+    console.print(table)
+    console.print("converted: FP16 weights (fp16) or quantized tensors (int8); 0 means the model has no operator "
+                  "that precision applies to (tree ensembles), so the variant computes as FP32 does.")
