@@ -22,20 +22,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from streaminfer.monitoring.cost.meter import CostMeter
-from streaminfer.monitoring.observability.metrics import PREDICTED, PipelineMetrics
+from streaminfer.monitoring.observability.metrics import PipelineMetrics
 from streaminfer.schemas.errors import RequestError, UndecodableRequest
 from streaminfer.schemas.monitoring_events import encode_event
 from streaminfer.streams.clients import KafkaClients, start_client
 from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
 from streaminfer.streams.offsets import OffsetTracker
+from streaminfer.streams.pipeline.accounting import Accounting
 from streaminfer.streams.pipeline.answers import answer, dead_letter, shadow_answer
 from streaminfer.streams.pipeline.cache import SharedStore
 from streaminfer.streams.pipeline.decoding import Decoded, decode_record
@@ -93,9 +93,8 @@ class Pipeline:
         self._failure: BaseException | None = None
         self._started = False
         self.pauses = 0
-        self._lag_labels: set[TopicPartition] = set()
-        self._lag_total: int | None = None
         self._health = HealthWindow(label, settings.health_interval_s, clock)
+        self._accounting = Accounting(metrics, self._cost, self._health, clock)
         self._disconnected_at: float | None = None
         self._listener = _DrainOnRevoke(self)
         self._rejoin_wanted = asyncio.Event()  # exactly-once: a partition was fenced outside a rebalance
@@ -295,7 +294,8 @@ class Pipeline:
                 self._consumer.subscribe([self._topics.requests], listener=self._listener)
             self._metrics.pending_records.set(self._tracker.pending_count())
             self._cost.settle()
-            self._export_lag()
+            if self._consumer is not None:
+                self._accounting.export_lag(self._consumer, self._tracker)
             if self._health.due():
                 await self._report_health()
 
@@ -308,7 +308,7 @@ class Pipeline:
     async def _report_health(self) -> None:
         """Fire and forget: a health report must never hold up predictions."""
         topic = self._topics.health
-        events = self._health.report(self._lag_total, self._topics.requests)
+        events = self._health.report(self._accounting.lag_total, self._topics.requests)
         if topic is None or self._producer is None:
             return
         for event in events:
@@ -317,29 +317,6 @@ class Pipeline:
             except KafkaError as exc:
                 log.debug("health report not sent: %s", exc)
                 return
-
-    def _export_lag(self) -> None:
-        """Records behind per owned partition: the high watermark of the latest fetch minus the
-        offset after the records that have ended. (Brokers that report the high watermark as the
-        last batch's base offset + 1, like the embedded one, make this a slight underestimate.)"""
-        consumer = self._consumer
-        if consumer is None:
-            return
-        owned = set(consumer.assignment())
-        for tp in self._lag_labels - owned:
-            self._metrics.consumer_lag.remove(tp.topic, str(tp.partition))
-        self._lag_labels = set()
-        total = None
-        for tp in owned:
-            highwater = consumer.highwater(tp)
-            ended = self._tracker.ended_through(tp)
-            if highwater is None or ended is None:
-                continue
-            lag = max(0, highwater - ended)
-            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
-            self._lag_labels.add(tp)
-            total = lag + (total or 0)
-        self._lag_total = total
 
     async def _drain(self) -> None:
         if self._inflight:
@@ -385,7 +362,7 @@ class Pipeline:
                 for item, outcome in zip(items, outcomes)
             ]
             await self._delivery.deliver(outgoing + mirrored if mirrored else outgoing)
-            self._count(outgoing)
+            self._accounting.count(outgoing)
         finally:
             self._release_slot()
             self._metrics.inflight_batches.set(len(self._inflight) - 1)
@@ -402,37 +379,6 @@ class Pipeline:
                 outgoing.append(dead_letter(self._topics, item.record, error, item))
                 failed.add(id(item))
         return [item for item in items if id(item) not in failed] if failed else items
-
-    def _count(self, outgoing: Sequence[Outgoing]) -> None:
-        """Metrics per fetched batch: one counter update per label set, not per record; one pass
-        over the records (latencies and outcomes together)."""
-        now_ms = self._clock.time() * 1000
-        errors: Counter[tuple[str, str, str]] = Counter()
-        seconds: dict[tuple[str, str], list[float]] = {}
-        for out in outgoing:
-            if out.reason is None:
-                key = (out.model or "", out.version or "")
-                elapsed = now_ms - out.request_timestamp_ms
-                kept = seconds.get(key)
-                if kept is None:
-                    kept = seconds[key] = []
-                kept.append(elapsed / 1000 if elapsed > 0 else 0.0)
-            else:
-                errors[(out.model or "", out.version or "", out.reason.value)] += 1
-        for (model, version), elapsed_s in seconds.items():
-            self._metrics.requests.labels(model, version, PREDICTED).inc(len(elapsed_s))
-            self._cost.answered(model, version, len(elapsed_s))
-            observe = self._metrics.end_to_end_seconds.labels(model).observe
-            for value in elapsed_s:
-                observe(value)
-        failed: Counter[tuple[str, str]] = Counter()
-        for (model, version, reason), count in errors.items():
-            self._metrics.requests.labels(model, version, reason).inc(count)
-            failed[(model, version)] += count
-        for key in seconds.keys() | failed.keys():
-            predicted = seconds.get(key, [])
-            self._health.observe(key[0], key[1], len(predicted) + failed[key], failed[key], predicted)
-
 
 class _DrainOnRevoke(ConsumerRebalanceListener):
     """Before partitions move to another consumer, finish and commit what we hold of them,
