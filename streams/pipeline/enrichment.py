@@ -51,6 +51,18 @@ class Enricher:
     def wanted(item: Decoded) -> Enrichment | None:
         return item.served.entry.metadata.enrichment
 
+    async def enrich_fetch(self, items: list[Decoded]) -> tuple[list[Decoded], list[tuple[Decoded, StreamInferError]]]:
+        """A fetch's items, those of enriched models with their features, and apart the items
+        whose features could not be read with why (they become dead letters)."""
+        wanted = [item for item in items if self.wanted(item) is not None]
+        if not wanted:
+            return items, []
+        refused = [(item, error) for item, error in await self.enrich(wanted) if error is not None]
+        if not refused:
+            return items, []
+        failed = {id(item) for item, _error in refused}
+        return [item for item in items if id(item) not in failed], refused
+
     async def enrich(self, items: list[Decoded]) -> list[Outcome]:
         """Each item with its features appended, or with the error that makes it a dead letter."""
         by_features: dict[tuple[str, ...], list[Decoded]] = {}

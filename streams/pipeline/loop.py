@@ -341,8 +341,9 @@ class Pipeline:
                               record.offset, type(exc).__name__)
                     log.debug("decoding %s-%d@%d failed", record.topic, record.partition, record.offset, exc_info=True)
                     outgoing.append(dead_letter(self._topics, record, UndecodableRequest(exc)))
-            if self._enricher is not None:
-                decoded = await self._enrich(decoded, outgoing)
+            if self._enricher is not None:  # items whose features cannot be read become dead letters
+                decoded, refused = await self._enricher.enrich_fetch(decoded)
+                outgoing.extend(dead_letter(self._topics, item.record, error, item) for item, error in refused)
             groups: dict[VersionKey, list[Decoded]] = {}
             for item in decoded:
                 groups.setdefault(item.served.key, []).append(item)
@@ -367,18 +368,6 @@ class Pipeline:
             self._release_slot()
             self._metrics.inflight_batches.set(len(self._inflight) - 1)
 
-    async def _enrich(self, items: list[Decoded], outgoing: list[Outgoing]) -> list[Decoded]:
-        """Items of enriched models get their features; those that cannot become dead letters."""
-        assert self._enricher is not None
-        wanted = [item for item in items if Enricher.wanted(item) is not None]
-        if not wanted:
-            return items
-        failed = set()
-        for item, error in await self._enricher.enrich(wanted):
-            if error is not None:
-                outgoing.append(dead_letter(self._topics, item.record, error, item))
-                failed.add(id(item))
-        return [item for item in items if id(item) not in failed] if failed else items
 
 class _DrainOnRevoke(ConsumerRebalanceListener):
     """Before partitions move to another consumer, finish and commit what we hold of them,
