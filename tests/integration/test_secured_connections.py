@@ -45,7 +45,11 @@ from streaminfer.streams.features.store import (
 )
 from tests.integration.test_monitoring import eventually as eventually_equal
 from tests.integration.test_monitoring import monitor_settings, produce
-from tests.integration.test_webhook_delivery import (
+from tests.support.certificates import CertificateAuthority
+from tests.support.harness import Collector, app_settings, started
+from tests.support.prometheus import PrometheusServer
+from tests.support.receiver import WebhookReceiver
+from tests.support.webhook_delivery import (
     FAST,
     counts,
     delivery,
@@ -55,10 +59,6 @@ from tests.integration.test_webhook_delivery import (
     read_dead_letters,
     write,
 )
-from tests.support.certificates import CertificateAuthority
-from tests.support.harness import Collector, app_settings, started
-from tests.support.prometheus import PrometheusServer
-from tests.support.receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 

@@ -52,11 +52,11 @@ from tests.integration.faults.process_env import (
 from tests.integration.faults.process_redis import PersistentRedis
 from tests.integration.faults.process_stream import Feed, LiveAnswers, Recovery, ids_of
 from tests.integration.test_deadletter_replay import ENTITIES, FEATURES, push_features, request_ends
-from tests.integration.test_webhook_delivery import notification
 from tests.support.features import feature_settings
 from tests.support.harness import Collector, Record, app_settings, started
 from tests.support.models import ENRICHED_MODEL, write_enriched_model
 from tests.support.receiver import WebhookReceiver
+from tests.support.webhook_delivery import notification
 
 SECRET = "fault-suite-secret"
 
