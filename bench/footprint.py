@@ -19,10 +19,11 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 
 import psutil
+
+from bench.measure import TreeSampler
 
 RAY_GROUPS = (
     ("gcs_server", "Ray: GCS server"),
@@ -111,30 +112,12 @@ def grouped(rows: list[tuple[str, int, int]]) -> dict[str, object]:
     }
 
 
-class PssSampler:
-    """Samples a tree's PSS by group in a thread (reading smaps is slow: every ``every_s``);
-    ``peak`` is the sample with the largest total."""
+class PssSampler(TreeSampler[dict[str, object]]):
+    """A tree's PSS by group (reading smaps is slow: every ``every_s``); ``peak`` is the sample
+    with the largest total."""
 
     def __init__(self, pid: int, every_s: float = 1.0) -> None:
-        self._pid, self._every_s = pid, every_s
-        self.samples: list[dict[str, object]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> PssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:  # a sample at once, then every every_s, and a last one when stopped
-            self.samples.append(grouped(pss_by_process(self._pid)))
-            if self._stop.wait(self._every_s):
-                self.samples.append(grouped(pss_by_process(self._pid)))
-                return
+        super().__init__(lambda: grouped(pss_by_process(pid)), every_s)
 
     @property
     def peak(self) -> dict[str, object] | None:

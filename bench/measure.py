@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Generic, Self, TypeVar
 
 import psutil
+
+T = TypeVar("T")
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -39,17 +43,17 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
-class PeakMemory:
-    """Samples a tree's resident memory in a thread: the peak, and the series for flatness checks."""
+class TreeSampler(Generic[T]):
+    """Takes ``measure()`` in a thread: once at once, then every ``every_s``, and a last time
+    when stopped (a context manager)."""
 
-    def __init__(self, pid: int, every_s: float = 0.25) -> None:
-        self._pid = pid
-        self._every_s = every_s
-        self.samples: list[tuple[float, int]] = []
+    def __init__(self, measure: Callable[[], T], every_s: float) -> None:
+        self._measure, self._every_s = measure, every_s
+        self.samples: list[T] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -58,9 +62,18 @@ class PeakMemory:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append((time.time(), tree_rss_bytes(self._pid)))
-            self._stop.wait(self._every_s)
+        while True:
+            self.samples.append(self._measure())
+            if self._stop.wait(self._every_s):
+                self.samples.append(self._measure())
+                return
+
+
+class PeakMemory(TreeSampler[tuple[float, int]]):
+    """A tree's resident memory: the peak, and the series for flatness checks."""
+
+    def __init__(self, pid: int, every_s: float = 0.25) -> None:
+        super().__init__(lambda: (time.time(), tree_rss_bytes(pid)), every_s)
 
     @property
     def peak_bytes(self) -> int:
