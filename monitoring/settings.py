@@ -86,6 +86,13 @@ class MonitorSettings(BaseModel):
 
     fetch_max_records: int = Field(2000, ge=1)
 
+    order_max_wait_s: float = Field(5.0, ge=0)
+    """Records are processed in event-time order across partitions: how long one may wait
+    for a partition that is behind before it is processed anyway."""
+
+    order_max_records: int = Field(50_000, ge=1)
+    """At most this many records wait for order; beyond it the oldest are processed."""
+
     def detectors_for(self, model: str) -> list[DetectorKind]:
         return self.model_detectors.get(model, self.detectors)
 

@@ -9,6 +9,10 @@ per-model state cannot be split by partition, and keeps, per model version:
 - the join of predictions with their delayed labels and the streaming quality metrics it feeds
   (``monitoring.label_join``).
 
+Records are processed in event-time order across partitions and fetches (``streams.event_time``),
+so a window holds the rows produced together even when the monitor reads a backlog one
+partition's worth at a time.
+
 Detections go to ``monitoring.drift`` and quality figures to ``monitoring.metrics`` (schemas in
 ``schemas/``), and everything is exported as Prometheus metrics. State is checkpointed with the
 offsets it reflects (``monitoring.checkpoint``), so a restarted monitor carries on where its
@@ -30,7 +34,6 @@ import logging
 import time
 
 import msgspec
-from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from streaminfer.monitoring.checkpoint import load_checkpoint, save_checkpoint
@@ -44,8 +47,9 @@ from streaminfer.schemas.errors import StreamInferError
 from streaminfer.schemas.headers import parse_request_headers
 from streaminfer.schemas.monitoring_events import DriftEvent, MetricEvent, decode_label, encode_event
 from streaminfer.streams.clients import KafkaClients
+from streaminfer.streams.event_time import EventTimeMerge
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
-from streaminfer.streams.single_reader import Batches, SingleReader, advance
+from streaminfer.streams.single_reader import Batches, SingleReader, advance_past
 from streaminfer.streams.topics import Topology
 from streaminfer.workers.models.repository import ModelRepository
 
@@ -59,15 +63,6 @@ REQUESTS, PREDICTIONS, LABELS, SKIPPED = "requests", "predictions", "labels", "s
 _UNREADABLE = (StreamInferError, msgspec.MsgspecError, ValueError, TypeError, LookupError, ArithmeticError,
                RecursionError)
 RESOLVE_EVERY_S = 10.0
-
-
-def in_event_time_order(batches: dict[TopicPartition, list[ConsumerRecord]]) -> list[ConsumerRecord]:
-    """A fetch hands back partitions one after another; detectors should see the stream in the
-    order it was produced, so records are merged by timestamp (stable, so each partition keeps
-    its own order). Across fetches the order is only as good as the broker's interleaving."""
-    merged = [record for records in batches.values() for record in records]
-    merged.sort(key=lambda record: record.timestamp)
-    return merged
 
 
 class Monitor(SingleReader):
@@ -102,6 +97,7 @@ class Monitor(SingleReader):
         self._unknown: set[tuple[str, str | None]] = set()
         self._resolved: dict[tuple[str, str | None], tuple[tuple[str, str] | None, float]] = {}
         self._label_counts: dict[tuple[str, str, str], int] = {}
+        self._order = EventTimeMerge(settings.order_max_wait_s, settings.order_max_records)
         self.restored = False
 
     @property
@@ -144,9 +140,11 @@ class Monitor(SingleReader):
     async def _process(self, batches: Batches) -> None:
         drift: list[DriftEvent] = []
         closed: list = []
-        for record in in_event_time_order(batches):
+        self._order.add(batches)
+        released = self._order.release(*await self._read_positions())
+        for record in released:
             self._handle(record, drift, closed)
-        advance(self._state.offsets, batches)
+        advance_past(self._state.offsets, released)
         for watch, window in closed:
             result = await asyncio.to_thread(watch.window.evaluate, window)
             drift.extend(result.events)
@@ -314,6 +312,7 @@ class Monitor(SingleReader):
             "drift_events": self._state.drift_events,
             "records": dict(self._state.records),
             "restored": self.restored,
+            "held_for_order": len(self._order),
             "quality": {f"{m}/{v}": q.values() for (m, v), q in join.quality.items()},
             "labels": {"/".join(k): c for k, c in join.counts.items()},
             "failed": self._failed(),

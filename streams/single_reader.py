@@ -155,6 +155,21 @@ class SingleReader(ABC):
     async def _commit_for_lag_tools(self, offsets: Offsets) -> None:
         await commit_for_lag_tools(self._consumer, offsets)
 
+    async def _read_positions(self) -> tuple[set[TopicPartition], set[TopicPartition]]:
+        """The partitions read, and those of them read up to their last known end (the last
+        stable offset under ``read_committed``, else the high watermark)."""
+        consumer = self._consumer
+        if consumer is None:
+            return set(), set()
+        assigned = set(consumer.assignment())
+        at_end = set()
+        for tp in assigned:
+            stable = consumer.last_stable_offset(tp)
+            end = stable if stable is not None and stable >= 0 else consumer.highwater(tp)
+            if end is not None and await consumer.position(tp) >= end:
+                at_end.add(tp)
+        return assigned, at_end
+
     # inside ----------------------------------------------------------------------------------
 
     async def _open(self, saved: Offsets) -> None:
@@ -195,6 +210,13 @@ def advance(offsets: Offsets, batches: Batches) -> None:
     for tp, records in batches.items():
         if records:
             offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
+
+
+def advance_past(offsets: Offsets, records: list[ConsumerRecord]) -> None:
+    """Move ``offsets`` past ``records``, which may come from many partitions in any order."""
+    for record in records:
+        key = (record.topic, record.partition)
+        offsets[key] = max(offsets.get(key, 0), record.offset + 1)
 
 
 async def assign_all(

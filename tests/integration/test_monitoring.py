@@ -5,6 +5,7 @@ label join through Kafka."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 
 import pandas as pd
@@ -188,6 +189,36 @@ async def test_restarted_monitor_keeps_its_detector_state_and_fires_at_the_same_
     assert {e[0] for e in expected if e[2] == "window"} == set(SHIFTED)
     assert any(e[2] == "sample" and e[3] > shift_at for e in expected)
     assert sorted(got) == sorted(expected)
+
+
+@pytest.mark.kafka_semantics
+async def test_a_backlog_on_four_partitions_drifts_in_exactly_the_windows_after_the_shift(
+    kafka_settings, model_repo, tmp_path
+):
+    """The monitor started behind a backlog, fetching 100 records at a time, gets the four
+    partitions' data in whatever order the fetches return it; windows of 150 rows must still
+    hold the rows produced together: the four before the shift clean, the four after it drifted."""
+    suffix = uuid.uuid4().hex[:8]
+    topics = TopicSettings(requests=f"requests-{suffix}", predictions=f"predictions-{suffix}",
+                           deadletter=f"deadletter-{suffix}", partitions=4)
+    count = 1200
+    reference = reference_frame(model_repo.resolve(DEMO_MODEL))
+    rows, _ = drifting_stream(reference, count, Shift(SHIFTED, count // 2), seed=17)
+    await ensure_topic_names(kafka_settings, [topics.requests], partitions=4, replication_factor=1)
+    await produce(kafka_settings.bootstrap, topics.requests, demo_payloads(rows, count, DEMO_MODEL, INPUT_NAME, "w"))
+
+    settings = monitor_settings(tmp_path, window_rows=150, fetch_max_records=100)
+    monitor = await run_monitor(kafka_settings, topics, settings, model_repo, count)
+    await monitor.stop()
+    events = await read_topic(kafka_settings, settings.topics.drift, decode_drift_event)
+    drifted = {(e.window_start_ms, e.window_end_ms) for e in events if e.kind == "window"}
+    # every window leaves a report named after its event-time span
+    reports = (tmp_path / "reports").rglob("window-*.html")
+    spans = sorted(tuple(int(t) for t in path.stem.split("-")[1:]) for path in reports)
+    assert len(spans) == 8 and monitor.state.records["windows"] == 8
+    assert all(end <= following[0] for (_, end), following in itertools.pairwise(spans)), spans
+    assert drifted == set(spans[4:])
+    assert {e.feature for e in events if e.kind == "window"} == set(SHIFTED)
 
 
 async def test_monitor_counts_a_deeply_nested_request_as_skipped_and_goes_on(kafka_settings, model_repo, tmp_path):
