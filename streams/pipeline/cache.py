@@ -68,6 +68,8 @@ class SharedStore(Protocol):
 
     async def put_many(self, entries: list[tuple[str, bytes]], ttl_s: float) -> None: ...
 
+    async def close(self) -> None: ...
+
 
 def input_key(arrays: dict[str, np.ndarray], outputs: frozenset[str] | None) -> bytes:
     """A request's tensors as bytes (each one's name, dtype and shape, then its raw bytes, in C

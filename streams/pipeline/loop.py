@@ -71,7 +71,8 @@ class Pipeline:
         to the requests of models that ask for them; ``clients`` builds the consumer and the
         producer (``KafkaClients(kafka)`` unless given); ``clock`` is what intervals, stop
         timeouts, batching deadlines and latencies are measured on; ``shared_cache``: where model
-        versions whose cache policy says ``shared`` share answers (``streams.pipeline.cache``)."""
+        versions whose cache policy says ``shared`` share answers (``streams.pipeline.cache``); the
+        pipeline closes it when it stops."""
         self._kafka = kafka
         self._clients = clients if clients is not None else KafkaClients(kafka)
         self._clock = clock

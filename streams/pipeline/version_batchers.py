@@ -101,6 +101,8 @@ class ModelBatchers:
         await asyncio.gather(*self._retiring, return_exceptions=True)
         for batcher in self._batchers.values():
             await batcher.stop()
+        if self._shared_cache is not None:  # the batchers own the store they were given
+            await self._shared_cache.close()
 
     async def _retire(self, retired: list[ServedModel], fetched_before: list[asyncio.Task[None]]) -> None:
         await asyncio.gather(*fetched_before, return_exceptions=True)

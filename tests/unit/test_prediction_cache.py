@@ -230,6 +230,7 @@ class FakeShared:
     def __init__(self) -> None:
         self.values: dict[str, bytes] = {}
         self.ttls: list[float] = []
+        self.closed = False
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         return [self.values.get(key) for key in keys]
@@ -237,6 +238,9 @@ class FakeShared:
     async def put_many(self, entries: list[tuple[str, bytes]], ttl_s: float) -> None:
         self.values.update(entries)
         self.ttls.append(ttl_s)
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 async def test_a_shared_cache_answers_what_another_consumer_computed(metrics):
@@ -256,6 +260,18 @@ async def test_a_shared_cache_answers_what_another_consumer_computed(metrics):
     (answer_of_other,) = await other.submit([request(1.0, v1, request_id="z")], None, run)
     assert computed == 1 and shared.ttls == [5.0]
     assert type(answer_of_other) is CachedPrediction and outputs_of(answer_of_other) == tensor(7)
+
+
+async def test_stopping_the_batchers_closes_the_shared_store_they_were_given(metrics):
+    shared = FakeShared()
+    v1 = served("1", CachePolicy(ttl_s=5.0, shared=True))
+    batchers = ModelBatchers(FakeModels(v1), PipelineSettings(max_wait_ms=0), metrics, 1, ManualClock(),  # type: ignore[arg-type]
+                             shared_cache=shared)
+    batchers.start()
+    await batchers.submit(v1, [request(1.0, v1)])  # type: ignore[arg-type]
+    assert not shared.closed
+    await batchers.stop()
+    assert shared.closed
 
 
 # answers -------------------------------------------------------------------------------------
