@@ -317,3 +317,45 @@ class ExperimentMetrics:
             "Records the controller could not read (malformed predictions or labels), by topic.",
             ["topic"], registry=registry,
         )
+
+
+class RegistryBridgeMetrics:
+    """The driver's side of the control topic (``streams.control.bridge``), in the registry actor."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.published = Counter(
+            "streaminfer_control_published_total",
+            "Records the registry bridge published on the control topic: documents and tombstones.",
+            ["kind"], registry=registry,
+        )
+        self.documents = Gauge(
+            "streaminfer_control_documents",
+            "Registry documents the control topic holds, as the bridge last published them.",
+            registry=registry,
+        )
+        self.last_change = Gauge(
+            "streaminfer_control_last_publish_timestamp_seconds",
+            "When the bridge last published a change (Unix time); 0 before the first.",
+            registry=registry,
+        )
+
+
+class MirrorMetrics:
+    """A consumer's node-local mirror of the registry (``streams.control.mirror``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.applied = Counter(
+            "streaminfer_control_mirror_applied_total",
+            "Control-topic records applied to this consumer's mirror.",
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "streaminfer_control_mirror_lag_records",
+            "Control-topic records published and not yet applied to this consumer's mirror.",
+            registry=registry,
+        )
+        self.refused = Gauge(
+            "streaminfer_control_mirror_refused_versions",
+            "Versions left out of the mirror: files missing or not matching their manifest.",
+            registry=registry,
+        )

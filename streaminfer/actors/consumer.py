@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from streaminfer.monitoring.observability.endpoint import MetricsAccess, serve_metrics, stop_serving
-from streaminfer.monitoring.observability.metrics import PipelineMetrics
+from streaminfer.monitoring.observability.metrics import MirrorMetrics, PipelineMetrics
 from streaminfer.process import tune_gc_for_streaming
 from streaminfer.streams.clients import KafkaClients
 from streaminfer.streams.control.mirror import ControlFollower, Mirror
@@ -94,8 +94,9 @@ class ConsumerActor:
         return await self.describe()
 
     async def _start(self) -> None:
+        registry = CollectorRegistry()
         if self._follower is None and not self._reads_locally():
-            await self._follow_the_registry()
+            await self._follow_the_registry(MirrorMetrics(registry))
         tune_gc_for_streaming(self._pipeline_settings.gc_gen0_threshold)
         models = ServedModels(
             self._repository,
@@ -104,7 +105,6 @@ class ConsumerActor:
         )
         for name in self._model_names:
             await models.serve(name)
-        registry = CollectorRegistry()
         if self._metrics_host is not None:
             self._metrics_server, self._metrics_url = serve_metrics(self._metrics_host, 0, registry)
         pipeline = Pipeline(
@@ -150,7 +150,7 @@ class ConsumerActor:
             return mode == "local"
         return all(self._repository.versions(name) for name in self._model_names)
 
-    async def _follow_the_registry(self) -> None:
+    async def _follow_the_registry(self, metrics: MirrorMetrics) -> None:
         """Serve from a mirror of this actor's own under the node's cache, filled from the
         control topic before the pipeline starts."""
         # imported here, on clusters only: it brings the side services' settings into every consumer
@@ -164,7 +164,7 @@ class ConsumerActor:
             else ObjectStoreSource(ray.get_actor(REGISTRY_ACTOR, namespace=self._namespace))
         )
         follower = ControlFollower(KafkaClients(self._kafka), self._topics.control,
-                                   Mirror(root, ArtifactCache(cache / "artifacts", source)))
+                                   Mirror(root, ArtifactCache(cache / "artifacts", source)), metrics=metrics)
         await follower.start()
         self._follower = follower
         self._repository = ModelRepository(root, self._repository.hash_key)

@@ -37,10 +37,12 @@ class RegistryBuilder:
     label: str = REGISTRY_ACTOR
 
     def __call__(self, registry: CollectorRegistry) -> Service:
+        from streaminfer.monitoring.observability.metrics import RegistryBridgeMetrics
         from streaminfer.streams.clients import KafkaClients
         from streaminfer.streams.control.bridge import RegistryBridge
 
-        return RegistryBridge(self.repository_root, KafkaClients(self.kafka), self.control, self.every_s)
+        return RegistryBridge(self.repository_root, KafkaClients(self.kafka), self.control, self.every_s,
+                              RegistryBridgeMetrics(registry))
 
 
 class RegistryActor(ServiceActor):

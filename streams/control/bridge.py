@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from streaminfer.monitoring.observability.metrics import RegistryBridgeMetrics
 from streaminfer.streams.clients import KafkaClients, ensure_topics, start_client
 from streaminfer.streams.control.documents import Documents, RepositoryScan, publish_order
 from streaminfer.streams.errors import ControlTopicBehind
@@ -29,11 +31,15 @@ log = logging.getLogger(__name__)
 
 
 class RegistryBridge:
-    def __init__(self, root: Path, clients: KafkaClients, control: TopicSpec, every_s: float = 0.2) -> None:
+    def __init__(
+        self, root: Path, clients: KafkaClients, control: TopicSpec, every_s: float = 0.2,
+        metrics: RegistryBridgeMetrics | None = None,
+    ) -> None:
         self._scan = RepositoryScan(root)
         self._clients = clients
         self._control = control
         self._every_s = every_s
+        self._metrics = metrics
         self._published: Documents = {}
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -93,6 +99,11 @@ class RegistryBridge:
         for key in gone:
             del self._published[key]
         self.sent += len(sending)
+        if self._metrics is not None:
+            self._metrics.published.labels("document").inc(len(changed))
+            self._metrics.published.labels("tombstone").inc(len(gone))
+            self._metrics.documents.set(len(self._published))
+            self._metrics.last_change.set(time.time())
         log.debug("control topic %s: published %d documents, %d tombstones", topic, len(changed), len(gone))
         return len(sending)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streaminfer.monitoring.observability.metrics import MirrorMetrics
 from streaminfer.streams.clients import KafkaClients, start_client
 from streaminfer.streams.control.documents import is_manifest, split_key
 from streaminfer.streams.errors import ControlTopicBehind
@@ -74,8 +75,12 @@ class Mirror:
 
 
 class ControlFollower:
-    def __init__(self, clients: KafkaClients, topic: str, mirror: Mirror, *, poll_timeout_ms: int = 100) -> None:
+    def __init__(
+        self, clients: KafkaClients, topic: str, mirror: Mirror, *, poll_timeout_ms: int = 100,
+        metrics: MirrorMetrics | None = None,
+    ) -> None:
         self._clients = clients
+        self._metrics = metrics
         self._partition = TopicPartition(topic, 0)  # declared with one partition (streams.topics)
         self.mirror = mirror
         self._poll_timeout_ms = poll_timeout_ms
@@ -133,10 +138,16 @@ class ControlFollower:
     async def _fetch_and_apply(self) -> None:
         assert self._consumer is not None
         batches = await self._consumer.getmany(self._partition, timeout_ms=self._poll_timeout_ms)
-        for record in batches.get(self._partition, []):
+        records = batches.get(self._partition, [])
+        for record in records:
             key = record.key.decode() if record.key is not None else ""
             await self.mirror.apply(key, record.value)
             self.position = record.offset + 1
+        if self._metrics is not None:
+            self._metrics.applied.inc(len(records))
+            end = self._consumer.highwater(self._partition)
+            self._metrics.lag.set(max(0, end - self.position) if end is not None else 0)
+            self._metrics.refused.set(len(self.mirror.refused))
 
     def _done(self, task: asyncio.Task[None]) -> None:
         with contextlib.suppress(asyncio.CancelledError):

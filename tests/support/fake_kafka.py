@@ -148,6 +148,15 @@ class FakeConsumer(_Client):
     async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         return {tp: len(self.broker.logs.get(tp, [])) for tp in partitions}
 
+    def highwater(self, tp: TopicPartition) -> int:
+        return len(self.broker.logs.get(tp, []))
+
+    def last_stable_offset(self, tp: TopicPartition) -> int:
+        return -1  # as aiokafka under read_uncommitted
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.positions.get(tp, 0)
+
     async def committed(self, tp: TopicPartition) -> int | None:
         return self.broker.committed.get((self.group_id, tp))
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from prometheus_client import CollectorRegistry
 
+from streaminfer.monitoring.observability.metrics import MirrorMetrics, RegistryBridgeMetrics
 from streaminfer.streams.control.bridge import RegistryBridge
 from streaminfer.streams.control.documents import RepositoryScan
 from streaminfer.streams.control.mirror import ControlFollower, Mirror
@@ -154,6 +156,33 @@ async def test_a_restarted_bridge_tombstones_what_went_away_and_resends_nothing_
         assert second.sent == 1
     (log,) = [records for tp, records in broker.logs.items() if tp.topic == CONTROL.name]
     assert (log[-1].key, log[-1].value) == (f"{LOOKUP_MODEL}/traffic.json".encode(), None)
+
+
+async def test_the_bridge_and_a_mirror_export_what_was_published_and_how_far_behind_the_mirror_is(repository, tmp_path):
+    clients = FakeClients(FakeBroker())
+    registry = CollectorRegistry()
+    bridge = RegistryBridge(repository.root, clients, CONTROL, every_s=60, metrics=RegistryBridgeMetrics(registry))
+    mirror = Mirror(tmp_path / "mirror", ArtifactCache(tmp_path / "cache", RepositorySource(repository.root)))
+    following = ControlFollower(clients, CONTROL.name, mirror, poll_timeout_ms=5, metrics=MirrorMetrics(registry))
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    async with bridge, following:
+        assert value("streaminfer_control_published_total", kind="document") == 4
+        assert value("streaminfer_control_documents") == 4
+        assert value("streaminfer_control_last_publish_timestamp_seconds") > 0
+        assert value("streaminfer_control_mirror_applied_total") == 4
+        assert value("streaminfer_control_mirror_lag_records") == 0
+        save_policy(repository.root / LOOKUP_MODEL, TrafficPolicy("ab", arms=(Arm("a", "1.0.0", 50), Arm("b", "1.1.0", 50))))
+        await bridge.publish_changes()
+        save_policy(repository.root / LOOKUP_MODEL, None)
+        await bridge.publish_changes()
+        await until(lambda: value("streaminfer_control_mirror_applied_total") == 6)
+        assert value("streaminfer_control_published_total", kind="tombstone") == 1
+        assert value("streaminfer_control_documents") == 4
+        assert value("streaminfer_control_mirror_lag_records") == 0
+        assert value("streaminfer_control_mirror_refused_versions") == 0
 
 
 def test_an_audit_line_being_appended_is_published_up_to_its_last_whole_line(repository):

@@ -27,8 +27,10 @@ from streaminfer.monitoring.observability.metrics import (
     ActorMetrics,
     ExperimentMetrics,
     FeatureSinkMetrics,
+    MirrorMetrics,
     MonitorMetrics,
     PipelineMetrics,
+    RegistryBridgeMetrics,
 )
 from streaminfer.scaling.metrics import ScalingMetrics
 
@@ -115,6 +117,8 @@ def _catalogue() -> set[str]:
     ExperimentMetrics(registry)
     FeatureSinkMetrics(registry)
     ScalingMetrics(registry)
+    RegistryBridgeMetrics(registry)
+    MirrorMetrics(registry)
     return {
         family.name + suffix
         for family in registry.collect()
