@@ -3,7 +3,8 @@
 ``Mirror`` writes documents where the repository has them: a model's documents atomically (the
 registry's readers poll their modification time and inode, so a new file is a change), a version's
 manifest as the version's files, fetched and checked by sha256 (``workers.models.distribution``),
-its ``metadata.json`` last. A tombstone removes the document, or the version. A version whose files cannot be fetched or
+its ``metadata.json`` last; a line-per-record file (the audit log) from its segments, written whole
+again when one changes. A tombstone removes the document, or the version. A version whose files cannot be fetched or
 do not match their manifest is left out of the mirror (logged and counted in ``refused``), not
 fatal: a file rewritten while the driver hashed it is published again with its new digest.
 
@@ -27,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streaminfer.monitoring.observability.metrics import MirrorMetrics
 from streaminfer.streams.clients import KafkaClients, start_client
-from streaminfer.streams.control.documents import is_manifest, split_key
+from streaminfer.streams.control.documents import is_manifest, is_segment, split_key
 from streaminfer.streams.errors import ControlTopicBehind
 from streaminfer.workers.errors import ArtifactInvalid
 from streaminfer.workers.models.distribution import ArtifactCache, VersionManifest
@@ -42,13 +43,18 @@ class Mirror:
         self.applied = 0
         self.refused: dict[str, str] = {}
         """Versions left out, by key: why."""
+        self._segments: dict[tuple[str, str], dict[str, bytes]] = {}
 
     async def apply(self, key: str, value: bytes | None) -> None:
         parts = split_key(key)
         if parts is None:
             log.warning("control topic: ignoring a record keyed %r (not a registry document)", key)
             return
-        if is_manifest(key):
+        if is_segment(parts):
+            self._apply_segment(parts, value)
+        elif value is None and self._segments.get((parts[0], parts[1])):
+            pass  # the whole-file key of an older publisher, superseded by the segments held
+        elif is_manifest(key):
             try:
                 await self._apply_version(parts[0], parts[1], value)
             except ArtifactInvalid as exc:
@@ -64,6 +70,21 @@ class Mirror:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 _write_atomically(path, value)
         self.applied += 1
+
+    def _apply_segment(self, parts: tuple[str, ...], value: bytes | None) -> None:
+        """Keep the segment and write the whole file again from the segments in order."""
+        model, file, number = parts
+        held = self._segments.setdefault((model, file), {})
+        if value is None:
+            held.pop(number, None)
+        else:
+            held[number] = value
+        path = self.root / model / file
+        if not held:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, b"".join(held[n] for n in sorted(held)))
 
     async def _apply_version(self, name: str, version: str, value: bytes | None) -> None:
         directory = self.root / name / version

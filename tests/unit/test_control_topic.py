@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from streaminfer.monitoring.observability.metrics import MirrorMetrics, RegistryBridgeMetrics
 from streaminfer.streams.control.bridge import RegistryBridge
-from streaminfer.streams.control.documents import RepositoryScan
+from streaminfer.streams.control.documents import SEGMENT_BYTES, RepositoryScan, segments
 from streaminfer.streams.control.mirror import ControlFollower, Mirror
 from streaminfer.streams.errors import ControlTopicBehind
 from streaminfer.streams.topics import TopicSpec
@@ -132,7 +132,7 @@ async def test_versions_are_published_before_the_documents_that_name_them(reposi
         pass
     keys = [r.key.decode() for r in broker.logs[next(tp for tp in broker.logs if tp.topic == CONTROL.name)]]
     assert keys == [f"{LOOKUP_MODEL}/1.0.0/manifest.json", f"{LOOKUP_MODEL}/1.1.0/manifest.json",
-                    f"{LOOKUP_MODEL}/aliases.json", f"{LOOKUP_MODEL}/audit.jsonl"]
+                    f"{LOOKUP_MODEL}/aliases.json", f"{LOOKUP_MODEL}/audit.jsonl/000000"]
 
 
 async def test_the_bridge_sends_nothing_while_nothing_changes(repository):
@@ -141,7 +141,7 @@ async def test_the_bridge_sends_nothing_while_nothing_changes(repository):
         first = bridge.sent
         assert await bridge.publish_changes() == 0
         ModelRegistry(repository).promote(LOOKUP_MODEL, "1.1.0")
-        assert await bridge.publish_changes() == 2  # aliases.json and audit.jsonl
+        assert await bridge.publish_changes() == 2  # aliases.json and the audit log's last segment
     assert first == 4
 
 
@@ -190,7 +190,43 @@ def test_an_audit_line_being_appended_is_published_up_to_its_last_whole_line(rep
     whole = audit.read_bytes()
     with audit.open("ab") as log:
         log.write(b'{"at_ms": 1, "who"')
-    assert RepositoryScan(repository.root).documents()[f"{LOOKUP_MODEL}/audit.jsonl"] == whole
+    assert RepositoryScan(repository.root).documents()[f"{LOOKUP_MODEL}/audit.jsonl/000000"] == whole
+
+
+async def test_a_long_audit_log_travels_in_segments_and_a_promotion_sends_only_the_last(repository, tmp_path):
+    """A log of any length stays under the broker's message size, and the mirror's history is
+    the driver's line for line."""
+    audit = repository.root / LOOKUP_MODEL / "audit.jsonl"
+    line = audit.read_bytes()
+    audit.write_bytes(line * 3000)  # about 3000 promotions: several segments of 256 KiB
+    broker = FakeBroker()
+    clients = FakeClients(broker)
+    async with (
+        RegistryBridge(repository.root, clients, CONTROL, every_s=60) as bridge,
+        follower(clients, tmp_path / "mirror", RepositorySource(repository.root)) as following,
+    ):
+        (log,) = [records for tp, records in broker.logs.items() if tp.topic == CONTROL.name]
+        segments = [r for r in log if r.key.decode().startswith(f"{LOOKUP_MODEL}/audit.jsonl/")]
+        lines_per_segment = SEGMENT_BYTES // len(line)
+        assert len(segments) == -(-3000 // lines_per_segment) > 1
+        assert max(len(r.value) for r in segments) <= SEGMENT_BYTES
+        ModelRegistry(repository).promote(LOOKUP_MODEL, "1.1.0", who="ana", why="better")
+        sent_before = len(log)
+        assert await bridge.publish_changes() == 2  # aliases.json and the last segment
+        assert sum(len(r.value) for r in log[sent_before:]) < SEGMENT_BYTES
+        mirrored = following.mirror.root / LOOKUP_MODEL / "audit.jsonl"
+        await until(lambda: mirrored.is_file() and mirrored.read_bytes() == audit.read_bytes())
+        history = ModelRegistry(ModelRepository(following.mirror.root)).history(LOOKUP_MODEL)
+        assert len(history) == 3001 and history[-1].why == "better"
+
+
+def test_segments_are_whole_lines_and_an_append_changes_only_the_last():
+    data = b"".join(b"%d\n" % n * (n % 7 + 1) for n in range(500))
+    parts = segments(data, limit=100)
+    assert b"".join(parts) == data and all(p.endswith(b"\n") and len(p) <= 100 for p in parts)
+    grown = segments(data + b"more\n", limit=100)
+    assert grown[: len(parts) - 1] == parts[:-1]
+    assert segments(b"x" * 300 + b"\n", limit=100) == [b"x" * 300 + b"\n"]  # a long line is its own segment
 
 
 async def test_a_version_whose_file_differs_from_its_manifest_is_left_out_until_published_right(repository, tmp_path):
