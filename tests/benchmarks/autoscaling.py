@@ -1,11 +1,12 @@
 """How fast the autoscaler reacts: a lag spike to a new consumer actor consuming, an idle group to
 its first drain and back to one consumer.
 
-    PYTHONPATH=. python tests/benchmarks/autoscaling.py [--broker tansu|kafka] [--runs 3] [--count 16000]
+    PYTHONPATH=. python tests/benchmarks/autoscaling.py [--broker tansu|kafka] [--runs 3] [--backlog 4000]
 
 Each run starts the pipeline with one consumer actor and the integration test's fast scaling
 settings (``tests/support/scaling.FAST_SCALING``: readings every 0.25 s, idle for 2 s before a
-drain), sends a burst of ``--count`` requests at once, and watches the group (every 50 ms): when a
+drain), sends requests in chunks, keeping at least ``--backlog`` unanswered until a consumer added
+for them owns partitions (``tests.support.scaling.burst_then_idle``), and watches the group (every 50 ms): when a
 consumer added for the burst first owns partitions, when every request has been answered and
 committed (the group is idle), when the first consumer leaves and when the group is back at one.
 It prints one line per run and the medians. The reaction to a spike is the reading interval plus
@@ -40,7 +41,7 @@ from tests.support.harness import app_settings, started
 from tests.support.scaling import FAST_SCALING, burst_then_idle, driver_samples
 
 
-async def one_run(bootstrap: str, repository: ModelRepository, count: int, index: int) -> dict[str, float]:
+async def one_run(bootstrap: str, repository: ModelRepository, backlog: int, index: int) -> dict[str, float]:
     suffix = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(bootstrap=bootstrap, group_id=f"bench-{suffix}", session_timeout_ms=6000,
                           heartbeat_interval_ms=500, rebalance_timeout_ms=6000)
@@ -50,7 +51,9 @@ async def one_run(bootstrap: str, repository: ModelRepository, count: int, index
     app = await started(settings)
     assert isinstance(app, ConsumerGroupApp)
     try:
-        run = await burst_then_idle(app, kafka, topics, demo_records(demo_data().x_test, count, f"b{index}"))
+        rows = demo_data().x_test
+        run = await burst_then_idle(app, kafka, topics, lambda first, count: demo_records(rows, count, f"b{index}", first),
+                                    backlog=backlog, chunk=max(1, backlog // 2))
         assert app.driver_metrics_url is not None
         samples = driver_samples(app.driver_metrics_url)
     finally:
@@ -87,13 +90,13 @@ async def main(args: argparse.Namespace) -> None:
         try:
             rows = []
             for index in range(args.runs):
-                row = await one_run(broker.bootstrap, repository, args.count, index)
+                row = await one_run(broker.bootstrap, repository, args.backlog, index)
                 rows.append(row)
                 print(f"run {index + 1}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                                         for k, v in row.items()), flush=True)
         finally:
             ray.shutdown()
-    print(f"medians of {args.runs} runs on {args.broker}, {args.count} requests per burst:")
+    print(f"medians of {args.runs} runs on {args.broker}, a backlog of at least {args.backlog} until scaled:")
     for key in ("spike_to_consuming_s", "scale_up_action_s", "idle_to_first_drain_s", "idle_to_one_s", "drain_s"):
         print(f"  {key}: {statistics.median(row[key] for row in rows):.2f}")
 
@@ -102,5 +105,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broker", choices=["tansu", "kafka"], default="tansu")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--count", type=int, default=16_000)
+    parser.add_argument("--backlog", type=int, default=4000)
     asyncio.run(main(parser.parse_args()))

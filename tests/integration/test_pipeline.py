@@ -20,9 +20,9 @@ from tests.support.harness import Collector, app_settings, ends, send, started
 from tests.support.models import LOOKUP_MODEL, LOOKUP_TABLE
 
 
-def demo_records(rows: np.ndarray, count: int, prefix: str) -> list:
+def demo_records(rows: np.ndarray, count: int, prefix: str, first: int = 0) -> list:
     out = []
-    for n in range(count):
+    for n in range(first, first + count):
         request_id = f"{prefix}-{n}"
         body = request_body(request_id, INPUT_NAME, rows[n % len(rows)][np.newaxis, :])
         out.append((request_id.encode(), body, [(h.MODEL_NAME, DEMO_MODEL.encode()), (h.REQUEST_ID, request_id.encode())]))

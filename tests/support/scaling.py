@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,7 +19,7 @@ from ray.exceptions import RayError
 from streaminfer.running import ConsumerGroupApp
 from streaminfer.scaling.settings import ScalingSettings
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
-from tests.support.harness import Collected, Collector, Record, send
+from tests.support.harness import Collected, Collector, Ends, Record, ends, send
 
 #: Small thresholds and cool-downs, so a burst of a few thousand records scales up and the test
 #: sees the group back at one consumer within seconds.
@@ -31,10 +32,13 @@ FAST_SCALING = ScalingSettings(
 @dataclass
 class ScalingRun:
     collected: Collected
+    sent: int
+    """Requests sent, numbered 0 to ``sent - 1``."""
+
     counts: list[tuple[float, int]] = field(default_factory=list)
     """(seconds since the burst began, consumers in the group), at every change seen."""
     to_new_consumer_s: float | None = None
-    """From the burst's first record to a consumer added for it owning partitions."""
+    """From the burst's first record to a consumer added for it owning partitions (sending stops then)."""
     idle_to_first_drain_s: float | None = None
     """From the group having committed every request (its lag is zero) to the first consumer leaving."""
     idle_to_min_s: float | None = None
@@ -46,11 +50,18 @@ class ScalingRun:
 
 
 async def burst_then_idle(
-    app: ConsumerGroupApp, kafka: KafkaSettings, topics: TopicSettings, records: list[Record],
-    isolation_level: str = "read_uncommitted", timeout_s: float = 60.0,
+    app: ConsumerGroupApp, kafka: KafkaSettings, topics: TopicSettings, requests: Callable[[int, int], list[Record]],
+    isolation_level: str = "read_uncommitted", timeout_s: float = 60.0, chunk: int = 2000, backlog: int = 4000,
+    max_requests: int = 200_000,
 ) -> ScalingRun:
-    """Send ``records`` at once, read every answer, wait for the group to commit them all, then for
-    it to drain back to ``scaling.min_consumers``."""
+    """Send requests (``requests(first, count)`` makes them) in chunks, keeping at least ``backlog``
+    unanswered, until a consumer added for the burst owns partitions; read every answer, wait for
+    the group to commit them all, then for it to drain back to ``scaling.min_consumers``.
+
+    How much to send is not fixed: one consumer's speed on a shared machine varies several times
+    over, and a fixed burst that one fast consumer answers before the new actors have joined
+    shows no scaling at all. Topping the backlog up until the group has grown makes every run
+    scale while requests wait, which is what the tests are about."""
     initial = set(app.names)
     run: ScalingRun | None = None
     began = time.monotonic()
@@ -59,11 +70,20 @@ async def burst_then_idle(
     watcher = asyncio.create_task(_watch(app, initial, began, counts, new_consumer))
     try:
         async with Collector(kafka.bootstrap, topics, isolation_level=isolation_level) as collector:
-            sent = await send(kafka.bootstrap, topics.requests, records)
-            await collector.until(lambda c: len(c.unique_ids()) >= len(records), timeout_s)
-            collected = await collector.caught_up(kafka, sent, timeout_s)
+            sent = 0
+            placed: Ends = {}
+            while not new_consumer:
+                answered = len(collector.collected.predictions) + len(collector.collected.dead_letters)
+                if sent - answered < backlog:
+                    if sent >= max_requests or time.monotonic() - began > timeout_s:
+                        raise AssertionError(f"no consumer was added while {sent - answered} requests waited: {counts}")
+                    placed = ends(placed, await send(kafka.bootstrap, topics.requests, requests(sent, chunk)))
+                    sent += chunk
+                await collector.poll(50)
+            await collector.until(lambda c: len(c.unique_ids()) >= sent, timeout_s)
+            collected = await collector.caught_up(kafka, placed, timeout_s)
         idle = time.monotonic() - began
-        print(f"burst of {len(records)} sent, answered and committed in {idle:.1f} s")
+        print(f"burst of {sent} sent, answered and committed in {idle:.1f} s")
         minimum = app.settings.scaling.min_consumers
         deadline = time.monotonic() + timeout_s
         while not (len(app.names) <= minimum and not app.draining):
@@ -74,7 +94,7 @@ async def burst_then_idle(
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
-    run = ScalingRun(collected, counts, new_consumer[0] if new_consumer else None)
+    run = ScalingRun(collected, sent, counts, new_consumer[0] if new_consumer else None)
     drops = [at for (at, count), (_, before) in zip(counts[1:], counts) if count < before and at >= idle]
     run.idle_to_first_drain_s = drops[0] - idle if drops else None
     run.idle_to_min_s = back - idle
