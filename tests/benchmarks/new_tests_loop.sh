@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Runs the integration tests added in wave 2's second half several times in a row and tallies
-# each run, so a rare failure shows before it blocks a landing:
-#   bash tests/benchmarks/new_tests_loop.sh [RUNS]   -> tests/benchmarks/results/new_tests_loop.md
+# Runs the newest integration tests (anomaly alerts, audit report, autoscaling on one and two nodes,
+# the bench command) several times in a row and tallies each run, so a rare failure shows early:
+#   bash tests/benchmarks/new_tests_loop.sh [RUNS] [OUT]   -> OUT (tests/benchmarks/results/new_tests_loop.md)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 runs=${1:-3}
 tests=(tests/integration/test_alert_anomaly.py tests/integration/test_audit_after_a_session.py
        tests/integration/test_autoscaling.py tests/integration/test_autoscaling_cluster.py
        tests/integration/test_bench_command.py)
-out=tests/benchmarks/results/new_tests_loop.md
+out=${2:-tests/benchmarks/results/new_tests_loop.md}
 {
   echo "# The newest integration tests, $runs runs in a row"
   echo
-  echo "\`bash tests/benchmarks/new_tests_loop.sh $runs\` on $(date -u +%Y-%m-%d), $(nproc) cores."
+  echo "\`bash tests/benchmarks/new_tests_loop.sh $runs $out\` on $(date -u +%Y-%m-%d), $(nproc) cores."
   echo
   echo "| run | result | seconds | load at start |"
   echo "|---|---|---|---|"
@@ -26,5 +26,5 @@ for run in $(seq 1 "$runs"); do
   failed=$(grep '^FAILED' "$log" | cut -c1-300 | tr '\n' ' ')
   echo "| $run | $summary ${failed:+($failed)} | $(( $(date +%s) - started )) | $load |" >> "$out"
   echo "run $run: $summary $failed"
-  [ -z "$failed" ] || cp "$log" "tests/benchmarks/results/new_tests_loop_failure_$run.log"
+  [ -z "$failed" ] || cp "$log" "${out%.md}_failure_$run.log"
 done
