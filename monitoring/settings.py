@@ -93,6 +93,11 @@ class MonitorSettings(BaseModel):
     order_max_records: int = Field(50_000, ge=1)
     """At most this many records wait for order; beyond it the oldest are processed."""
 
+    order_grace_s: float = Field(1.0, ge=0)
+    """A partition read to its end may still receive records produced up to this long before
+    its end was seen (linger, batching, clock skew between hosts): a live stream is processed
+    this far behind, in order."""
+
     def detectors_for(self, model: str) -> list[DetectorKind]:
         return self.model_detectors.get(model, self.detectors)
 

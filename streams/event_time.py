@@ -7,10 +7,14 @@ the stream, so a shift shows in the wrong windows or in none. Sorting inside a f
 help; this merge holds records back until no partition can still deliver an earlier one.
 
 A topic's *watermark* is the least, over its partitions, of what each can still deliver: the
-newest timestamp seen in a partition that has more to read, and no bound for a partition read
-to its end. Records at or below the watermark are handed on, merged by timestamp; a partition's
-records always leave in offset order, so the offsets handed on are a prefix of each partition
-and a checkpoint of them resumes exactly after what was processed (what was held is read again).
+newest timestamp seen in a partition that has more to read; for a partition read to its end,
+the time its end was last seen less ``grace_s``, since a record produced before then may still be
+on its way (a producer's linger and batching, another host's clock). Records at or below the
+watermark are handed on, merged by timestamp; a partition's records always leave in offset
+order, so the offsets handed on are a prefix of each partition and a checkpoint of them resumes
+exactly after what was processed (what was held is read again). A live stream is so processed
+about ``grace_s`` behind; a backlog, as fast as it is read. Records of one millisecond are spread
+evenly across partitions (``_spread_ties``), the best guess at the order they were produced in.
 
 A partition that stays behind (a slow broker, an open transaction) would hold the others back
 forever, so a record waits at most ``max_wait_s`` of wall time, and at most ``max_records`` are
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -32,8 +36,11 @@ Batches = dict[TopicPartition, list[ConsumerRecord]]
 class EventTimeMerge:
     """``add`` each fetch, then ``release`` what is safe to process, in timestamp order."""
 
-    def __init__(self, max_wait_s: float, max_records: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_wait_s: float, max_records: int, grace_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._max_wait_s = max_wait_s
+        self._grace_ms = grace_s * 1000
         self._max_records = max_records
         self._clock = clock
         self._held: dict[TopicPartition, deque[tuple[float, ConsumerRecord]]] = {}
@@ -52,26 +59,30 @@ class EventTimeMerge:
                 self._newest[tp] = max(self._newest.get(tp, record.timestamp), record.timestamp)
             self._count += len(records)
 
-    def release(self, partitions: Iterable[TopicPartition], at_end: set[TopicPartition]) -> list[ConsumerRecord]:
+    def release(self, partitions: Iterable[TopicPartition], at_end: Mapping[TopicPartition, float]) -> list[ConsumerRecord]:
         """What may be processed now, oldest first. ``partitions`` are all those read (one that
-        has not delivered anything yet holds its topic back too); ``at_end`` are those read up to
-        their end."""
+        has not delivered anything yet holds its topic back too); ``at_end``: those read up to
+        their end, with when that end was seen (Unix ms, the clock of record timestamps)."""
         watermarks = self._watermarks(partitions, at_end)
         forced = self._forced_watermark()
-        out: list[ConsumerRecord] = []
+        keyed: list[tuple[int, float, ConsumerRecord]] = []
         for tp, held in self._held.items():
             bound = max(watermarks.get(tp.topic, _NO_BOUND), forced)
+            taken: list[ConsumerRecord] = []
             while held and held[0][1].timestamp <= bound:
-                out.append(held.popleft()[1])
-        self._count -= len(out)
-        out.sort(key=lambda record: record.timestamp)  # stable: a partition's order is kept
-        return out
+                taken.append(held.popleft()[1])
+            keyed.extend(_spread_ties(taken))
+        self._count -= len(keyed)
+        keyed.sort(key=lambda item: (item[0], item[1]))  # stable: a partition's order is kept
+        return [record for _, _, record in keyed]
 
-    def _watermarks(self, partitions: Iterable[TopicPartition], at_end: set[TopicPartition]) -> dict[str, float]:
+    def _watermarks(
+        self, partitions: Iterable[TopicPartition], at_end: Mapping[TopicPartition, float]
+    ) -> dict[str, float]:
         marks: dict[str, float] = {}
         for tp in partitions:
-            if tp in at_end:
-                limit = float("inf")  # all it has is here
+            if tp in at_end:  # all it has is here, bar what was produced too recently to be
+                limit = max(at_end[tp] - self._grace_ms, self._newest.get(tp, _NO_BOUND))
             else:
                 limit = self._newest.get(tp, _NO_BOUND)
             marks[tp.topic] = min(marks.get(tp.topic, float("inf")), limit)
@@ -92,6 +103,24 @@ class EventTimeMerge:
             oldest = sorted(record.timestamp for held in self._held.values() for _, record in held)
             forced = max(forced, oldest[excess - 1])
         return forced
+
+
+def _spread_ties(records: list[ConsumerRecord]) -> list[tuple[int, float, ConsumerRecord]]:
+    """Each record with its timestamp and where it falls among its partition's records of the
+    same millisecond, from 0 to 1. A fast producer stamps hundreds of records with one
+    millisecond; sorted by timestamp alone, one partition's share of it would all come before
+    the next's. Spread evenly instead, records of a millisecond interleave across partitions
+    much as they were produced (keys spread them over partitions at random)."""
+    out: list[tuple[int, float, ConsumerRecord]] = []
+    start = 0
+    while start < len(records):
+        stamp, end = records[start].timestamp, start + 1
+        while end < len(records) and records[end].timestamp == stamp:
+            end += 1
+        run = end - start
+        out.extend((stamp, (i + 0.5) / run, records[start + i]) for i in range(run))
+        start = end
+    return out
 
 
 _NO_BOUND = float("-inf")

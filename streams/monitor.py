@@ -97,7 +97,7 @@ class Monitor(SingleReader):
         self._unknown: set[tuple[str, str | None]] = set()
         self._resolved: dict[tuple[str, str | None], tuple[tuple[str, str] | None, float]] = {}
         self._label_counts: dict[tuple[str, str, str], int] = {}
-        self._order = EventTimeMerge(settings.order_max_wait_s, settings.order_max_records)
+        self._order = EventTimeMerge(settings.order_max_wait_s, settings.order_max_records, settings.order_grace_s)
         self.restored = False
 
     @property

@@ -155,19 +155,21 @@ class SingleReader(ABC):
     async def _commit_for_lag_tools(self, offsets: Offsets) -> None:
         await commit_for_lag_tools(self._consumer, offsets)
 
-    async def _read_positions(self) -> tuple[set[TopicPartition], set[TopicPartition]]:
+    async def _read_positions(self) -> tuple[set[TopicPartition], dict[TopicPartition, float]]:
         """The partitions read, and those of them read up to their last known end (the last
-        stable offset under ``read_committed``, else the high watermark)."""
+        stable offset under ``read_committed``, else the high watermark), with when that end
+        was last seen (Unix ms)."""
         consumer = self._consumer
         if consumer is None:
-            return set(), set()
+            return set(), {}
         assigned = set(consumer.assignment())
-        at_end = set()
+        at_end: dict[TopicPartition, float] = {}
         for tp in assigned:
             stable = consumer.last_stable_offset(tp)
             end = stable if stable is not None and stable >= 0 else consumer.highwater(tp)
-            if end is not None and await consumer.position(tp) >= end:
-                at_end.add(tp)
+            seen = consumer.last_poll_timestamp(tp)
+            if end is not None and seen is not None and await consumer.position(tp) >= end:
+                at_end[tp] = seen
         return assigned, at_end
 
     # inside ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ Integration tests use real brokers; this is for what a unit test must pin down e
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,6 +154,9 @@ class FakeConsumer(_Client):
 
     def last_stable_offset(self, tp: TopicPartition) -> int:
         return -1  # as aiokafka under read_uncommitted
+
+    def last_poll_timestamp(self, tp: TopicPartition) -> int:
+        return int(time.time() * 1000)  # every fetch looks at every partition here
 
     async def position(self, tp: TopicPartition) -> int:
         return self.positions.get(tp, 0)
