@@ -85,6 +85,7 @@ def test_demo_with_drift_answers_every_request_and_shows_drift_on_exactly_the_sh
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary, drift = result.stdout.strip().splitlines()[-2:]
+    print(drift)
     assert "requests=1200 predictions=1200 dead_letters=0" in summary
     assert "p99=" in summary and "throughput=" in summary
     assert "on mean radius, mean texture, worst area;" in drift, drift
