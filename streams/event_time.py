@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-Batches = dict[TopicPartition, list[ConsumerRecord]]
+from streaminfer.streams.single_reader import Batches
 
 
 class EventTimeMerge:
