@@ -17,10 +17,10 @@ from streaminfer.schemas import headers as h
 from streaminfer.streams.settings import KafkaSettings, TopicSettings
 from streaminfer.workers.models.repository import ModelRepository
 from tests.integration.test_ray_cluster import PARTITIONS, fresh, repository, request, running
-from tests.support.harness import Collector, ends, send
+from tests.support.harness import Collector
 from tests.support.models import LOOKUP_MODEL
 from tests.support.ray_cluster import Cluster, two_node_cluster
-from tests.support.scaling import driver_samples
+from tests.support.scaling import driver_samples, keep_backlog_until
 
 BACKLOG = 8000
 
@@ -79,19 +79,18 @@ def test_an_autoscaled_group_spreads_over_both_nodes_under_a_burst_and_drains_ba
         async def burst() -> tuple[int, int, set[str], dict]:
             """Keep at least BACKLOG requests waiting until the group has grown over both nodes
             (a fixed burst races one consumer's speed, which varies with the machine's load)."""
-            peak, seen, sent, placed, looked = 1, set(), 0, {}, 0.0
-            began = time.monotonic()
+            peak, seen, looked = 1, set(), 0.0
+
+            async def grown() -> bool:
+                nonlocal peak, seen, looked
+                if time.monotonic() - looked >= 0.5:
+                    where = await asyncio.to_thread(_consumer_nodes, cluster)
+                    peak, seen, looked = max(peak, len(where)), seen | set(where), time.monotonic()
+                return peak >= 3 and seen == nodes
+
             async with Collector(kafka.bootstrap, topics) as collector:
-                while not (peak >= 3 and seen == nodes):
-                    answered = len(collector.collected.predictions) + len(collector.collected.dead_letters)
-                    if sent - answered < BACKLOG:
-                        assert time.monotonic() - began < 120, f"the group did not grow over both nodes: {peak}, {seen}"
-                        placed = ends(placed, await send(kafka.bootstrap, topics.requests, requests(sent, BACKLOG // 2)))
-                        sent += BACKLOG // 2
-                    if time.monotonic() - looked >= 0.5:
-                        where = await asyncio.to_thread(_consumer_nodes, cluster)
-                        peak, seen, looked = max(peak, len(where)), seen | set(where), time.monotonic()
-                    await collector.poll(50)
+                sent, placed = await keep_backlog_until(grown, collector, kafka, topics, requests, BACKLOG // 2, BACKLOG,
+                                                        200_000, 120)
                 await collector.until(lambda c: len(c.unique_ids()) >= sent, 180)
                 collected = await collector.caught_up(kafka, placed)
             deadline = time.monotonic() + 60

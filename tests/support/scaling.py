@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -70,16 +70,11 @@ async def burst_then_idle(
     watcher = asyncio.create_task(_watch(app, initial, began, counts, new_consumer))
     try:
         async with Collector(kafka.bootstrap, topics, isolation_level=isolation_level) as collector:
-            sent = 0
-            placed: Ends = {}
-            while not new_consumer:
-                answered = len(collector.collected.predictions) + len(collector.collected.dead_letters)
-                if sent - answered < backlog:
-                    if sent >= max_requests or time.monotonic() - began > timeout_s:
-                        raise AssertionError(f"no consumer was added while {sent - answered} requests waited: {counts}")
-                    placed = ends(placed, await send(kafka.bootstrap, topics.requests, requests(sent, chunk)))
-                    sent += chunk
-                await collector.poll(50)
+            async def grown() -> bool:
+                return bool(new_consumer)
+
+            sent, placed = await keep_backlog_until(grown, collector, kafka, topics, requests, chunk, backlog,
+                                                    max_requests, timeout_s)
             await collector.until(lambda c: len(c.unique_ids()) >= sent, timeout_s)
             collected = await collector.caught_up(kafka, placed, timeout_s)
         idle = time.monotonic() - began
@@ -99,6 +94,27 @@ async def burst_then_idle(
     run.idle_to_first_drain_s = drops[0] - idle if drops else None
     run.idle_to_min_s = back - idle
     return run
+
+
+async def keep_backlog_until(
+    grown: Callable[[], Awaitable[bool]], collector: Collector, kafka: KafkaSettings, topics: TopicSettings,
+    requests: Callable[[int, int], list[Record]], chunk: int, backlog: int, max_requests: int, timeout_s: float,
+) -> tuple[int, Ends]:
+    """Send ``chunk`` requests at a time whenever fewer than ``backlog`` are unanswered, until
+    ``grown()``; returns how many were sent and where they ended. Fails after ``max_requests`` or
+    ``timeout_s`` without growth."""
+    began = time.monotonic()
+    sent = 0
+    placed: Ends = {}
+    while not await grown():
+        answered = len(collector.collected.predictions) + len(collector.collected.dead_letters)
+        if sent - answered < backlog:
+            if sent >= max_requests or time.monotonic() - began > timeout_s:
+                raise AssertionError(f"the group did not grow while {sent - answered} requests waited")
+            placed = ends(placed, await send(kafka.bootstrap, topics.requests, requests(sent, chunk)))
+            sent += chunk
+        await collector.poll(50)
+    return sent, placed
 
 
 async def _watch(app: ConsumerGroupApp, initial: set[str], began: float, counts: list[tuple[float, int]],
