@@ -190,7 +190,9 @@ def plots(results: dict[str, dict], out_dir: Path, stem: str = "bench") -> list[
     fig, ax = plt.subplots(figsize=(8, 5))
     cmap = plt.get_cmap("tab10")
     for index, name in enumerate(n for n in names if results[n].get("latency")):
-        steps = sorted((s for s in results[name]["latency"].values() if s.get("p99_ms") is not None),
+        # a rate most rounds found over capacity is left out, as the table leaves it out
+        steps = sorted((s for s in results[name]["latency"].values()
+                        if s.get("p99_ms") is not None and not s.get("over_capacity")),
                        key=lambda s: s["rate"])
         if steps:
             rates = [s["rate"] for s in steps]
