@@ -53,6 +53,12 @@ class ConsumerInEndlessRebalance:
     def assignment(self) -> set[TopicPartition]:
         return {SOURCE}
 
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None  # no fetch response has told it yet
+
+    def last_stable_offset(self, tp: TopicPartition) -> int | None:
+        return None
+
     async def getmany(self, **_: object) -> dict[TopicPartition, list[ConsumerRecord]]:
         if self._records:
             records, self._records = self._records, []
