@@ -42,8 +42,8 @@ def build_systems(repository: Path, model_path: Path, scale: float, peer_home: P
         baseline("naive", "baseline", n(8_000), model_path),
         baseline("microbatch", "baseline", n(150_000), model_path),
         streaminfer(report.DEFAULTS, n(300_000), repository, None),
-        streaminfer("streaminfer, 1 consumer actor", n(200_000), repository, 1),
-        streaminfer("streaminfer, 2 consumer actors", n(300_000), repository, 2),
+        streaminfer("streaminfer (1 consumer actor)", n(200_000), repository, 1),
+        streaminfer("streaminfer (2 consumer actors)", n(300_000), repository, 2),
         *(streaminfer(f"streaminfer (defaults, exactly-once {ms} ms)", n(300_000), repository, None, exactly_once(ms),
                       rate_bucket_s=max(0.25, 10 * ms / 1000))  # answers come a transaction at a time
           for ms in EXACTLY_ONCE_INTERVALS_MS),
