@@ -12,6 +12,7 @@ import datetime
 import functools
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -152,14 +153,22 @@ class _External:
 
 
 class _Started:
-    def __init__(self, broker) -> None:
+    """A broker the benchmark starts; its data (``discard``: gigabytes after a full run) is
+    removed once it has stopped, its log is kept beside the systems' logs."""
+
+    def __init__(self, broker, discard: Path | None = None) -> None:
         self.broker = broker
+        self.discard = discard
 
     def __enter__(self) -> str:
         return self.broker.__enter__().bootstrap
 
     def __exit__(self, *exc: object) -> None:
-        self.broker.__exit__(*exc)
+        try:
+            self.broker.__exit__(*exc)
+        finally:
+            if self.discard is not None:
+                shutil.rmtree(self.discard, ignore_errors=True)
 
 
 def _broker(kind: str, work: Path, bootstrap: str | None) -> _External | _Started:
@@ -168,7 +177,7 @@ def _broker(kind: str, work: Path, bootstrap: str | None) -> _External | _Starte
     if kind == "kafka":
         from tests.support.kafka_jvm import ApacheKafkaBroker, ensure_kafka_jars
 
-        return _Started(ApacheKafkaBroker(work / "kafka", ensure_kafka_jars()))
+        return _Started(ApacheKafkaBroker(work / "kafka", ensure_kafka_jars()), discard=work / "kafka" / "data")
     from streaminfer.broker import EmbeddedBroker
 
     return _Started(EmbeddedBroker(log_path=work / "tansu.log"))
