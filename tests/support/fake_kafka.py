@@ -209,3 +209,28 @@ class FakeAdmin:
              "partitions": [{"partition": p} for p in range(self.broker.partitions.get(name, 0))]}
             for name in names
         ]
+
+
+class RecordBatch:
+    """What ``AIOKafkaProducer.create_batch`` returns, for a fake producer: it keeps the values."""
+
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    def append(self, *, timestamp: object, key: bytes | None, value: bytes, headers: object) -> object:
+        self.values.append(value)
+        return object()
+
+
+class GivenClients(KafkaClients):
+    """Hands out the one consumer and the one producer a test built (a pipeline opens one of each)."""
+
+    def __init__(self, consumer: Any, producer: Any) -> None:
+        super().__init__(KafkaSettings())
+        self._consumer, self._producer = consumer, producer
+
+    def consumer(self, *topics: str, group_id: str | None = None, **overrides: Any) -> Any:
+        return self._consumer
+
+    def producer(self, **overrides: Any) -> Any:
+        return self._producer

@@ -18,11 +18,11 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
-from streaminfer.streams.clients import KafkaClients
 from streaminfer.streams.pipeline.loop import Pipeline
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.routing.served import ServedModels
+from tests.support.fake_kafka import GivenClients, RecordBatch
 
 GUARD_S = 10
 TOPICS = TopicSettings(health_reports=False)
@@ -82,11 +82,6 @@ class ConsumerWithBacklog:
         return None
 
 
-class AppendOnlyBatch:
-    def append(self, *, timestamp: object, key: bytes | None, value: bytes, headers: object) -> object:
-        return object()
-
-
 class ProducerHoldingAcknowledgements:
     """Every batch sent waits for ``release()`` to be acknowledged."""
 
@@ -100,10 +95,10 @@ class ProducerHoldingAcknowledgements:
     async def partitions_for(self, topic: str) -> set[int]:
         return {0}
 
-    def create_batch(self) -> AppendOnlyBatch:
-        return AppendOnlyBatch()
+    def create_batch(self) -> RecordBatch:
+        return RecordBatch()
 
-    async def send_batch(self, batch: AppendOnlyBatch, topic: str, partition: int) -> asyncio.Future[None]:
+    async def send_batch(self, batch: RecordBatch, topic: str, partition: int) -> asyncio.Future[None]:
         self.sent += 1
         held = asyncio.get_running_loop().create_future()
         self._held.append(held)
@@ -116,18 +111,6 @@ class ProducerHoldingAcknowledgements:
 
     async def stop(self) -> None:
         self.release()
-
-
-class FakeClients(KafkaClients):
-    def __init__(self, consumer: ConsumerWithBacklog, producer: ProducerHoldingAcknowledgements) -> None:
-        super().__init__(KafkaSettings())
-        self._consumer, self._producer = consumer, producer
-
-    def consumer(self, *topics: str, group_id: str | None = None, **overrides: object):  # type: ignore[override]
-        return self._consumer
-
-    def producer(self, **overrides: object):
-        return self._producer
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
@@ -148,7 +131,7 @@ async def fetches_while_the_first_batch_is_unacknowledged(tmp_path, backlog: int
     consumer = ConsumerWithBacklog([undecodable_requests(0, 5), undecodable_requests(5, 5)], backlog)
     producer = ProducerHoldingAcknowledgements()
     pipeline = Pipeline(KafkaSettings(), TOPICS, settings, models, PipelineMetrics(CollectorRegistry()),
-                        clients=FakeClients(consumer, producer))
+                        clients=GivenClients(consumer, producer))
     await pipeline.start()
     try:
         await until(lambda: producer.sent >= 1, "the first batch's dead letters were sent")

@@ -15,12 +15,12 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from streaminfer.monitoring.observability.metrics import PipelineMetrics
-from streaminfer.streams.clients import KafkaClients
 from streaminfer.streams.clock import ManualClock
 from streaminfer.streams.pipeline.loop import Pipeline
 from streaminfer.streams.settings import KafkaSettings, PipelineSettings, TopicSettings
 from streaminfer.workers.models.repository import ModelRepository
 from streaminfer.workers.routing.served import ServedModels
+from tests.support.fake_kafka import GivenClients, RecordBatch
 
 GUARD_S = 10
 TOPICS = TopicSettings(health_reports=False)
@@ -75,15 +75,6 @@ class ConsumerInEndlessRebalance:
         await never()
 
 
-class AppendOnlyBatch:
-    def __init__(self) -> None:
-        self.values: list[bytes] = []
-
-    def append(self, *, timestamp: object, key: bytes | None, value: bytes, headers: object) -> object:
-        self.values.append(value)
-        return object()
-
-
 class ProducerThatAcknowledges:
     """Acknowledges every batch at once."""
 
@@ -97,10 +88,10 @@ class ProducerThatAcknowledges:
     async def partitions_for(self, topic: str) -> set[int]:
         return {0}
 
-    def create_batch(self) -> AppendOnlyBatch:
-        return AppendOnlyBatch()
+    def create_batch(self) -> RecordBatch:
+        return RecordBatch()
 
-    async def send_batch(self, batch: AppendOnlyBatch, topic: str, partition: int) -> asyncio.Future[None]:
+    async def send_batch(self, batch: RecordBatch, topic: str, partition: int) -> asyncio.Future[None]:
         sent = asyncio.get_running_loop().create_future()
         sent.set_result(None)
         self.acknowledged.set()
@@ -110,18 +101,6 @@ class ProducerThatAcknowledges:
         self.stopped = True
 
 
-class FakeClients(KafkaClients):
-    def __init__(self, consumer: ConsumerInEndlessRebalance, producer: ProducerThatAcknowledges) -> None:
-        super().__init__(KafkaSettings())
-        self._consumer, self._producer = consumer, producer
-
-    def consumer(self, *topics: str, group_id: str | None = None, **overrides: object):  # type: ignore[override]
-        return self._consumer
-
-    def producer(self, **overrides: object):  # type: ignore[override]
-        return self._producer
-
-
 async def test_stop_gives_up_on_a_fetch_a_commit_and_a_group_leave_that_never_finish(tmp_path):
     step_s = 5.0
     # the commit and routing loops stay asleep: the only commit tried is the final one
@@ -129,7 +108,7 @@ async def test_stop_gives_up_on_a_fetch_a_commit_and_a_group_leave_that_never_fi
     models = ServedModels(ModelRepository(tmp_path), "none", make_pool=lambda entry: None)  # type: ignore[arg-type,return-value]
     consumer, producer, clock = ConsumerInEndlessRebalance([undecodable_request(0)]), ProducerThatAcknowledges(), ManualClock()
     pipeline = Pipeline(KafkaSettings(), TOPICS, settings, models, PipelineMetrics(CollectorRegistry()),
-                        clients=FakeClients(consumer, producer), clock=clock)
+                        clients=GivenClients(consumer, producer), clock=clock)
     await pipeline.start()
     await asyncio.wait_for(producer.acknowledged.wait(), GUARD_S)  # its dead letter is acknowledged
 
