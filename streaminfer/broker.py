@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import random
 import signal
 import socket
 import subprocess
@@ -31,7 +32,47 @@ def tansu_binary() -> Path:
     return path
 
 
+_PORT_CHOICE = random.Random()  # its own generator: a test seeding ``random`` must not make two processes pick alike
+_LOWEST_CHOSEN_PORT = 20000  # above Ray's default worker ports (10002-19999)
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The ports the kernel hands out for outgoing connections and ``bind(0)`` (Linux's
+    ``ip_local_port_range``; its default where the file is missing)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+def _bindable(host: str, port: int) -> bool:
+    """Whether a server could bind ``port`` on ``host`` and on every address (Ray's servers bind
+    0.0.0.0), with no socket of any state holding it."""
+    for address in dict.fromkeys((host, "0.0.0.0")):
+        with socket.socket() as sock:
+            try:
+                sock.bind((address, port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port(host: str = LOOPBACK) -> int:
+    """A port no socket holds now, chosen below the kernel's ephemeral range.
+
+    A port from ``bind(0)`` lies in the ephemeral range, the range the kernel also draws the local
+    port of every outgoing connection from. Between choosing a port and the server binding it
+    (seconds, for a JVM broker or a Ray raylet) another process's connection could take it, and
+    the server would fail with "address already in use". A port below the range is taken only by
+    a bind that names it. Where the range leaves no room below it, ``bind(0)`` it is.
+    """
+    low, _ = ephemeral_port_range()
+    if low - _LOWEST_CHOSEN_PORT >= 1000:
+        for _ in range(200):
+            port = _PORT_CHOICE.randrange(_LOWEST_CHOSEN_PORT, low)
+            if _bindable(host, port):
+                return port
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
