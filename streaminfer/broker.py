@@ -78,6 +78,14 @@ def free_port(host: str = LOOPBACK) -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int, host: str = LOOPBACK) -> tuple[int, ...]:
+    """``count`` distinct free ports, chosen as ``free_port`` chooses."""
+    ports: dict[int, None] = {}
+    while len(ports) < count:
+        ports[free_port(host)] = None
+    return tuple(ports)
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -22,6 +22,7 @@ import ray
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import SecretStr
 
+from streaminfer.broker import free_port
 from streaminfer.demo.model import DEMO_MODEL, INPUT_NAME
 from streaminfer.loadgen import demo_payloads
 from streaminfer.monitoring.alerting.delivery_metrics import DeliveryMetrics
@@ -215,9 +216,7 @@ class SecuredRedis:
     def __init__(self, authority: CertificateAuthority | None = None) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed: apt-get install redis-server"
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
         args = [binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--requirepass", REDIS_PASSWORD]
         self.tls = authority is not None

@@ -20,6 +20,8 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from streaminfer.broker import free_ports
+
 REPO_ROOT = Path(__file__).resolve().parents[2]  # tests/support/ of a source checkout
 FETCH_SCRIPT = REPO_ROOT / "infra" / "kafka" / "fetch-jars.sh"
 LOG4J_CONFIG = REPO_ROOT / "infra" / "kafka" / "log4j2.properties"
@@ -122,7 +124,7 @@ class ApacheKafkaBroker:
         libs = self._libs_dir or ensure_kafka_jars()
         self._work_dir.mkdir(parents=True, exist_ok=True)
         if self._ports is None:  # a restart keeps its address and its data: clients reconnect to it
-            port, controller_port = _free_loopback_ports(2)
+            port, controller_port = free_ports(2)
             self._ports = (port, controller_port)
         port, controller_port = self._ports
         config = self._write_properties(port, controller_port)
@@ -231,7 +233,7 @@ class ApacheKafkaCluster:
 
     def __init__(self, work_dir: Path, libs_dir: Path | None = None) -> None:
         cluster_id = _new_cluster_id()
-        ports = _free_loopback_ports(2 * CLUSTER_SIZE)
+        ports = free_ports(2 * CLUSTER_SIZE)
         pairs = [(ports[2 * i], ports[2 * i + 1]) for i in range(CLUSTER_SIZE)]
         voters = ",".join(f"{i + 1}@127.0.0.1:{controller}" for i, (_, controller) in enumerate(pairs))
         self.brokers = [
@@ -292,13 +294,6 @@ def _java(libs: Path) -> list[str]:
         raise KafkaLauncherError("java not found on PATH: install a JRE 17 or newer")
     log4j = [f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-Dlog4j.shutdownHookEnabled=false"]
     return [java, *log4j, "-cp", f"{libs}/*"]
-
-
-def _free_loopback_ports(count: int) -> tuple[int, ...]:
-    """Ports the OS reports free, held open together so that they differ."""
-    with contextlib.ExitStack() as stack:
-        servers = [stack.enter_context(socket.create_server(("127.0.0.1", 0))) for _ in range(count)]
-        return tuple(server.getsockname()[1] for server in servers)
 
 
 def _new_cluster_id() -> str:

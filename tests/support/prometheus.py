@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
+
+from streaminfer.broker import free_port
 
 READY_TIMEOUT_S = 30.0
 _POLL_S = 0.2
@@ -46,13 +47,6 @@ def prometheus_binary() -> str | None:
         return found
     debian = Path("/usr/bin/prometheus")
     return str(debian) if debian.is_file() else None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PrometheusServer:
@@ -113,7 +107,7 @@ class PrometheusServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.targets_file.parent.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(yaml.safe_dump(self._config(), sort_keys=False))
-        self.port = _free_port()
+        self.port = free_port()
         self._log = self.log_file.open("ab")
         self._process = subprocess.Popen(
             [

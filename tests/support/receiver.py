@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import socket
 import ssl
 import time
 from collections import Counter
@@ -26,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from streaminfer.broker import free_port
 from streaminfer.schemas.notifications import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
 
 
@@ -45,12 +45,6 @@ class Received:
         return self.headers.get(IDEMPOTENCY_HEADER.lower())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _expected_signature(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
@@ -61,7 +55,7 @@ class WebhookReceiver:
         self.secret = secret
         self.path = path
         self.tls = tls
-        self.port = _free_port()
+        self.port = free_port()
         self.received: list[Received] = []
         self._status = 200
         self._text = "ok"

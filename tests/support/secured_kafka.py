@@ -33,6 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
+from streaminfer.broker import free_ports
 from tests.support.certificates import CertificateAuthority, Identity
 from tests.support.kafka_jvm import BrokerStartError, _java, ensure_kafka_jars
 
@@ -106,7 +107,7 @@ class SecuredKafkaBroker:
 
     def start(self) -> SecuredKafkaBroker:
         libs = self._libs_dir or ensure_kafka_jars()
-        self.ports = _free_ports(LISTENERS)
+        self.ports = dict(zip(LISTENERS, free_ports(len(LISTENERS)), strict=True))
         config = self.work_dir / "server.properties"
         config.write_text(_PROPERTIES.format(
             **{name: self.address(name) for name in LISTENERS}, admin=ADMIN,
@@ -182,7 +183,3 @@ class SecuredKafkaBroker:
         return False
 
 
-def _free_ports(names: tuple[str, ...]) -> dict[str, int]:
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.create_server(("127.0.0.1", 0))) for _ in names]
-        return {name: s.getsockname()[1] for name, s in zip(names, sockets, strict=True)}
