@@ -6,7 +6,8 @@ own with its own temp dir and ports, so tearing the cluster down kills exactly t
 groups and never another test's Ray (``ray stop`` would stop every Ray on the machine). The
 second node can run in a mount namespace of its own (``unshare -m``) with an empty tmpfs over
 given paths: its actors see the machine's files except those, as a node without the driver's
-disk would. The nodes listen on different loopback addresses (127.0.0.1 and 127.0.0.2), so a
+disk would. A cluster that started and stopped cleanly removes its temp dirs; one that failed keeps
+them, with its nodes' session logs. The nodes listen on different loopback addresses (127.0.0.1 and 127.0.0.2), so a
 driver on this machine attaches to the head.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,37 +105,45 @@ def two_node_cluster(
     taken: set[int] = set()
     gcs_port, dashboard_port, client_port = _distinct_free_ports(3, taken)
     head_log, second_log = work / "ray-head.log", work / "ray-second.log"
+    temp_dirs, keep_logs = (f"/tmp/ray-h{tag}", f"/tmp/ray-s{tag}"), False
     head = _start([
         RAY, "start", "--head", "--block", f"--port={gcs_port}", f"--num-cpus={head_cpus}",
         "--num-gpus=0", "--include-dashboard=true", f"--dashboard-host={HEAD_IP}", f"--dashboard-port={dashboard_port}",
-        f"--ray-client-server-port={client_port}", f"--temp-dir=/tmp/ray-h{tag}", "--disable-usage-stats",
+        f"--ray-client-server-port={client_port}", f"--temp-dir={temp_dirs[0]}", "--disable-usage-stats",
         *_node_ports(HEAD_IP, taken),
     ], head_log, env)
     processes = [head]
     address, dashboard = f"{HEAD_IP}:{gcs_port}", f"http://{HEAD_IP}:{dashboard_port}"
     try:
-        _wait_for(lambda: _alive_nodes(dashboard) >= 1, timeout_s, "the head", head_log)
+        _wait_for(lambda: _alive_nodes(dashboard) >= 1, timeout_s, "the head", head_log, temp_dirs[0])
         if not second_cpus:
             yield Cluster(address, dashboard, (head_log,))
             return
         second = [
             RAY, "start", "--block", f"--address={address}", f"--num-cpus={second_cpus}", f"--num-gpus={second_gpus}",
-            f"--resources={json.dumps({'second_node': 1})}", f"--temp-dir=/tmp/ray-s{tag}", *_node_ports(SECOND_IP, taken),
+            f"--resources={json.dumps({'second_node': 1})}", f"--temp-dir={temp_dirs[1]}", *_node_ports(SECOND_IP, taken),
         ]
         if hidden_on_second:
             mounts = " && ".join(f"mount -t tmpfs none {shlex.quote(str(path))}" for path in hidden_on_second)
             second = ["unshare", "-m", "--propagation", "private", "sh", "-c", f"{mounts} && exec {shlex.join(second)}"]
         processes.append(_start(second, second_log, env))
-        _wait_for(lambda: _alive_nodes(dashboard) >= 2, timeout_s, "the second node", second_log)
+        _wait_for(lambda: _alive_nodes(dashboard) >= 2, timeout_s, "the second node", second_log, temp_dirs[1])
         yield Cluster(address, dashboard, (head_log, second_log))
+    except BaseException:
+        keep_logs = True  # the nodes' session logs (raylet.out and the rest) say why
+        raise
     finally:
         for process in reversed(processes):
             _stop(process)
+        if not keep_logs:
+            for temp_dir in temp_dirs:
+                shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _wait_for(ready: Callable[[], bool], timeout_s: float, what: str, log: Path) -> None:
+def _wait_for(ready: Callable[[], bool], timeout_s: float, what: str, log: Path, temp_dir: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not ready():
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not join within {timeout_s:.0f} s; its log ends:\n{log.read_text()[-3000:]}")
+            raise AssertionError(f"{what} did not join within {timeout_s:.0f} s (its raylet's logs: "
+                                 f"{temp_dir}/session_latest/logs); its log ends:\n{log.read_text()[-3000:]}")
         time.sleep(0.5)
