@@ -48,6 +48,13 @@ class RuntimeSettings(BaseModel):
     """Let ONNX Runtime plan each input shape's memory once and keep the plan; with batches of every
     size up to ``pipeline.max_batch_size`` that keeps one plan per size, for little gain on CPU."""
 
+    inline_below_ms: float = Field(1.0, ge=0)
+    """In a consumer actor, a batch the session is expected to compute in under this many
+    milliseconds (its last time per row times the rows) runs on the event loop's thread instead
+    of the session's worker thread: for a small model the hop between threads costs more CPU than
+    overlapping buys. A slower batch still goes to the worker thread, so the loop goes on fetching
+    and producing while it computes. 0: every batch on the worker thread."""
+
     @field_validator("tensorrt_cache_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:

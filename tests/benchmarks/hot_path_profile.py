@@ -102,9 +102,10 @@ async def drain_passthrough(kafka: KafkaSettings, topics: TopicSettings, setting
 
 
 async def drain_pipeline(kafka: KafkaSettings, topics: TopicSettings, settings: PipelineSettings, count: int,
-                         repository: ModelRepository, model: str, out: Path | None) -> tuple[float, float]:
-    models = ServedModels(repository, model, lambda entry: LocalPool(entry, RuntimeSettings(), "profile"))
-    await models.serve(model)
+                         repository: ModelRepository, model: str, out: Path | None,
+                         runtime: RuntimeSettings) -> tuple[float, float]:
+    models = ServedModels(repository, model, lambda entry: LocalPool(entry, runtime, "profile"))
+    served = await models.serve(model)
     registry = CollectorRegistry()
     metrics = PipelineMetrics(registry)
     pipeline = Pipeline(kafka, topics, settings, models, metrics, label="profile")
@@ -120,12 +121,14 @@ async def drain_pipeline(kafka: KafkaSettings, topics: TopicSettings, settings: 
             while answered() < count:  # noqa: ASYNC110 - as above
                 await asyncio.sleep(0.001)
             elapsed, spent = time.perf_counter() - started, time.process_time() - cpu
+    [pool] = await served.pool.describe()
+    print(f"  batches on the event loop's thread {pool['batches_inline']}, on the session's {pool['batches_threaded']}")
     await models.stop()
     return elapsed, spent
 
 
 async def one(system: str, bootstrap: str, repository: ModelRepository, model: str, count: int,
-              out: Path | None, fetch_records: int) -> tuple[float, float]:
+              out: Path | None, fetch_records: int, runtime: RuntimeSettings) -> tuple[float, float]:
     suffix = uuid.uuid4().hex[:6]
     kafka = KafkaSettings(bootstrap=bootstrap, group_id=f"profile-{suffix}")
     topics = TopicSettings(requests=f"req-{suffix}", predictions=f"pred-{suffix}", deadletter=f"dlq-{suffix}",
@@ -136,11 +139,12 @@ async def one(system: str, bootstrap: str, repository: ModelRepository, model: s
     if system == "passthrough":
         elapsed, cpu = await drain_passthrough(kafka, topics, settings, count, out)
     else:
-        elapsed, cpu = await drain_pipeline(kafka, topics, settings, count, repository, model, out)
+        elapsed, cpu = await drain_pipeline(kafka, topics, settings, count, repository, model, out, runtime)
     return count / elapsed, cpu / count * 1e6
 
 
-async def main(requests: int, runs: int, out: Path | None, only: list[str], fetch_records: int) -> None:
+async def main(requests: int, runs: int, out: Path | None, only: list[str], fetch_records: int,
+               runtime: RuntimeSettings) -> None:
     tune_gc_for_streaming(PipelineSettings().gc_gen0_threshold)  # as a consuming process does
     work = Path(tempfile.mkdtemp(prefix="hot-path-"))
     repository = ModelRepository(work / "models")
@@ -151,7 +155,7 @@ async def main(requests: int, runs: int, out: Path | None, only: list[str], fetc
             for system in only:
                 sampled = out if run == runs - 1 else None  # the last round under py-spy
                 figures[system].append(await one(system, broker.bootstrap, repository, entry.name, requests, sampled,
-                                                     fetch_records))
+                                                     fetch_records, runtime))
                 print(f"run {run + 1} {system}: {figures[system][-1][0]:,.0f}/s {figures[system][-1][1]:.1f} µs/answer "
                       f"(load {os.getloadavg()[0]:.2f})", flush=True)
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -176,6 +180,8 @@ if __name__ == "__main__":
     parser.add_argument("--fetch-records", type=int, default=PipelineSettings().fetch_max_records,
                         help="most records per fetch; a few (6) is what a consumer fetches at a low offered rate, "
                              "where the cost per fetch dominates")
+    parser.add_argument("--inline-below-ms", type=float, default=RuntimeSettings().inline_below_ms,
+                        help="runtime.inline_below_ms for the pipeline (0: every batch on the session's thread)")
     parser.add_argument("--native", action="store_true", help="py-spy samples C frames too (diagnosis only)")
     args = parser.parse_args()
     Sampler.native = args.native
@@ -183,4 +189,4 @@ if __name__ == "__main__":
         args.profile.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(args.requests, args.runs, args.profile, [s for s in args.only.split(",") if s],
-                         args.fetch_records))
+                         args.fetch_records, RuntimeSettings(inline_below_ms=args.inline_below_ms)))
