@@ -5,6 +5,7 @@ from __future__ import annotations
 import psutil
 
 from streaminfer.demo.model import demo_data
+from streaminfer.streams.clients import ensure_topic_names
 from streaminfer.streams.settings import PipelineSettings
 from tests.integration.test_pipeline import demo_records
 from tests.support.harness import Collector, app_settings, send, started
@@ -20,11 +21,16 @@ async def test_a_backlog_far_beyond_capacity_pauses_the_consumer_and_memory_stay
     count = 60_000
     pipeline = PipelineSettings(max_inflight_batches=2, fetch_max_records=256, max_batch_size=256)
     settings = app_settings(kafka_settings, topics, model_repo, consumers=1, pipeline=pipeline)
+    # the whole backlog waits before the consumer starts: sent while it runs, it could be read as
+    # fast as it arrives (no backlog, so nothing to pause for) on a machine where the consumer is
+    # the faster of the two
+    await ensure_topic_names(kafka_settings, [topics.requests, topics.predictions, topics.deadletter],
+                             topics.partitions, 1)
+    await send(kafka_settings.bootstrap, topics.requests, demo_records(demo_data().x_test, count, "o"))
     app = await started(settings)
     try:
         pids = [int(a["pid"]) for a in app.actors]
         async with Collector(kafka_settings.bootstrap, topics) as collector:
-            await send(kafka_settings.bootstrap, topics.requests, demo_records(demo_data().x_test, count, "o"))
             await collector.until(lambda c: c.total >= count // 10)
             warm = resident_bytes(pids)
             collected = await collector.until(lambda c: len(c.unique_ids()) >= count, timeout_s=300)
