@@ -5,11 +5,11 @@ with the event loop fetching, decoding and producing the batches around it. Used
 actors, where each actor owns a partition share and a session of its own: no call crosses a
 process boundary on the hot path.
 
-The hop to the worker thread and back is not free: a future, a wake-up of each thread, the GIL
-changing hands twice, tens of microseconds of CPU per batch. For a model that computes a batch in
-less (the demo's gradient-boosted trees take about 1 µs a row), the overlap does not pay for the
-hop, so a batch expected to take under ``runtime.inline_below_ms`` runs on the event loop's own
-thread. The expectation is the session's last time per row times the batch's rows; the first batch
+The hop to the worker thread and back is not free: a future, a wake-up of each thread, and the
+two threads contending for the GIL while the batch computes. For the demo model it cost about
+2.5 µs of CPU per answer, more than computing the batch (its gradient-boosted trees take about
+1 µs a row). So a batch expected to take under ``runtime.inline_below_ms`` runs on the event
+loop's own thread. The expectation is the session's last time per row times the batch's rows; the first batch
 always goes to the worker thread, and so does every batch of a model that turns out slower.
 
 ONNX Runtime is imported when a session opens, not with this module: the driver imports it to
