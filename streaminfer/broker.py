@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Set
 from importlib import resources
 from pathlib import Path
 
@@ -78,11 +79,13 @@ def free_port(host: str = LOOPBACK) -> int:
         return sock.getsockname()[1]
 
 
-def free_ports(count: int, host: str = LOOPBACK) -> tuple[int, ...]:
-    """``count`` distinct free ports, chosen as ``free_port`` chooses."""
+def free_ports(count: int, host: str = LOOPBACK, avoid: Set[int] = frozenset()) -> tuple[int, ...]:
+    """``count`` distinct free ports, chosen as ``free_port`` chooses, none of them in ``avoid``
+    (ports already handed out for servers not started yet)."""
     ports: dict[int, None] = {}
     while len(ports) < count:
-        ports[free_port(host)] = None
+        if (port := free_port(host)) not in avoid:
+            ports[port] = None
     return tuple(ports)
 
 

@@ -6,9 +6,9 @@ own with its own temp dir and ports, so tearing the cluster down kills exactly t
 groups and never another test's Ray (``ray stop`` would stop every Ray on the machine). The
 second node can run in a mount namespace of its own (``unshare -m``) with an empty tmpfs over
 given paths: its actors see the machine's files except those, as a node without the driver's
-disk would. A cluster that started and stopped cleanly removes its temp dirs; one that failed keeps
-them, with its nodes' session logs. The nodes listen on different loopback addresses (127.0.0.1 and 127.0.0.2), so a
-driver on this machine attaches to the head.
+disk would. The nodes listen on different loopback addresses (127.0.0.1 and 127.0.0.2), so a
+driver on this machine attaches to the head. A cluster that started and stopped cleanly removes
+its temp dirs; one that failed keeps them, with its nodes' session logs.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from streaminfer.broker import free_port
+from streaminfer.broker import free_ports
 
 RAY = str(Path(sys.executable).with_name("ray"))
 HEAD_IP, SECOND_IP = "127.0.0.1", "127.0.0.2"
@@ -44,13 +44,10 @@ class Cluster:
     logs: tuple[Path, ...]
 
 
-def _distinct_free_ports(count: int, taken: set[int]) -> list[int]:
+def _distinct_free_ports(count: int, taken: set[int]) -> tuple[int, ...]:
     """Free ports, none of them in ``taken`` (which they join)."""
-    ports: list[int] = []
-    while len(ports) < count:
-        if (port := free_port(HEAD_IP)) not in taken:
-            taken.add(port)
-            ports.append(port)
+    ports = free_ports(count, HEAD_IP, avoid=taken)
+    taken.update(ports)
     return ports
 
 
@@ -105,7 +102,7 @@ def two_node_cluster(
     taken: set[int] = set()
     gcs_port, dashboard_port, client_port = _distinct_free_ports(3, taken)
     head_log, second_log = work / "ray-head.log", work / "ray-second.log"
-    temp_dirs, keep_logs = (f"/tmp/ray-h{tag}", f"/tmp/ray-s{tag}"), False
+    temp_dirs = (f"/tmp/ray-h{tag}", f"/tmp/ray-s{tag}")
     head = _start([
         RAY, "start", "--head", "--block", f"--port={gcs_port}", f"--num-cpus={head_cpus}",
         "--num-gpus=0", "--include-dashboard=true", f"--dashboard-host={HEAD_IP}", f"--dashboard-port={dashboard_port}",
@@ -116,28 +113,25 @@ def two_node_cluster(
     address, dashboard = f"{HEAD_IP}:{gcs_port}", f"http://{HEAD_IP}:{dashboard_port}"
     try:
         _wait_for(lambda: _alive_nodes(dashboard) >= 1, timeout_s, "the head", head_log, temp_dirs[0])
-        if not second_cpus:
-            yield Cluster(address, dashboard, (head_log,))
-            return
-        second = [
-            RAY, "start", "--block", f"--address={address}", f"--num-cpus={second_cpus}", f"--num-gpus={second_gpus}",
-            f"--resources={json.dumps({'second_node': 1})}", f"--temp-dir={temp_dirs[1]}", *_node_ports(SECOND_IP, taken),
-        ]
-        if hidden_on_second:
-            mounts = " && ".join(f"mount -t tmpfs none {shlex.quote(str(path))}" for path in hidden_on_second)
-            second = ["unshare", "-m", "--propagation", "private", "sh", "-c", f"{mounts} && exec {shlex.join(second)}"]
-        processes.append(_start(second, second_log, env))
-        _wait_for(lambda: _alive_nodes(dashboard) >= 2, timeout_s, "the second node", second_log, temp_dirs[1])
-        yield Cluster(address, dashboard, (head_log, second_log))
-    except BaseException:
-        keep_logs = True  # the nodes' session logs (raylet.out and the rest) say why
-        raise
+        logs: tuple[Path, ...] = (head_log,)
+        if second_cpus:
+            second = [
+                RAY, "start", "--block", f"--address={address}", f"--num-cpus={second_cpus}", f"--num-gpus={second_gpus}",
+                f"--resources={json.dumps({'second_node': 1})}", f"--temp-dir={temp_dirs[1]}",
+                *_node_ports(SECOND_IP, taken),
+            ]
+            if hidden_on_second:
+                mounts = " && ".join(f"mount -t tmpfs none {shlex.quote(str(path))}" for path in hidden_on_second)
+                second = ["unshare", "-m", "--propagation", "private", "sh", "-c", f"{mounts} && exec {shlex.join(second)}"]
+            processes.append(_start(second, second_log, env))
+            _wait_for(lambda: _alive_nodes(dashboard) >= 2, timeout_s, "the second node", second_log, temp_dirs[1])
+            logs = (head_log, second_log)
+        yield Cluster(address, dashboard, logs)
     finally:
         for process in reversed(processes):
             _stop(process)
-        if not keep_logs:
-            for temp_dir in temp_dirs:
-                shutil.rmtree(temp_dir, ignore_errors=True)
+    for temp_dir in temp_dirs:  # reached only when nothing failed: a failure keeps the nodes' session logs
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _wait_for(ready: Callable[[], bool], timeout_s: float, what: str, log: Path, temp_dir: str) -> None:
