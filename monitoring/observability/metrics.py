@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from streaminfer.monitoring.observability.batch_histogram import BatchHistogram
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -35,12 +37,12 @@ class PipelineMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
-        self.end_to_end_seconds = Histogram(
+        self.end_to_end_seconds = BatchHistogram(  # observed a fetch's answers at a time
             "streaminfer_end_to_end_latency_seconds",
             "From the request's Kafka timestamp to its prediction being acknowledged.",
             ["model"],
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
+            _LATENCY_BUCKETS,
+            registry,
         )
         self.batch_size = Histogram(
             "streaminfer_batch_size",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streaminfer.monitoring.cost.meter import CostMeter
@@ -29,33 +30,34 @@ class Accounting:
 
     def count(self, outgoing: Sequence[Outgoing]) -> None:
         """Metrics per fetched batch: one counter update per label set, not per record; one pass
-        over the records (latencies and outcomes together)."""
+        over the records (request timestamps and outcomes together), the latencies then computed
+        and bucketed for the whole batch at once."""
         now_ms = self._clock.time() * 1000
         errors: Counter[tuple[str, str, str]] = Counter()
-        seconds: dict[tuple[str, str], list[float]] = {}
+        stamps: dict[tuple[str, str], list[int]] = {}
         for out in outgoing:
             if out.reason is None:
                 key = (out.model or "", out.version or "")
-                elapsed = now_ms - out.request_timestamp_ms
-                kept = seconds.get(key)
+                kept = stamps.get(key)
                 if kept is None:
-                    kept = seconds[key] = []
-                kept.append(elapsed / 1000 if elapsed > 0 else 0.0)
+                    kept = stamps[key] = []
+                kept.append(out.request_timestamp_ms)
             else:
                 errors[(out.model or "", out.version or "", out.reason.value)] += 1
-        for (model, version), elapsed_s in seconds.items():
-            self._metrics.requests.labels(model, version, PREDICTED).inc(len(elapsed_s))
-            self._cost.answered(model, version, len(elapsed_s))
-            observe = self._metrics.end_to_end_seconds.labels(model).observe
-            for value in elapsed_s:
-                observe(value)
+        predicted: dict[tuple[str, str], list[float]] = {}
+        for (model, version), kept in stamps.items():
+            elapsed_s = np.maximum(now_ms - np.asarray(kept, dtype=np.float64), 0.0) / 1000
+            self._metrics.requests.labels(model, version, PREDICTED).inc(len(kept))
+            self._cost.answered(model, version, len(kept))
+            self._metrics.end_to_end_seconds.observe_many((model,), elapsed_s)
+            predicted[(model, version)] = elapsed_s.tolist()
         failed: Counter[tuple[str, str]] = Counter()
         for (model, version, reason), count in errors.items():
             self._metrics.requests.labels(model, version, reason).inc(count)
             failed[(model, version)] += count
-        for key in seconds.keys() | failed.keys():
-            predicted = seconds.get(key, [])
-            self._health.observe(key[0], key[1], len(predicted) + failed[key], failed[key], predicted)
+        for key in predicted.keys() | failed.keys():
+            answered = predicted.get(key, [])
+            self._health.observe(key[0], key[1], len(answered) + failed[key], failed[key], answered)
 
     def export_lag(self, consumer: AIOKafkaConsumer, tracker: OffsetTracker) -> None:
         """Records behind per owned partition: the high watermark of the latest fetch minus the

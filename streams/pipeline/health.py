@@ -9,9 +9,10 @@ stamped with that clock's wall time.
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from streaminfer.schemas.monitoring_events import MetricEvent
 from streaminfer.streams.clock import SYSTEM_CLOCK, Clock
@@ -29,7 +30,7 @@ class HealthWindow:
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)
     latencies: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     _seen: Counter[tuple[str, str]] = field(default_factory=Counter)
-    _rng: random.Random = field(default_factory=lambda: random.Random(0))
+    _rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     _opened: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -47,11 +48,14 @@ class HealthWindow:
         room = max(0, LATENCY_SAMPLE - len(kept))  # a uniform sample of bounded size (reservoir):
         kept.extend(latencies_s[:room])  # the first LATENCY_SAMPLE are kept as they come
         seen = self._seen[key] + min(room, len(latencies_s))
-        for latency in latencies_s[room:]:
-            seen += 1
-            slot = self._rng.randrange(seen)
-            if slot < LATENCY_SAMPLE:
-                kept[slot] = latency
+        later = latencies_s[room:]
+        if later:  # the n-th value replaces a random slot with probability LATENCY_SAMPLE / n
+            # one uniform draw per value, so a batch keeps the sample its values would keep one by
+            # one; drawn for the batch at once (a ``randrange`` per answer cost 0.3 µs each)
+            slots = (self._rng.random(len(later)) * np.arange(seen + 1, seen + len(later) + 1)).astype(np.int64)
+            for index in np.flatnonzero(slots < LATENCY_SAMPLE).tolist():
+                kept[slots[index]] = later[index]
+            seen += len(later)
         self._seen[key] = seen
 
     def report(self, lag_records: int | None, topic: str) -> list[MetricEvent]:

@@ -62,3 +62,16 @@ def test_latencies_observed_per_batch_keep_the_sample_they_kept_one_by_one():
     for value in values:
         single.observe("m", "1", ended=1, errors=0, latencies_s=[value])
     assert batched.latencies == single.latencies
+
+
+def test_the_latency_sample_is_uniform_over_the_whole_window():
+    """Past the first 4096 values each later one replaces a slot with falling probability, so the
+    sample spreads over the whole window and not over its start or its end."""
+    window = HealthWindow("c-0", interval_s=10)
+    values = [float(n) for n in range(200_000)]
+    for start in range(0, len(values), 240):
+        window.observe("m", "1", ended=240, errors=0, latencies_s=values[start:start + 240])
+    kept = window.latencies[("m", "1")]
+    assert len(kept) == 4096
+    assert abs(sum(kept) / len(kept) - 100_000) < 3_000  # the mean of a uniform sample; sd about 900
+    assert sum(value < 4096 for value in kept) < 300  # the window's first 2% hold about 2% of it
