@@ -325,7 +325,7 @@ async def _start_driver(app: DriverApp, repository: ModelRepository) -> None:
     for name in settings.served_model_names():
         served = await app.models.serve(name)
         app.actors.extend(await served.pool.describe())
-    tune_gc_for_streaming(settings.pipeline.gc_gen0_threshold)
+    tune_gc_for_streaming(settings.pipeline.gc_threshold)
     app.pipeline = Pipeline(
         settings.kafka, topology(settings).pipeline, settings.pipeline, app.models, PipelineMetrics(app.registry),
         concurrent_batches=settings.pool.size, enricher=feast_enricher(_absolute_features(settings)),

@@ -97,7 +97,7 @@ class ConsumerActor:
         registry = CollectorRegistry()
         if self._follower is None and not self._reads_locally():
             await self._follow_the_registry(MirrorMetrics(registry))
-        tune_gc_for_streaming(self._pipeline_settings.gc_gen0_threshold)
+        tune_gc_for_streaming(self._pipeline_settings.gc_threshold)
         models = ServedModels(
             self._repository,
             self._model_names[0],

@@ -197,7 +197,7 @@ async def inference_path(repository: ModelRepository, model: str, payloads: list
     decoded = [decode_record(ConsumerRecord("req", 0, n, 0, 0, key, value, None, len(key), len(value), headers), models)
                for n, (key, value, headers) in enumerate(payloads)]
     settings = PipelineSettings()
-    tune_gc_for_streaming(settings.gc_gen0_threshold)  # as a consuming process does
+    tune_gc_for_streaming(settings.gc_threshold)  # as a consuming process does
     slots = asyncio.Semaphore(settings.max_inflight_batches)  # fetches in flight at once, as in the loop
 
     async def fetch(items: list) -> None:

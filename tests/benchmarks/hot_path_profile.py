@@ -145,7 +145,7 @@ async def one(system: str, bootstrap: str, repository: ModelRepository, model: s
 
 async def main(requests: int, runs: int, out: Path | None, only: list[str], fetch_records: int,
                runtime: RuntimeSettings) -> None:
-    tune_gc_for_streaming(PipelineSettings().gc_gen0_threshold)  # as a consuming process does
+    tune_gc_for_streaming(PipelineSettings().gc_threshold)  # as a consuming process does
     work = Path(tempfile.mkdtemp(prefix="hot-path-"))
     repository = ModelRepository(work / "models")
     entry = build_demo_model(repository)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 import streaminfer
 from streaminfer.settings import AppSettings
+from streaminfer.streams.settings import PipelineSettings
 
 
 def test_nested_environment_variables_reach_each_subsystem(monkeypatch):
@@ -73,3 +74,13 @@ def test_every_settings_model_is_reachable_from_app_settings():
 def test_webhook_delivery_settings_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("STREAMINFER_ALERTING__DELIVERY__COMMIT_INTERVAL_MS", "50")
     assert AppSettings().alerting.delivery.commit_interval_ms == 50
+
+
+def test_the_collector_threshold_follows_what_a_consumer_may_hold_in_flight(monkeypatch):
+    """At the size of the in-flight set the collector walked it every few thousand answers and
+    freed nothing; the derived threshold is four times that set, and an explicit value wins."""
+    assert PipelineSettings().gc_threshold == 48 * 4 * 1024
+    assert PipelineSettings(max_inflight_batches=1, fetch_max_records=100).gc_threshold == 50_000
+    assert PipelineSettings(max_inflight_batches=8, fetch_max_records=2048).gc_threshold == 48 * 8 * 2048
+    monkeypatch.setenv("STREAMINFER_PIPELINE__GC_GEN0_THRESHOLD", "0")
+    assert AppSettings().pipeline.gc_threshold == 0  # Python's own defaults
