@@ -64,10 +64,6 @@ class BatchHistogram(Collector):
             series.counts += counts[: len(self._bounds)]  # NaN sorts past +Inf: counted nowhere, as Prometheus does
             series.total += total
 
-    def remove(self, labels: tuple[str, ...]) -> None:
-        with self._lock:
-            self._series.pop(labels, None)
-
     def describe(self) -> Iterator[HistogramMetricFamily]:
         yield HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
 
