@@ -9,7 +9,7 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +102,12 @@ class RunningApp(ABC):
         if self.driver_metrics_url:
             self._endpoints["driver"] = (self.driver_metrics_url, "driver")
 
+    def _stop_budget_s(self) -> float:
+        """How long an actor's own stop may take before it is released anyway: its pipeline's
+        bounded steps (the last fetch, the final commit, leaving the group, each at most
+        ``pipeline.stop_step_timeout_s``) and as much again for the rest."""
+        return 4 * self.settings.pipeline.stop_step_timeout_s
+
     def _endpoint(self, name: str, url: object, component: str) -> None:
         if url:
             self._endpoints[name] = (str(url), component)
@@ -151,10 +157,11 @@ class RunningApp(ABC):
             self.supervisor.cancel()
             await asyncio.gather(self.supervisor, return_exceptions=True)
             self.supervisor = None
-        for handle in (self.monitor, self.alerting, self.experiments, self.registry_actor):
+        names = ("monitor", "alerting", "experiments", "registry")
+        for name, handle in zip(names, (self.monitor, self.alerting, self.experiments, self.registry_actor)):
             if handle is not None:
                 with contextlib.suppress(Exception):
-                    await handle.stop.remote()
+                    await stopped_within(handle.stop.remote(), self._stop_budget_s(), f"the {name} actor")
                 ray.kill(handle, no_restart=True)
         self.monitor = self.alerting = self.experiments = self.registry_actor = None
         server, self.metrics_server = self.metrics_server, None
@@ -363,9 +370,26 @@ class ConsumerGroupApp(RunningApp):
             await self.autoscaler.stop()
         await self._stop_observability()
         handles, self.handles = [*self.handles, *self._leaving.values()], []
-        await asyncio.gather(*(h.stop.remote() for h in handles), return_exceptions=True)
+        budget = self._stop_budget_s()
+        await asyncio.gather(*(stopped_within(h.stop.remote(), budget, "a consumer actor") for h in handles),
+                             return_exceptions=True)
         for handle in handles:
             ray.kill(handle, no_restart=True)
+
+
+async def stopped_within(stop: Awaitable[object], seconds: float, what: str) -> bool:
+    """Await an actor's ``stop``, at most ``seconds``; False (and a warning) when it took longer.
+
+    Ctrl-C must end ``run`` even when a stop waits on something that does not answer: the caller
+    releases the actor either way, and what it had not committed is answered again by the next
+    owner of its partitions."""
+    try:
+        await asyncio.wait_for(stop, seconds)
+    except asyncio.TimeoutError:
+        log.warning("stop: %s did not stop within %.0f s; released (what it had not committed is "
+                    "answered again)", what, seconds)
+        return False
+    return True
 
 
 def serve_configured_metrics(settings: AppSettings, registry: CollectorRegistry) -> tuple[object | None, str | None]:
