@@ -10,7 +10,9 @@ import typer
 
 from streaminfer.cli.common import (
     BootstrapOpt,
+    StopSignals,
     console,
+    exit_if_interrupted,
     friendly_errors,
     load_settings,
     until_signal_or,
@@ -47,20 +49,21 @@ def alerts_run(
     """Evaluate the rules on the monitoring topics and deliver notifications to the webhooks,
     until interrupted. Runs apart from the pipeline: a slow receiver never slows predictions."""
     settings = load_settings(bootstrap, alerting={"rules_file": rules, "check_receivers": check_receivers})
-    asyncio.run(_alerts_until_signal(settings))
+    exit_if_interrupted(asyncio.run(_alerts_until_signal(settings)))
 
 
-async def _alerts_until_signal(settings: AppSettings) -> None:
+async def _alerts_until_signal(settings: AppSettings) -> bool:
     from streaminfer.alerting_service import start_alerting
     from streaminfer.streams.clients import check_reachable
 
+    signals = StopSignals()  # a Ctrl-C while starting stops the command once it is up
     await check_reachable(settings.kafka)
     running = await start_alerting(settings)
     assert running.config is not None
     console.print(f"alerting: {len(running.config.rules)} rules on {settings.monitor.topics.drift} and "
                   f"{settings.monitor.topics.metrics}; outbox {settings.alerting.topics.outbox}; receivers "
                   f"{', '.join(r.name for r in running.receivers)} (Ctrl-C to stop)")
-    await until_signal_or(running.wait(), running.stop)
+    return await until_signal_or(running.wait(), running.stop, signals)
 
 
 @alerts_app.command("silence")

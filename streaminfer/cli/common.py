@@ -74,14 +74,39 @@ def load_settings(
 
 
 
-async def until_signal_or(work: Any, cleanup: Callable[[], Any]) -> None:
-    """Await ``work`` until it ends or SIGINT/SIGTERM arrives, then ``cleanup``; raises what ended it."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+class StopSignals:
+    """SIGINT and SIGTERM, heard from the moment this is made, for commands that run until
+    interrupted; made before start-up, so a Ctrl-C while the command starts is kept and stops it
+    as soon as it is up.
+
+    Left to ``asyncio.run``, a Ctrl-C during start-up cancels the main task, and a start-up step
+    that swallows the cancellation (Python 3.11's ``asyncio.wait_for`` can, when what it waits for
+    finishes at the same moment) leaves the command running and deaf to the Ctrl-C it has used:
+    ``run`` was seen still serving a minute after a Ctrl-C that came while it started. A second
+    signal aborts at once, without the clean stop (exit 130)."""
+
+    def __init__(self) -> None:
+        self.received = asyncio.Event()
+        self.interrupted = False
+        """A SIGINT (Ctrl-C) was among them: the command exits 130 after its clean stop."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._heard, sig)
+
+    def _heard(self, sig: signal.Signals) -> None:
+        if self.received.is_set():
+            raise KeyboardInterrupt  # asked twice: stop waiting for the clean stop
+        self.interrupted = sig == signal.SIGINT
+        self.received.set()
+
+
+async def until_signal_or(work: Any, cleanup: Callable[[], Any], signals: StopSignals | None = None) -> bool:
+    """Await ``work`` until it ends or SIGINT/SIGTERM arrives (or has arrived: ``signals``, made
+    before start-up), then ``cleanup``; raises what ended it. Returns whether a Ctrl-C did, so
+    the command exits 130 as a shell expects (``exit_if_interrupted``); SIGTERM exits 0."""
+    signals = signals or StopSignals()
     waiter = asyncio.create_task(work)
-    stopper = asyncio.create_task(stop.wait())
+    stopper = asyncio.create_task(signals.received.wait())
     try:
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if waiter.done():
@@ -90,4 +115,10 @@ async def until_signal_or(work: Any, cleanup: Callable[[], Any]) -> None:
         stopper.cancel()
         waiter.cancel()
         await cleanup()
+    return signals.interrupted
 
+
+def exit_if_interrupted(interrupted: bool) -> None:
+    """After a clean stop that a Ctrl-C asked for: exit 130, as after any interrupted command."""
+    if interrupted:
+        raise typer.Exit(130)

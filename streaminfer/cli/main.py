@@ -21,8 +21,10 @@ from streaminfer.cli.capacity import capacity_command
 from streaminfer.cli.common import (
     BootstrapOpt,
     RepoOpt,
+    StopSignals,
     console,
     err_console,
+    exit_if_interrupted,
     friendly_errors,
     load_settings,
     until_signal_or,
@@ -117,7 +119,7 @@ def run(
         settings = settings.model_copy(
             update={"models": model[1:], "pipeline": settings.pipeline.model_copy(update={"default_model": model[0]})}
         )
-    asyncio.run(_run_until_signal(settings))
+    exit_if_interrupted(asyncio.run(_run_until_signal(settings)))
 
 
 def print_scrape_targets(running: Any) -> None:
@@ -128,11 +130,12 @@ def print_scrape_targets(running: Any) -> None:
                       "(infra/prometheus/prometheus.yml reads them)")
 
 
-async def _run_until_signal(settings: AppSettings) -> None:
+async def _run_until_signal(settings: AppSettings) -> bool:
     from streaminfer.app import start_app, start_ray
     from streaminfer.streams.clients import check_reachable
     from streaminfer.workers.models.repository import ModelRepository
 
+    signals = StopSignals()  # a Ctrl-C while starting stops `run` once it is up
     await check_reachable(settings.kafka)
     if settings.pipeline.guarantee == "exactly_once":
         from streaminfer.streams.clients import KafkaClients
@@ -151,7 +154,9 @@ async def _run_until_signal(settings: AppSettings) -> None:
         console.print(f"autoscaling:   {settings.scaling.min_consumers} to {settings.scaling.max_consumers} consumer "
                       "actors on the group's lag (decisions in streaminfer_scaling_decisions_total)")
     console.print(f"consuming {settings.topics.requests} on {settings.kafka.bootstrap} (Ctrl-C to stop)")
-    await until_signal_or(running.wait(), running.stop)
+    if signals.received.is_set():
+        console.print("stopping: interrupted while starting")
+    return await until_signal_or(running.wait(), running.stop, signals)
 
 
 

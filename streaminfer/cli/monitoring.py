@@ -10,7 +10,9 @@ import typer
 from streaminfer.cli.common import (
     BootstrapOpt,
     RepoOpt,
+    StopSignals,
     console,
+    exit_if_interrupted,
     friendly_errors,
     load_settings,
     until_signal_or,
@@ -30,10 +32,10 @@ def monitor_command(
     """Run only the monitor (drift and online accuracy) in this process, until interrupted: for
     deployments that run it apart from `streaminfer run --no-monitor`."""
     settings = load_settings(bootstrap, model_repo, metrics={"port": metrics_port}, pipeline={"default_model": model})
-    asyncio.run(_monitor_until_signal(settings))
+    exit_if_interrupted(asyncio.run(_monitor_until_signal(settings)))
 
 
-async def _monitor_until_signal(settings: AppSettings) -> None:
+async def _monitor_until_signal(settings: AppSettings) -> bool:
     from prometheus_client import CollectorRegistry
 
     from streaminfer.monitoring.observability.endpoint import stop_serving
@@ -43,6 +45,7 @@ async def _monitor_until_signal(settings: AppSettings) -> None:
     from streaminfer.streams.monitor import Monitor
     from streaminfer.workers.models.repository import ModelRepository
 
+    signals = StopSignals()  # a Ctrl-C while starting stops the command once it is up
     await check_reachable(settings.kafka)
     registry = CollectorRegistry()
     server, url = serve_configured_metrics(settings, registry)
@@ -60,7 +63,7 @@ async def _monitor_until_signal(settings: AppSettings) -> None:
         await monitor.stop()
         stop_serving(server)
 
-    await until_signal_or(monitor.wait(), cleanup)
+    return await until_signal_or(monitor.wait(), cleanup, signals)
 
 
 @drift_app.command("report")
