@@ -9,7 +9,7 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from streaminfer.settings import AppSettings
 from streaminfer.streams.clients import KafkaClients
 from streaminfer.streams.pipeline.loop import Pipeline
 from streaminfer.streams.security.authorization import pipeline_refusal
-from streaminfer.supervision import ActorWatcher, Sighting
+from streaminfer.supervision import ActorWatcher, Sighting, stopped_within
 from streaminfer.topology import topology
 from streaminfer.workers.routing.served import ServedModels
 
@@ -305,8 +305,8 @@ class ConsumerGroupApp(RunningApp):
 
     async def _drain(self, name: str, handle: ray.actor.ActorHandle) -> None:
         try:
-            await asyncio.wait_for(handle.stop.remote(), self.settings.scaling.action_timeout_s)
-        except (RayError, asyncio.TimeoutError) as exc:
+            await stopped_within(handle.stop.remote(), self.settings.scaling.action_timeout_s, f"consumer {name}")
+        except RayError as exc:
             log.warning("consumer %s did not drain (%r); released anyway: what it had not committed is "
                         "answered again by its partitions' next owners", name, exc)
         finally:
@@ -375,21 +375,6 @@ class ConsumerGroupApp(RunningApp):
                              return_exceptions=True)
         for handle in handles:
             ray.kill(handle, no_restart=True)
-
-
-async def stopped_within(stop: Awaitable[object], seconds: float, what: str) -> bool:
-    """Await an actor's ``stop``, at most ``seconds``; False (and a warning) when it took longer.
-
-    Ctrl-C must end ``run`` even when a stop waits on something that does not answer: the caller
-    releases the actor either way, and what it had not committed is answered again by the next
-    owner of its partitions."""
-    try:
-        await asyncio.wait_for(stop, seconds)
-    except asyncio.TimeoutError:
-        log.warning("stop: %s did not stop within %.0f s; released (what it had not committed is "
-                    "answered again)", what, seconds)
-        return False
-    return True
 
 
 def serve_configured_metrics(settings: AppSettings, registry: CollectorRegistry) -> tuple[object | None, str | None]:

@@ -2,14 +2,20 @@
 
 Ray restarts a dead actor under the same name in a new process, so a restart shows as a new
 process id behind the same name. The supervisor of each shape reports what it saw each round.
+Stopping one is bounded too (``stopped_within``): an actor that does not stop in time is released.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from streaminfer.monitoring.observability.metrics import ActorMetrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,3 +53,18 @@ class ActorWatcher:
         """An actor released on purpose (scaled down): no longer watched, its restarts series gone."""
         if self._pids.pop(name, None) is not None:
             self.metrics.restarts.remove(name, role)
+
+
+async def stopped_within(stop: Awaitable[object], seconds: float, what: str) -> bool:
+    """Await an actor's ``stop``, at most ``seconds``; False (and a warning) when it took longer.
+
+    Ctrl-C must end ``run`` even when a stop waits on something that does not answer: the caller
+    releases the actor either way, and what it had not committed is answered again by the next
+    owner of its partitions."""
+    try:
+        await asyncio.wait_for(stop, seconds)
+    except asyncio.TimeoutError:
+        log.warning("stop: %s did not stop within %.0f s; released (what it had not committed is "
+                    "answered again)", what, seconds)
+        return False
+    return True

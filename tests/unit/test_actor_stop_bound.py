@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from streaminfer.running import stopped_within
+from streaminfer.supervision import stopped_within
 
 
 async def test_a_stop_that_never_ends_is_given_up_after_its_budget_with_a_warning(caplog):
     never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    with caplog.at_level(logging.WARNING, logger="streaminfer.running"):
+    with caplog.at_level(logging.WARNING, logger="streaminfer.supervision"):
         assert await stopped_within(never, 0.05, "a consumer actor") is False
     assert "a consumer actor did not stop within 0 s; released" in caplog.text
     assert never.cancelled()
