@@ -100,11 +100,10 @@ class StopSignals:
         self.received.set()
 
 
-async def until_signal_or(work: Any, cleanup: Callable[[], Any], signals: StopSignals | None = None) -> bool:
-    """Await ``work`` until it ends or SIGINT/SIGTERM arrives (or has arrived: ``signals``, made
+async def until_signal_or(work: Any, cleanup: Callable[[], Any], signals: StopSignals) -> bool:
+    """Await ``work`` until it ends or SIGINT/SIGTERM arrives (or has arrived: ``signals`` is made
     before start-up), then ``cleanup``; raises what ended it. Returns whether a Ctrl-C did, so
     the command exits 130 as a shell expects (``exit_if_interrupted``); SIGTERM exits 0."""
-    signals = signals or StopSignals()
     waiter = asyncio.create_task(work)
     stopper = asyncio.create_task(signals.received.wait())
     try:

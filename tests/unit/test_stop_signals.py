@@ -35,8 +35,9 @@ async def test_a_signal_after_start_up_ends_the_wait_and_runs_the_cleanup():
         await asyncio.sleep(0.05)
         os.kill(os.getpid(), signal.SIGTERM)
 
+    signals = StopSignals()
     interrupter = asyncio.create_task(interrupt_soon())
-    interrupted = await asyncio.wait_for(until_signal_or(asyncio.Event().wait(), cleanup), 5)
+    interrupted = await asyncio.wait_for(until_signal_or(asyncio.Event().wait(), cleanup, signals), 5)
     await interrupter
     assert cleaned == [True]
     assert not interrupted  # SIGTERM: exit 0
